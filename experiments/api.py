@@ -1,0 +1,199 @@
+"""REST API of the experiments app: one thin view per operation, its own serializers."""
+
+from django.conf import settings
+from django.urls import path
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from experiments import selectors, services
+from experiments.datasets import CUSTOMER_CHURN_MAX_SAMPLES
+from experiments.models import DatasetVersion, Run
+from experiments.trainers import TRAINERS
+from mlops_site.errors import InvalidInput
+
+
+class ExperimentOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    tags = serializers.DictField()
+    run_count = serializers.IntegerField()
+    mlflow_experiment_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class DatasetOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    sha256 = serializers.CharField()
+    source = serializers.CharField()
+    build_params = serializers.DictField()
+    target = serializers.CharField()
+    n_rows = serializers.IntegerField()
+    n_columns = serializers.IntegerField()
+    size_bytes = serializers.IntegerField()
+    schema = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class RunSummaryOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    experiment = serializers.CharField(source="experiment.name")
+    status = serializers.CharField()
+    algorithm = serializers.CharField()
+    dataset = serializers.CharField(allow_null=True)
+    progress = serializers.FloatField()
+    metrics = serializers.DictField(source="latest_metrics")
+    created_at = serializers.DateTimeField()
+
+
+class RunOutput(RunSummaryOutput):
+    parent_id = serializers.IntegerField(allow_null=True)
+    progress_message = serializers.CharField()
+    params = serializers.SerializerMethodField()
+    tags = serializers.SerializerMethodField()
+    artifacts = serializers.SerializerMethodField()
+    children = RunSummaryOutput(many=True)
+    sweep_metric = serializers.CharField()
+    best_child_id = serializers.IntegerField(allow_null=True)
+    start_time = serializers.DateTimeField(allow_null=True)
+    end_time = serializers.DateTimeField(allow_null=True)
+    duration_seconds = serializers.FloatField(allow_null=True)
+    attempts = serializers.IntegerField()
+    error = serializers.CharField()
+    source_commit = serializers.CharField()
+    celery_task_id = serializers.CharField()
+    model_sha256 = serializers.CharField()
+    mlflow_run_id = serializers.CharField()
+    mlflow_synced = serializers.BooleanField()
+    mlflow_sync_error = serializers.CharField()
+
+    def get_params(self, run) -> dict:
+        return {p.key: p.value for p in run.params.all()}
+
+    def get_tags(self, run) -> dict:
+        return {t.key: t.value for t in run.tags.all()}
+
+    def get_artifacts(self, run) -> list:
+        return [{"path": a.path, "size_bytes": a.size_bytes, "sha256": a.sha256} for a in run.artifacts.all()]
+
+
+class ExperimentListApi(ListAPIView):
+    serializer_class = ExperimentOutput
+
+    def get_queryset(self):
+        return selectors.experiment_list()
+
+
+class DatasetListCreateApi(ListAPIView):
+    """List dataset versions, or upload a CSV as a new one (multipart: file, name, target)."""
+
+    serializer_class = DatasetOutput
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    queryset = DatasetVersion.objects.all()
+
+    class UploadInput(serializers.Serializer):
+        file = serializers.FileField()
+        name = serializers.CharField(max_length=200)
+        target = serializers.CharField(max_length=200)
+
+    @extend_schema(request={"multipart/form-data": UploadInput}, responses={201: DatasetOutput, 200: DatasetOutput})
+    def post(self, request):
+        serializer = self.UploadInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        version, created = services.dataset_version_upload(
+            name=serializer.validated_data["name"], content=_read_upload(upload),
+            target=serializer.validated_data["target"], by=request.user,
+        )
+        return Response(DatasetOutput(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+def _read_upload(upload):
+    """The uploaded bytes; an oversized file is refused before it is read into memory."""
+    if upload.size > settings.DATASET_UPLOAD_MAX_BYTES:
+        raise InvalidInput(
+            f"is {upload.size:,} bytes; the limit is {settings.DATASET_UPLOAD_MAX_BYTES:,} bytes", field="file"
+        )
+    return upload.read()
+
+
+class RunListCreateApi(ListAPIView):
+    """List runs (filter by experiment and status), or launch one: 202 with the run id."""
+
+    serializer_class = RunSummaryOutput
+
+    class LaunchInput(serializers.Serializer):
+        experiment = serializers.CharField(max_length=200)
+        dataset = serializers.CharField(max_length=200)
+        algorithm = serializers.ChoiceField(choices=sorted(TRAINERS))
+        params = serializers.DictField(required=False, default=dict)
+        sweep = serializers.DictField(child=serializers.ListField(allow_empty=False), required=False)
+        sweep_metric = serializers.CharField(required=False, default="accuracy")
+        n_samples = serializers.IntegerField(required=False, min_value=10, max_value=CUSTOMER_CHURN_MAX_SAMPLES)
+        seed = serializers.IntegerField(required=False, min_value=0)
+        name = serializers.CharField(required=False, default="", allow_blank=True, max_length=200)
+
+    def get_queryset(self):
+        status_filter = self.request.query_params.get("status")
+        if status_filter and status_filter not in Run.Status.values:
+            raise InvalidInput(f"must be one of {', '.join(Run.Status.values)}", field="status")
+        return selectors.run_list(
+            experiment=self.request.query_params.get("experiment"), status=status_filter,
+            parents_only=self.request.query_params.get("top_level") in ("1", "true"),
+        )
+
+    @extend_schema(
+        request=LaunchInput,
+        responses={202: inline_serializer("LaunchOutput", {
+            "id": serializers.IntegerField(), "status": serializers.CharField(), "url": serializers.CharField(),
+            "children": serializers.ListField(child=serializers.IntegerField()),
+        })},
+    )
+    def post(self, request):
+        serializer = self.LaunchInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_launch(**serializer.validated_data, by=request.user)
+        return Response(
+            {
+                "id": run.pk,
+                "status": run.status,
+                "url": request.build_absolute_uri(f"/api/v1/runs/{run.pk}"),
+                "children": list(run.children.order_by("id").values_list("id", flat=True)),
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class RunDetailApi(APIView):
+    @extend_schema(responses=RunOutput)
+    def get(self, request, run_id):
+        return Response(RunOutput(selectors.run_get(run_id=run_id)).data)
+
+
+class MetricHistoryApi(APIView):
+    @extend_schema(responses=inline_serializer("MetricHistory", {
+        "run_id": serializers.IntegerField(), "key": serializers.CharField(),
+        "history": serializers.ListField(child=serializers.DictField()),
+    }))
+    def get(self, request, run_id, key):
+        points = selectors.run_metric_history(run_id=run_id, key=key)
+        return Response({
+            "run_id": run_id,
+            "key": key,
+            "history": [{"step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points],
+        })
+
+
+urlpatterns = [
+    path("experiments", ExperimentListApi.as_view(), name="experiment-list"),
+    path("datasets", DatasetListCreateApi.as_view(), name="dataset-list"),
+    path("runs", RunListCreateApi.as_view(), name="run-list"),
+    path("runs/<int:run_id>", RunDetailApi.as_view(), name="run-detail"),
+    path("runs/<int:run_id>/metrics/<str:key>", MetricHistoryApi.as_view(), name="run-metric-history"),
+]

@@ -1,0 +1,33 @@
+"""Writes of the experiments app. Callers import from here, not from the modules."""
+
+from experiments.services.datasets import (
+    dataset_frame_load,
+    dataset_resolve,
+    dataset_version_builtin,
+    dataset_version_upload,
+)
+from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow, runs_mirror_pending
+from experiments.services.runs import (
+    run_execute,
+    run_fail,
+    run_launch,
+    runs_reap_lost,
+    sweep_finalize,
+    sweep_grid_parse,
+)
+
+__all__ = [
+    "dataset_frame_load",
+    "dataset_resolve",
+    "dataset_version_builtin",
+    "dataset_version_upload",
+    "mlflow_import",
+    "run_execute",
+    "run_fail",
+    "run_launch",
+    "run_mirror_to_mlflow",
+    "runs_mirror_pending",
+    "runs_reap_lost",
+    "sweep_finalize",
+    "sweep_grid_parse",
+]

@@ -1,0 +1,97 @@
+"""Dataset versions: made from a built-in maker or an uploaded CSV, identified by content."""
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from experiments import datasets as data
+from experiments.models import DatasetVersion
+from experiments.storage import artifact_read_verified, artifact_write
+from governance.services import audit_record
+from mlops_site.errors import InvalidInput
+
+
+def _dataset_version_store(*, name, source, frame, content, target, build_params, by):
+    """The version holding `content`: the existing one, or a new row and file. Returns (version, created)."""
+    sha256 = data.sha256_bytes(content)
+    existing = DatasetVersion.objects.filter(sha256=sha256).first()
+    if existing:
+        if existing.target != target:
+            raise InvalidInput(
+                f"this content is already stored as {existing} with target column {existing.target!r}",
+                field="target",
+            )
+        return existing, False
+    schema = data.infer_schema(frame, target=target)
+    relative = f"datasets/{sha256}.csv"
+    artifact_write(relative, content)  # content-addressed: a rolled-back row leaves a harmless file
+    try:
+        with transaction.atomic():
+            version = DatasetVersion.objects.create(
+                name=name, sha256=sha256, source=source, build_params=build_params, target=target,
+                n_rows=len(frame), n_columns=len(frame.columns), size_bytes=len(content), schema=schema,
+                path=relative, created_by=by,
+            )
+            audit_record(
+                actor=by, action="dataset.created", obj=version,
+                after={"name": name, "sha256": sha256, "rows": len(frame), "source": source},
+            )
+    except IntegrityError:
+        # The same content was stored by a concurrent request a moment ago.
+        return DatasetVersion.objects.get(sha256=sha256), False
+    return version, True
+
+
+def dataset_version_builtin(*, name, n_samples=None, seed=None, by=None):
+    """The version of a built-in dataset (made deterministically); returns (version, created)."""
+    frame, target, build_params = data.builtin_frame(name, n_samples=n_samples, seed=seed)
+    return _dataset_version_store(
+        name=name, source=DatasetVersion.Source.BUILTIN, frame=frame, content=data.frame_to_csv_bytes(frame),
+        target=target, build_params=build_params, by=by,
+    )
+
+
+def dataset_version_upload(*, name, content, target, by=None):
+    """A version from uploaded CSV bytes, validated and schema-inferred; returns (version, created)."""
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("is required", field="name")
+    if name in data.BUILTIN_DATASETS:
+        raise InvalidInput(f"{name!r} is the name of a built-in dataset", field="name")
+    target = (target or "").strip()
+    if not target:
+        raise InvalidInput("is required: the column holding the labels", field="target")
+    frame = data.parse_csv(content, target=target, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
+    return _dataset_version_store(
+        name=name, source=DatasetVersion.Source.UPLOAD, frame=frame, content=content, target=target,
+        build_params={}, by=by,
+    )
+
+
+def dataset_resolve(*, ref, n_samples=None, seed=None, by=None):
+    """The dataset version a user means by `ref`: a built-in name, an uploaded name (latest) or a sha256 prefix."""
+    ref = (ref or "").strip()
+    if not ref:
+        raise InvalidInput("is required", field="dataset")
+    if ref in data.BUILTIN_DATASETS:
+        return dataset_version_builtin(name=ref, n_samples=n_samples, seed=seed, by=by)[0]
+    if n_samples is not None or seed is not None:
+        raise InvalidInput("n_samples and seed apply to built-in datasets only", field="n_samples")
+    version = DatasetVersion.objects.filter(name=ref).order_by("-created_at", "-id").first()
+    if version is None and len(ref) >= 8:
+        matches = list(DatasetVersion.objects.filter(sha256__startswith=ref.lower())[:2])
+        if len(matches) > 1:
+            raise InvalidInput(f"sha256 prefix {ref!r} matches several versions", field="dataset")
+        version = matches[0] if matches else None
+    if version is None:
+        uploaded = sorted(set(DatasetVersion.objects.exclude(source="builtin").values_list("name", flat=True)))
+        known = ", ".join([*data.BUILTIN_DATASETS, *uploaded[:20]])
+        raise InvalidInput(f"unknown dataset {ref!r}; known: {known}", field="dataset")
+    return version
+
+
+def dataset_frame_load(*, version):
+    """The dataset's rows, after checking the file's checksum and validating it against its schema."""
+    content = artifact_read_verified(version.path, version.sha256)
+    frame = data.read_frame(content, version.schema)
+    data.validate_frame(frame, version.schema)
+    return frame

@@ -1,0 +1,256 @@
+"""Keep MLflow in step with our runs, and import runs from an existing MLflow store.
+
+The Django database is the source of truth; MLflow gets a copy of every run (same
+experiment name, params, metric history, tags, artifacts and the model as an MLflow
+sklearn model) so the MLflow UI and client see it. A mirror that fails is recorded on
+the run and retried by the `mirror_pending_runs` beat task.
+"""
+
+import contextlib
+import logging
+import threading
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from experiments.models import Experiment, Metric, Param, Run, RunTag
+from experiments.storage import artifact_path, artifact_read_verified
+from governance.services import audit_record
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_TAG = "mlops_site.run_id"
+_BATCH = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
+# mlflow.sklearn.log_model uses the process-wide tracking URI and active run.
+_fluent_lock = threading.Lock()
+
+_STATUS_FROM_MLFLOW = {
+    "RUNNING": Run.Status.RUNNING, "SCHEDULED": Run.Status.QUEUED, "FINISHED": Run.Status.FINISHED,
+    "FAILED": Run.Status.FAILED, "KILLED": Run.Status.KILLED,
+}
+
+
+def _client(tracking_uri=None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri or settings.MLFLOW_TRACKING_URI)
+
+
+def _ms(moment):
+    return int(moment.timestamp() * 1000) if moment else None
+
+
+def _experiment_id(client, experiment):
+    if experiment.mlflow_experiment_id:
+        return experiment.mlflow_experiment_id
+    remote = client.get_experiment_by_name(experiment.name)
+    if remote is None:
+        experiment_id = client.create_experiment(
+            experiment.name, artifact_location=settings.MLFLOW_ARTIFACT_LOCATION or None,
+            tags={key: str(value) for key, value in (experiment.tags or {}).items()},
+        )
+    else:
+        experiment_id = remote.experiment_id
+    Experiment.objects.filter(pk=experiment.pk).update(mlflow_experiment_id=experiment_id)
+    experiment.mlflow_experiment_id = experiment_id
+    return experiment_id
+
+
+def _ensure_mlflow_run(client, run):
+    """The MLflow run mirroring `run`, created if needed (a parent before its children)."""
+    from mlflow.exceptions import MlflowException
+
+    if run.mlflow_run_id:
+        if not run.children.exists():
+            # A leaf run not fully mirrored last time: start its copy afresh so nothing is logged twice.
+            with contextlib.suppress(MlflowException):
+                client.delete_run(run.mlflow_run_id)
+        else:
+            return run.mlflow_run_id
+    tags = {
+        RUN_ID_TAG: str(run.pk),
+        "mlops_site.algorithm": run.algorithm,
+        "mlflow.runName": run.name,
+    }
+    if run.dataset_id:
+        tags["mlops_site.dataset"] = str(run.dataset)
+        tags["mlops_site.dataset_sha256"] = run.dataset.sha256
+    if run.source_commit:
+        tags["mlflow.source.git.commit"] = run.source_commit
+    if run.created_by_id:
+        tags["mlflow.user"] = run.created_by.get_username()
+    if run.parent_id:
+        # Two children mirrored at once must not each create the parent's copy.
+        with transaction.atomic():
+            parent = Run.objects.select_for_update().select_related("experiment").get(pk=run.parent_id)
+            tags["mlflow.parentRunId"] = _ensure_mlflow_run(client, parent)
+    remote = client.create_run(
+        _experiment_id(client, run.experiment), start_time=_ms(run.start_time or run.created_at), tags=tags,
+        run_name=run.name,
+    )
+    run.mlflow_run_id = remote.info.run_id
+    Run.objects.filter(pk=run.pk).update(mlflow_run_id=run.mlflow_run_id)
+    return run.mlflow_run_id
+
+
+def run_mirror_to_mlflow(*, run_id, tracking_uri=None):
+    """Copy an ended run to MLflow. Returns True on success; a failure is recorded on the run, not raised."""
+    run = Run.objects.select_related("experiment", "dataset", "parent", "created_by").get(pk=run_id)
+    if not run.is_terminal:
+        return False
+    try:
+        _mirror(run, _client(tracking_uri), tracking_uri or settings.MLFLOW_TRACKING_URI)
+    except Exception as exc:  # MLflow down, disk full, a bad response: the run stays un-mirrored and is retried
+        logger.warning("mirroring run %s to MLflow failed: %s", run.pk, exc)
+        Run.objects.filter(pk=run.pk).update(mlflow_sync_error=f"{type(exc).__name__}: {exc}"[:4000])
+        return False
+    Run.objects.filter(pk=run.pk).update(mlflow_synced_at=timezone.now(), mlflow_sync_error="")
+    return True
+
+
+def _mirror(run, client, tracking_uri):
+    from mlflow.entities import Metric as MlflowMetric
+    from mlflow.entities import Param as MlflowParam
+    from mlflow.entities import RunTag as MlflowTag
+
+    mlflow_run_id = _ensure_mlflow_run(client, run)
+    params = [MlflowParam(key, value) for key, value in run.params.values_list("key", "value")]
+    tags = [MlflowTag(key, value) for key, value in run.tags.values_list("key", "value")]
+    if run.error:
+        tags.append(MlflowTag("mlops_site.error", run.error[:5000]))
+    if run.best_child_id:
+        tags.append(MlflowTag("mlops_site.best_child_run_id", str(run.best_child_id)))
+    client.log_batch(mlflow_run_id, params=params, tags=tags)
+    metrics = [
+        MlflowMetric(key, value, _ms(at), step)
+        for key, value, step, at in run.metrics.order_by("key", "step").values_list("key", "value", "step", "timestamp")
+    ]
+    for start in range(0, len(metrics), _BATCH):
+        client.log_batch(mlflow_run_id, metrics=metrics[start:start + _BATCH])
+    for artifact in run.artifacts.exclude(path__startswith="model/"):
+        directory = artifact.path.rpartition("/")[0] or None
+        client.log_artifact(mlflow_run_id, str(artifact_path(f"runs/{run.pk}/{artifact.path}")), directory)
+    if run.status == Run.Status.FINISHED and run.model_path:
+        _log_sklearn_model(run, mlflow_run_id, tracking_uri)
+    client.set_terminated(mlflow_run_id, status=run.status, end_time=_ms(run.end_time))
+
+
+def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
+    import io
+
+    import joblib
+    import mlflow
+    import mlflow.sklearn
+    import sklearn
+    from mlflow.models import infer_signature
+
+    from experiments.services.datasets import dataset_frame_load
+
+    # Only a model whose checksum matches our record is ever unpickled.
+    pipeline = joblib.load(io.BytesIO(artifact_read_verified(run.model_path, run.model_sha256)))
+    frame = dataset_frame_load(version=run.dataset).drop(columns=[run.dataset.target]).head(5)
+    signature = infer_signature(frame, pipeline.predict(frame))
+    with _fluent_lock:
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=mlflow_run_id):
+            # cloudpickle, not MLflow's default skops: skops refuses pipelines of trusted-but-unlisted
+            # types; our own serving never loads this copy, it loads our checksummed joblib file.
+            mlflow.sklearn.log_model(
+                pipeline, name="model", signature=signature, serialization_format="cloudpickle",
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"joblib=={joblib.__version__}"],
+            )
+
+
+def runs_mirror_pending(*, limit=100):
+    """Retry the mirror of ended runs that are not yet in MLflow, children before parents."""
+    pending = list(
+        Run.objects.filter(status__in=Run.TERMINAL_STATUSES, mlflow_synced_at__isnull=True)
+        .order_by("parent_id", "id").values_list("pk", "parent_id")[:limit]
+    )
+    pending.sort(key=lambda pair: pair[1] is None)  # children first, so parents are mirrored last
+    return sum(run_mirror_to_mlflow(run_id=run_id) for run_id, _ in pending)
+
+
+def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
+    """Import the experiments and runs of an MLflow store; runs already here are skipped.
+
+    Returns a dict of counts: experiments created, runs created, runs skipped.
+    """
+    from mlflow.entities import ViewType
+
+    client = _client(tracking_uri)
+    counts = {"experiments": 0, "runs": 0, "skipped": 0}
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50000)
+    remote_runs = []
+    for remote_experiment in experiments:
+        page_token = None
+        while True:
+            page = client.search_runs(
+                [remote_experiment.experiment_id], max_results=1000, page_token=page_token,
+                order_by=["attributes.start_time ASC"],
+            )
+            remote_runs.extend((remote_experiment, remote) for remote in page)
+            page_token = page.token
+            if not page_token:
+                break
+    known_ids = set(Run.objects.exclude(mlflow_run_id="").values_list("mlflow_run_id", flat=True))
+    local_ids = set(Run.objects.values_list("pk", flat=True))
+    imported = {}
+    for index, (remote_experiment, remote) in enumerate(remote_runs, start=1):
+        if on_progress:
+            on_progress(index, len(remote_runs))
+        own_id = remote.data.tags.get(RUN_ID_TAG)
+        if remote.info.run_id in known_ids or (own_id and own_id.isdigit() and int(own_id) in local_ids):
+            counts["skipped"] += 1
+            continue
+        run, experiment_created = _import_run(client, remote_experiment, remote, by=by)
+        counts["experiments"] += experiment_created
+        counts["runs"] += 1
+        imported[remote.info.run_id] = run
+    # Parents are linked once all runs are in: a child can come before its parent.
+    for run in imported.values():
+        parent_mlflow_id = dict(run.tags.values_list("key", "value")).get("mlflow.parentRunId")
+        if parent_mlflow_id:
+            Run.objects.filter(pk=run.pk).update(
+                parent=Run.objects.filter(mlflow_run_id=parent_mlflow_id).first()
+            )
+    return counts
+
+
+def _import_run(client, remote_experiment, remote, *, by):
+    info, data = remote.info, remote.data
+    with transaction.atomic():
+        experiment, created = Experiment.objects.get_or_create(
+            name=remote_experiment.name,
+            defaults={"mlflow_experiment_id": remote_experiment.experiment_id,
+                      "tags": dict(remote_experiment.tags or {})},
+        )
+        if not experiment.mlflow_experiment_id:
+            Experiment.objects.filter(pk=experiment.pk).update(mlflow_experiment_id=remote_experiment.experiment_id)
+        start = datetime.fromtimestamp(info.start_time / 1000, tz=UTC) if info.start_time else None
+        end = datetime.fromtimestamp(info.end_time / 1000, tz=UTC) if info.end_time else None
+        algorithm = data.tags.get("mlops_site.algorithm") or data.tags.get("estimator_name") or "imported"
+        run = Run.objects.create(
+            experiment=experiment, name=info.run_name or info.run_id, algorithm=algorithm[:64],
+            status=_STATUS_FROM_MLFLOW.get(info.status, Run.Status.FINISHED), start_time=start, end_time=end,
+            source_commit=data.tags.get("mlflow.source.git.commit", "")[:40], mlflow_run_id=info.run_id,
+            mlflow_synced_at=timezone.now(), latest_metrics=dict(data.metrics), progress=1.0,
+            progress_message="imported from MLflow",
+        )
+        Param.objects.bulk_create(Param(run=run, key=k, value=v[:6000]) for k, v in data.params.items())
+        RunTag.objects.bulk_create(RunTag(run=run, key=k, value=v[:5000]) for k, v in data.tags.items())
+        points = []
+        for key in data.metrics:
+            for point in client.get_metric_history(info.run_id, key):
+                points.append(Metric(
+                    run=run, key=key, value=point.value, step=point.step,
+                    timestamp=datetime.fromtimestamp(point.timestamp / 1000, tz=UTC),
+                ))
+        Metric.objects.bulk_create(points, batch_size=1000)
+        audit_record(
+            actor=by, actor_name=None if by else "import_mlflow", action="run.imported", obj=run,
+            after={"mlflow_run_id": info.run_id, "experiment": experiment.name, "status": run.status},
+        )
+    return run, created

@@ -1,0 +1,415 @@
+"""Training runs: launch (one or a sweep), execute, finish, fail, and reap lost ones."""
+
+import itertools
+import logging
+import subprocess
+import time
+import traceback
+from datetime import timedelta
+from functools import lru_cache
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from experiments import trainers
+from experiments.models import Artifact, Experiment, Metric, Param, Run, RunTag
+from experiments.services.datasets import dataset_frame_load, dataset_resolve
+from experiments.signals import run_progress
+from experiments.storage import artifact_write
+from governance.services import audit_record
+from mlops_site.errors import ApplicationError, Conflict, InvalidInput
+
+logger = logging.getLogger(__name__)
+
+MAX_SWEEP_RUNS = 200
+# Metrics where a lower value is better when a sweep picks its best child.
+LOWER_IS_BETTER = ("log_loss", "training_time_seconds", "inference_time_ms", "model_size_bytes")
+_PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress writes to the database
+
+
+@lru_cache(maxsize=1)
+def source_commit():
+    """The git commit of the running code, or '' outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+def sweep_grid_parse(text):
+    """Parse the CLI form "n_estimators=50,100;max_depth=3,5" into {"n_estimators": ["50", "100"], ...}."""
+    grid = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(";"))):
+        key, sep, values = part.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise InvalidInput(f"{part!r} is not name=value1,value2", field="sweep")
+        if key in grid:
+            raise InvalidInput(f"{key!r} appears twice", field="sweep")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _sweep_combinations(*, algorithm, base_params, grid):
+    """Every combination of the grid over the base params, each validated; InvalidInput on any fault."""
+    if not isinstance(grid, dict) or not grid:
+        raise InvalidInput("must map parameter names to lists of values", field="sweep")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise InvalidInput("must be a non-empty list of values", field=f"sweep.{key}")
+        if key in base_params:
+            raise InvalidInput("is both a fixed param and a swept one", field=f"sweep.{key}")
+    count = 1
+    for values in grid.values():
+        count *= len(values)
+    if count > MAX_SWEEP_RUNS:
+        raise InvalidInput(f"makes {count} runs; the limit is {MAX_SWEEP_RUNS}", field="sweep")
+    keys = list(grid)
+    combinations = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        raw = {**base_params, **dict(zip(keys, values, strict=True))}
+        combinations.append(trainers.params_validate(algorithm, raw, field_prefix="sweep"))
+    return combinations
+
+
+def _params_create(run, params):
+    Param.objects.bulk_create(Param(run=run, key=key, value=str(value)) for key, value in sorted(params.items()))
+
+
+def run_launch(*, experiment, dataset, algorithm, params=None, sweep=None, sweep_metric="accuracy",
+               n_samples=None, seed=None, name="", by=None, inline=False):
+    """Validate, record and start a training run (or a sweep of them) on the workers.
+
+    Everything is checked before anything is written: a bad dataset, algorithm, param
+    or grid raises InvalidInput and leaves no row behind. With inline=True the same
+    Celery task runs in this process (the CLI without --queue); otherwise it is queued
+    once the transaction commits. Returns the run, or the sweep's parent run.
+    """
+    experiment_name = (experiment or "").strip()
+    if not experiment_name:
+        raise InvalidInput("is required", field="experiment")
+    if len(experiment_name) > 200:
+        raise InvalidInput("is longer than 200 characters", field="experiment")
+    validated = trainers.params_validate(algorithm, params or {})
+    combinations = None
+    if sweep:
+        if sweep_metric not in _KNOWN_METRICS:
+            raise InvalidInput(f"must be one of {', '.join(_KNOWN_METRICS)}", field="sweep_metric")
+        combinations = _sweep_combinations(algorithm=algorithm, base_params=params or {}, grid=sweep)
+    dataset_version = dataset_resolve(ref=dataset, n_samples=n_samples, seed=seed, by=by)
+    commit = source_commit()
+
+    with transaction.atomic():
+        experiment_obj, _ = Experiment.objects.get_or_create(name=experiment_name)
+        base_name = name or f"{algorithm}-{dataset_version.name}"
+        run = Run.objects.create(
+            experiment=experiment_obj, name=base_name, dataset=dataset_version, algorithm=algorithm,
+            source_commit=commit, created_by=by, sweep_metric=sweep_metric if combinations else "",
+        )
+        if combinations:
+            swept = {key for key in sweep}
+            _params_create(run, {key: value for key, value in validated.items() if key not in swept})
+            RunTag.objects.create(run=run, key="sweep.grid", value=str(sweep))
+            for combination in combinations:
+                label = ",".join(f"{key}={combination[trainers_key(algorithm, key)]}" for key in sweep)
+                child = Run.objects.create(
+                    experiment=experiment_obj, parent=run, name=f"{base_name} [{label}]", dataset=dataset_version,
+                    algorithm=algorithm, source_commit=commit, created_by=by,
+                )
+                _params_create(child, combination)
+        else:
+            _params_create(run, validated)
+        audit_record(
+            actor=by, action="run.launched", obj=run,
+            after={
+                "experiment": experiment_name, "dataset": str(dataset_version), "algorithm": algorithm,
+                "params": validated, "sweep": sweep or None, "runs": len(combinations) if combinations else 1,
+            },
+        )
+        if not inline:
+            transaction.on_commit(lambda: _dispatch(run.pk))
+    if inline:
+        _execute_inline(run.pk)
+        run.refresh_from_db()
+    return run
+
+
+def trainers_key(algorithm, key):
+    """The canonical name of a param given under an alias (c_param -> C)."""
+    for spec in trainers.trainer_get(algorithm).all_params:
+        if key == spec.name or key in spec.aliases:
+            return spec.name
+    return key
+
+
+_KNOWN_METRICS = (
+    "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss",
+    "training_time_seconds", "inference_time_ms", "model_size_bytes",
+)
+
+
+def _dispatch(run_id):
+    """Queue a run's Celery work: one task, or a chord of child tasks closed by the sweep's finaliser."""
+    from celery import chord
+
+    from experiments.tasks import sweep_finalize, train_run
+
+    run = Run.objects.get(pk=run_id)
+    child_ids = list(run.children.order_by("id").values_list("id", flat=True))
+    if child_ids:
+        result = chord(train_run.si(child_id) for child_id in child_ids)(sweep_finalize.si(run.pk))
+    else:
+        result = train_run.apply_async(args=[run.pk])
+    Run.objects.filter(pk=run.pk, celery_task_id="").update(celery_task_id=result.id)
+
+
+def _execute_inline(run_id):
+    """Run the same Celery tasks in this process, one after the other."""
+    from experiments.tasks import sweep_finalize, train_run
+
+    child_ids = list(Run.objects.filter(parent_id=run_id).order_by("id").values_list("id", flat=True))
+    for child_id in child_ids:
+        train_run.apply(args=[child_id])
+    if child_ids:
+        sweep_finalize.apply(args=[run_id])
+    else:
+        train_run.apply(args=[run_id])
+
+
+class _ProgressReporter:
+    """Writes a run's progress and heartbeat at most every half second, and signals every step."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+        self.last_write = 0.0
+
+    def __call__(self, fraction, message):
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        now = time.monotonic()
+        if now - self.last_write >= _PROGRESS_WRITE_INTERVAL or fraction >= 1.0:
+            Run.objects.filter(pk=self.run_id).update(
+                progress=fraction, progress_message=message[:200], heartbeat_at=timezone.now()
+            )
+            self.last_write = now
+        run_progress.send(sender=Run, run_id=self.run_id, fraction=fraction, message=message)
+
+
+def run_start(*, run_id, task_id=""):
+    """Mark a run RUNNING for this attempt; returns None when there is nothing to do.
+
+    Safe to call twice: a finished run is left alone, and a run found RUNNING is one whose
+    worker was lost (the broker redelivered it), so it is started again from scratch until
+    RUN_MAX_ATTEMPTS is reached, then marked FAILED.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            return None
+        if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+            _run_fail_locked(
+                run, reason=f"worker lost: the run was interrupted {run.attempts} times, giving up"
+            )
+            return None
+        previous_status = run.status
+        run.metrics.all().delete()
+        run.artifacts.all().delete()
+        now = timezone.now()
+        run.status = Run.Status.RUNNING
+        run.attempts = F("attempts") + 1
+        run.start_time = now
+        run.heartbeat_at = now
+        run.progress = 0.0
+        run.progress_message = "starting"
+        run.error = ""
+        run.latest_metrics = {}
+        if task_id:
+            run.celery_task_id = task_id
+        run.save()
+        run.refresh_from_db()
+        audit_record(
+            actor=None, actor_name="worker", action="run.started", obj=run,
+            before={"status": previous_status}, after={"status": run.status, "attempt": run.attempts},
+        )
+    if run.parent_id:
+        Run.objects.filter(pk=run.parent_id, status=Run.Status.QUEUED).update(
+            status=Run.Status.RUNNING, start_time=now, heartbeat_at=now
+        )
+    return run
+
+
+def run_execute(*, run_id, task_id=""):
+    """Train a queued run and record its metrics, history and artifacts. Called by the Celery task."""
+    run = run_start(run_id=run_id, task_id=task_id)
+    if run is None:
+        return Run.objects.get(pk=run_id)
+    report = _ProgressReporter(run.pk)
+    history = []
+    try:
+        report(0.02, "loading dataset")
+        frame = dataset_frame_load(version=run.dataset)
+        params = _typed_params(run)
+        result = trainers.train(
+            frame, target=run.dataset.target, algorithm=run.algorithm, params=params, on_progress=report,
+            on_history=lambda key, step, value: history.append((key, step, float(value), timezone.now())),
+        )
+        _run_finish(run, result=result, history=history)
+    except ApplicationError as exc:
+        run_fail(run_id=run.pk, reason=str(exc))
+    except SoftTimeLimitExceeded:
+        run_fail(run_id=run.pk, reason=f"time limit of {settings.TRAINING_TIME_LIMIT} s exceeded")
+    except Exception as exc:  # a bug or a resource fault: recorded on the run, and in the worker log
+        logger.exception("run %s failed", run.pk)
+        run_fail(run_id=run.pk, reason=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}")
+    report_parent_progress(run)
+    return Run.objects.get(pk=run.pk)
+
+
+def _typed_params(run):
+    raw = dict(run.params.values_list("key", "value"))
+    return trainers.params_validate(run.algorithm, raw)
+
+
+def _run_finish(run, *, result, history):
+    base = f"runs/{run.pk}"
+    files = {**result.artifacts, "model/model.joblib": result.model_bytes}
+    artifacts = [
+        Artifact(run=run, path=path, size_bytes=len(content), sha256=artifact_write(f"{base}/{path}", content))
+        for path, content in sorted(files.items())
+    ]
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if locked.status != Run.Status.RUNNING or locked.attempts != run.attempts:
+            raise Conflict(f"run {run.pk} changed state while training ({locked.status})")
+        Artifact.objects.bulk_create(artifacts)
+        Metric.objects.bulk_create(
+            [Metric(run=run, key=key, value=value, step=step, timestamp=at) for key, step, value, at in history]
+            + [Metric(run=run, key=key, value=value, step=0, timestamp=now) for key, value in result.metrics.items()],
+            batch_size=1000,
+        )
+        latest = {key: value for key, _, value, _ in history}
+        latest.update(result.metrics)
+        locked.latest_metrics = latest
+        locked.status = Run.Status.FINISHED
+        locked.end_time = now
+        locked.heartbeat_at = now
+        locked.progress = 1.0
+        locked.progress_message = "finished"
+        locked.model_path = f"{base}/model/model.joblib"
+        locked.model_sha256 = result.model_sha256
+        locked.save()
+        RunTag.objects.update_or_create(run=run, key="classes", defaults={"value": ",".join(result.classes)[:5000]})
+        audit_record(
+            actor=None, actor_name="worker", action="run.finished", obj=locked,
+            before={"status": Run.Status.RUNNING},
+            after={"status": Run.Status.FINISHED, "metrics": result.metrics, "model_sha256": result.model_sha256},
+        )
+    run_progress.send(sender=Run, run_id=run.pk, fraction=1.0, message="finished")
+
+
+def _run_fail_locked(run, *, reason, status=Run.Status.FAILED):
+    previous = run.status
+    now = timezone.now()
+    run.status = status
+    run.error = reason[:20000]
+    run.end_time = now
+    run.start_time = run.start_time or now
+    run.progress_message = "failed" if status == Run.Status.FAILED else "killed"
+    run.save(update_fields=["status", "error", "end_time", "start_time", "progress_message"])
+    audit_record(
+        actor=None, actor_name="worker", action=f"run.{status.lower()}", obj=run,
+        before={"status": previous}, after={"status": status}, reason=reason[:2000],
+    )
+
+
+def run_fail(*, run_id, reason):
+    """Mark a run FAILED with the reason, unless it already ended."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.is_terminal:
+            return run
+        _run_fail_locked(run, reason=reason)
+    return run
+
+
+def report_parent_progress(run):
+    """A sweep parent's progress is the share of its children that have ended."""
+    if not run.parent_id:
+        return
+    children = Run.objects.filter(parent_id=run.parent_id)
+    total = children.count()
+    ended = children.filter(status__in=Run.TERMINAL_STATUSES).count()
+    Run.objects.filter(pk=run.parent_id).exclude(status__in=Run.TERMINAL_STATUSES).update(
+        progress=ended / total if total else 1.0, progress_message=f"{ended}/{total} runs ended",
+        heartbeat_at=timezone.now(),
+    )
+
+
+def sweep_finalize(*, parent_id):
+    """Close a sweep: record its best child by the sweep metric; FAILED if no child finished."""
+    with transaction.atomic():
+        parent = Run.objects.select_for_update().get(pk=parent_id)
+        if parent.is_terminal:
+            return parent
+        children = list(parent.children.all())
+        unfinished = [child for child in children if not child.is_terminal]
+        if unfinished:
+            raise Conflict(f"sweep {parent.pk} still has {len(unfinished)} runs in progress")
+        finished = [c for c in children if c.status == Run.Status.FINISHED and parent.sweep_metric in c.latest_metrics]
+        now = timezone.now()
+        if not finished:
+            _run_fail_locked(parent, reason=f"none of the {len(children)} runs finished with {parent.sweep_metric}")
+            return parent
+        lower = parent.sweep_metric in LOWER_IS_BETTER
+        best = (min if lower else max)(finished, key=lambda child: child.latest_metrics[parent.sweep_metric])
+        parent.best_child = best
+        parent.latest_metrics = dict(best.latest_metrics)
+        parent.status = Run.Status.FINISHED
+        parent.start_time = parent.start_time or min(c.start_time for c in finished)
+        parent.end_time = now
+        parent.progress = 1.0
+        parent.progress_message = f"best: run #{best.pk}"
+        parent.save()
+        Metric.objects.bulk_create(
+            Metric(run=parent, key=key, value=value, step=0, timestamp=now)
+            for key, value in best.latest_metrics.items()
+        )
+        RunTag.objects.update_or_create(run=parent, key="sweep.best_run_id", defaults={"value": str(best.pk)})
+        audit_record(
+            actor=None, actor_name="worker", action="run.finished", obj=parent,
+            after={
+                "status": parent.status, "best_child": best.pk, "metric": parent.sweep_metric,
+                "value": best.latest_metrics[parent.sweep_metric], "children_failed": len(children) - len(finished),
+            },
+        )
+    return parent
+
+
+def runs_reap_lost(*, now=None):
+    """Fail RUNNING runs whose heartbeat stopped longer ago than RUN_HEARTBEAT_TIMEOUT; returns their ids."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
+    lost = list(
+        Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True)
+        .values_list("pk", "heartbeat_at")
+    )
+    for run_id, heartbeat in lost:
+        run = run_fail(run_id=run_id, reason=f"worker lost: no heartbeat since {heartbeat:%Y-%m-%d %H:%M:%S %Z}")
+        report_parent_progress(run)
+    # A sweep whose children all ended but whose chord callback never ran (a child task
+    # crashed or its message was lost) is closed here.
+    stranded = (
+        Run.objects.filter(status__in=[Run.Status.QUEUED, Run.Status.RUNNING], children__isnull=False)
+        .exclude(children__status__in=[Run.Status.QUEUED, Run.Status.RUNNING])
+        .distinct()
+        .values_list("pk", flat=True)
+    )
+    for parent_id in list(stranded):
+        sweep_finalize(parent_id=parent_id)
+    return [run_id for run_id, _ in lost]

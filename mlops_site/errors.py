@@ -1,0 +1,71 @@
+"""Domain errors and the one place that turns them into HTTP responses.
+
+Services raise these; the API's exception handler maps them to a status code and
+a JSON body naming the field, the admin shows them as messages and the CLI as a
+message with a non-zero exit.
+"""
+
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+class ApplicationError(Exception):
+    """An error a user can act on; `field` names the input at fault, if any."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message, *, field=None, extra=None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.extra = extra or {}
+
+    def __str__(self):
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class InvalidInput(ApplicationError):
+    status_code = status.HTTP_400_BAD_REQUEST
+
+
+class NotFound(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Conflict(ApplicationError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+def _first_error(detail, path=()):
+    """The first (field path, message) pair of a DRF ValidationError detail."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            return _first_error(value, (*path, str(key)))
+    if isinstance(detail, list) and detail:
+        return _first_error(detail[0], path)
+    return ".".join(path) or None, str(detail)
+
+
+def api_exception_handler(exc, context):
+    """Render every error as {"error": message, "field": name, ...}."""
+    if isinstance(exc, ApplicationError):
+        body = {"error": exc.message, **exc.extra}
+        if exc.field:
+            body["field"] = exc.field
+        return Response(body, status=exc.status_code)
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, drf_exceptions.ValidationError):
+        field, message = _first_error(exc.detail)
+        if field == "non_field_errors":
+            field = None
+        body = {"error": message, "fields": exc.detail}
+        if field:
+            body["field"] = field
+        response.data = body
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        response.data = {"error": str(response.data["detail"])}
+    return response

@@ -1,0 +1,203 @@
+"""Settings for MLOps Site, read from the environment with embedded defaults.
+
+Nothing needs configuring on a fresh machine: the database is SQLite, the Celery
+broker is kombu's filesystem transport and MLflow is an SQLite store, all under
+`var/` (moved with MLOPS_VAR_DIR). Setting DATABASE_URL, CELERY_BROKER_URL or
+MLFLOW_TRACKING_URI switches to the real services. `.env.example` lists them all.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from mlops_site.env import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env("MLOPS_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env("DEBUG", True, cast=bool)
+# Required once DEBUG is off; the embedded key is for local development only.
+SECRET_KEY = env("SECRET_KEY", "insecure-local-development-key") if DEBUG else env("SECRET_KEY")
+ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"], cast=list)
+CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], cast=list)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "django_celery_results",
+    "django_prometheus",
+    "governance",
+    "experiments",
+    "registry",
+    "serving",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "mlops_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "mlops_site.wsgi.application"
+
+# --- Database: DATABASE_URL, or SQLite under var/ -------------------------------------------
+DATABASE_URL = env("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # web, worker and beat share the file: WAL lets readers run beside a writer,
+            # IMMEDIATE transactions take the write lock up front instead of failing mid-way.
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            # A file, not :memory:, so a Celery worker process started by a test sees the test data.
+            "TEST": {"NAME": str(VAR_DIR / "test-db.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Files --------------------------------------------------------------------------------
+ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", str(VAR_DIR / "artifacts"))).resolve()
+# Uploaded CSVs above this size are refused before they are parsed.
+DATASET_UPLOAD_MAX_BYTES = env("DATASET_UPLOAD_MAX_BYTES", 50 * 1024 * 1024, cast=int)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- REST API -----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.BasicAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "mlops_site.errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MLOps Site API",
+    "DESCRIPTION": "Datasets, experiments and training runs; every run mirrored to MLflow.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI served from the drf-spectacular-sidecar package, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+}
+
+# --- Celery -------------------------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", "django-db")
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_TRACK_STARTED = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+# A training run longer than this is killed and marked FAILED (seconds).
+TRAINING_TIME_LIMIT = env("TRAINING_TIME_LIMIT", 3600, cast=int)
+# A RUNNING run whose heartbeat is older than this is considered lost with its worker.
+RUN_HEARTBEAT_TIMEOUT = env("RUN_HEARTBEAT_TIMEOUT", TRAINING_TIME_LIMIT + 300, cast=int)
+# How many times a run interrupted by a lost worker is started again before it is marked FAILED.
+RUN_MAX_ATTEMPTS = env("RUN_MAX_ATTEMPTS", 2, cast=int)
+
+# --- MLflow -------------------------------------------------------------------------------
+MLFLOW_TRACKING_URI = env("MLFLOW_TRACKING_URI", f"sqlite:///{VAR_DIR / 'mlflow.db'}")
+# Where new MLflow experiments keep their artifacts when the store is local; a remote
+# tracking server decides this itself, so it stays unset there.
+MLFLOW_ARTIFACT_LOCATION = env(
+    "MLFLOW_ARTIFACT_LOCATION",
+    (VAR_DIR / "mlflow-artifacts").as_uri() if MLFLOW_TRACKING_URI.startswith("sqlite:") else "",
+)
+# An unreachable MLflow server must not hold a run for minutes: few retries, short timeout.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+# --- Demo ---------------------------------------------------------------------------------
+DEMO_ADMIN_USERNAME = env("DEMO_ADMIN_USERNAME", "admin")
+DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", "admin-change-me")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"alembic": {"level": "WARNING"}, "mlflow": {"level": "WARNING"}},
+}
+
+# --- Periodic work: declared here, editable in the admin (django-celery-beat) -------------------
+CELERY_BEAT_SCHEDULE = {
+    # An MLflow outage leaves runs un-mirrored; five minutes keeps the MLflow UI close behind
+    # without hammering a server that is down.
+    "mirror-pending-runs-to-mlflow": {"task": "experiments.mirror_pending_runs", "schedule": 300.0},
+    # A worker killed mid-run stops the heartbeat; once it is older than RUN_HEARTBEAT_TIMEOUT the run
+    # is failed with the reason. Every two minutes: lost runs show up promptly, the query is cheap.
+    "reap-lost-runs": {"task": "experiments.reap_lost_runs", "schedule": 120.0},
+}

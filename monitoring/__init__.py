@@ -1,0 +1,1 @@
+"""Prometheus metrics, aggregates, drift and alerts (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Deployments and the prediction APIs (see DESIGN.md); built with the serving issue."""
