@@ -1,6 +1,5 @@
 """REST API of the experiments app: one thin view per operation, its own serializers."""
 
-from django.conf import settings
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -106,21 +105,8 @@ class DatasetListCreateApi(ListAPIView):
     def post(self, request):
         serializer = self.UploadInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        upload = serializer.validated_data["file"]
-        version, created = services.dataset_version_upload(
-            name=serializer.validated_data["name"], content=_read_upload(upload),
-            target=serializer.validated_data["target"], by=request.user,
-        )
+        version, created = services.dataset_version_upload_file(**serializer.validated_data, by=request.user)
         return Response(DatasetOutput(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
-
-
-def _read_upload(upload):
-    """The uploaded bytes; an oversized file is refused before it is read into memory."""
-    if upload.size > settings.DATASET_UPLOAD_MAX_BYTES:
-        raise InvalidInput(
-            f"is {upload.size:,} bytes; the limit is {settings.DATASET_UPLOAD_MAX_BYTES:,} bytes", field="file"
-        )
-    return upload.read()
 
 
 class RunListCreateApi(ListAPIView):

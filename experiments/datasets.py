@@ -122,10 +122,14 @@ def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def check_size(size, *, max_bytes):
+    if size > max_bytes:
+        raise InvalidInput(f"is {size:,} bytes; the limit is {max_bytes:,} bytes", field="file")
+
+
 def parse_csv(data, *, target, max_bytes):
     """Parse uploaded CSV bytes into a typed frame, or raise InvalidInput naming the problem."""
-    if len(data) > max_bytes:
-        raise InvalidInput(f"is {len(data):,} bytes; the limit is {max_bytes:,} bytes", field="file")
+    check_size(len(data), max_bytes=max_bytes)
     if not data.strip():
         raise InvalidInput("is empty", field="file")
     if b"\x00" in data[:1_000_000]:

@@ -20,6 +20,8 @@ _TRAINING = {
 def train_run(self, run_id):
     """Train one run, then mirror it to MLflow (a failed mirror is retried by mirror_pending_runs)."""
     run = services.run_execute(run_id=run_id, task_id=self.request.id or "")
+    if run is None:
+        return None
     if run.is_terminal and not run.mlflow_synced:
         services.run_mirror_to_mlflow(run_id=run.pk)
     return run.pk
@@ -29,6 +31,8 @@ def train_run(self, run_id):
 def sweep_finalize(run_id):
     """Close a sweep once its children ended: pick the best child, then mirror the parent."""
     run = services.sweep_finalize(parent_id=run_id)
+    if run is None:
+        return None
     if run.is_terminal and not run.mlflow_synced:
         services.run_mirror_to_mlflow(run_id=run.pk)
     return run.pk

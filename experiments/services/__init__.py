@@ -5,6 +5,7 @@ from experiments.services.datasets import (
     dataset_resolve,
     dataset_version_builtin,
     dataset_version_upload,
+    dataset_version_upload_file,
 )
 from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow, runs_mirror_pending
 from experiments.services.runs import (
@@ -21,6 +22,7 @@ __all__ = [
     "dataset_resolve",
     "dataset_version_builtin",
     "dataset_version_upload",
+    "dataset_version_upload_file",
     "mlflow_import",
     "run_execute",
     "run_fail",

@@ -67,6 +67,12 @@ def dataset_version_upload(*, name, content, target, by=None):
     )
 
 
+def dataset_version_upload_file(*, name, file, target, by=None):
+    """Like dataset_version_upload, from an uploaded file; an oversized file is refused before it is read."""
+    data.check_size(file.size, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
+    return dataset_version_upload(name=name, content=file.read(), target=target, by=by)
+
+
 def dataset_resolve(*, ref, n_samples=None, seed=None, by=None):
     """The dataset version a user means by `ref`: a built-in name, an uploaded name (latest) or a sha256 prefix."""
     ref = (ref or "").strip()

@@ -208,7 +208,10 @@ def run_start(*, run_id, task_id=""):
     RUN_MAX_ATTEMPTS is reached, then marked FAILED.
     """
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            logger.warning("run %s does not exist; its task is dropped", run_id)
+            return None
         if run.is_terminal:
             return None
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
@@ -247,7 +250,7 @@ def run_execute(*, run_id, task_id=""):
     """Train a queued run and record its metrics, history and artifacts. Called by the Celery task."""
     run = run_start(run_id=run_id, task_id=task_id)
     if run is None:
-        return Run.objects.get(pk=run_id)
+        return Run.objects.filter(pk=run_id).first()
     report = _ProgressReporter(run.pk)
     history = []
     try:
@@ -354,8 +357,8 @@ def report_parent_progress(run):
 def sweep_finalize(*, parent_id):
     """Close a sweep: record its best child by the sweep metric; FAILED if no child finished."""
     with transaction.atomic():
-        parent = Run.objects.select_for_update().get(pk=parent_id)
-        if parent.is_terminal:
+        parent = Run.objects.select_for_update().filter(pk=parent_id).first()
+        if parent is None or parent.is_terminal:
             return parent
         children = list(parent.children.all())
         unfinished = [child for child in children if not child.is_terminal]

@@ -1,0 +1,39 @@
+# The two commands: `make run` brings the platform up, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
+MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
+
+.PHONY: run test lint mlflow-ui clean-var
+
+$(BIN)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: requirements-dev.txt $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: install if needed, migrate, create the demo admin and model, start web + worker + beat
+run: $(BIN)/.installed
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py setup_demo
+	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
+test: $(BIN)/.installed-dev
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+
+## mlflow-ui: the MLflow UI on the same store, http://127.0.0.1:5000
+mlflow-ui: $(BIN)/.installed
+	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_UI_STORE)" --host 127.0.0.1 --port 5000
+
+clean-var:
+	rm -rf "$(VAR_DIR)"

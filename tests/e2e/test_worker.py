@@ -1,0 +1,163 @@
+"""Training through a real Celery worker process over the configured broker (Redis in CI).
+
+The worker is started as a subprocess against the test database, so these tests commit
+their data (transactional_db) and poll the run the way a user polls the API.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from experiments.models import Run
+from governance.models import AuditEntry
+from mlops_site.celery import app as celery_app
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def _database_url():
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A real `celery worker` process consuming the training and default queues."""
+    celery_app.control.purge()  # messages left by an earlier, interrupted run of the suite
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url(),
+        "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+        "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
+        "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "mlops_site", "worker", "--queues", "training,default",
+             "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
+             "--without-gossip", "--without-mingle"],
+            cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    process.log = log
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _wait_for(predicate, *, timeout, worker, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if worker.poll() is not None:
+            pytest.fail(f"worker exited with {worker.returncode} while waiting for {what}:\n{worker.log.read_text()[-4000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}; worker log:\n{worker.log.read_text()[-4000:]}")
+
+
+def _ended(run_id):
+    run = Run.objects.get(pk=run_id)
+    return run if run.is_terminal and (run.mlflow_synced or run.mlflow_sync_error) else None
+
+
+def test_run_posted_to_the_api_is_trained_by_the_worker_and_mirrored(worker, api_client):
+    response = api_client.post(
+        "/api/v1/runs",
+        {"experiment": "worker-e2e", "dataset": "iris", "algorithm": "random_forest", "params": {"n_estimators": 20}},
+        format="json",
+    )
+    assert response.status_code == 202, response.json()
+    run_id = response.json()["id"]
+    assert Run.objects.get(pk=run_id).status == Run.Status.QUEUED
+
+    run = _wait_for(lambda: _ended(run_id), timeout=180, worker=worker, what=f"run {run_id}")
+
+    assert run.status == Run.Status.FINISHED, run.error
+    assert run.celery_task_id
+    assert run.latest_metrics["accuracy"] > 0.8
+    body = api_client.get(f"/api/v1/runs/{run_id}").json()
+    assert body["status"] == "FINISHED"
+    assert body["params"]["n_estimators"] == "20"
+    assert body["mlflow_synced"] is True
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
+    found = mlflow.search_runs(experiment_names=["worker-e2e"], filter_string=f"tags.`mlops_site.run_id` = '{run_id}'")
+    assert len(found) == 1
+    assert found.iloc[0]["metrics.accuracy"] == pytest.approx(run.latest_metrics["accuracy"])
+    assert list(AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id)).order_by("id").values_list("action", flat=True)) == [
+        "run.launched", "run.started", "run.finished"
+    ]
+
+
+def test_sweep_queued_from_the_cli_runs_its_children_in_parallel_and_picks_the_best(worker):
+    out = StringIO()
+    call_command(
+        "train", "--experiment", "worker-sweep", "--dataset", "customer_churn", "--n-samples", "400",
+        "--algorithm", "gradient_boosting", "--param", "n_estimators=20", "--sweep", "max_depth=1,2;learning_rate=0.1,0.3",
+        "--queue", stdout=out, stderr=StringIO(),
+    )
+    parent_id = int(out.getvalue().strip().splitlines()[-1])
+
+    parent = _wait_for(lambda: _ended(parent_id), timeout=240, worker=worker, what=f"sweep {parent_id}")
+
+    children = list(parent.children.all())
+    assert len(children) == 4
+    assert all(child.status == Run.Status.FINISHED for child in children)
+    assert parent.status == Run.Status.FINISHED
+    best = max(children, key=lambda child: child.latest_metrics["accuracy"])
+    assert parent.best_child.latest_metrics["accuracy"] == best.latest_metrics["accuracy"]
+    # The children ran on two pool processes at once: their run times overlap.
+    spans = sorted((child.start_time, child.end_time) for child in children)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+def _pool_children(pid):
+    result = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in result.stdout.split()]
+
+
+@pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis"), reason="requeue on worker loss needs Redis")
+def test_run_whose_worker_process_is_killed_is_retried_not_left_running(worker):
+    out = StringIO()
+    call_command(
+        "train", "--experiment", "worker-kill", "--dataset", "customer_churn", "--n-samples", "20000",
+        "--algorithm", "gradient_boosting", "--param", "n_estimators=300", "--param", "max_depth=4", "--queue",
+        stdout=out, stderr=StringIO(),
+    )
+    run_id = int(out.getvalue().strip().splitlines()[-1])
+    _wait_for(
+        lambda: Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, progress__gt=0.15).exists(),
+        timeout=120, worker=worker, what="the run to be training",
+    )
+    for pid in _pool_children(worker.pid):
+        os.kill(pid, signal.SIGKILL)  # the pool process dies mid-fit, as on an OOM kill
+
+    run = _wait_for(lambda: _ended(run_id), timeout=300, worker=worker, what=f"run {run_id} after the kill")
+
+    assert run.status == Run.Status.FINISHED, run.error
+    assert run.attempts == 2
+    actions = list(AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id)).order_by("id").values_list("action", flat=True))
+    assert actions == ["run.launched", "run.started", "run.started", "run.finished"]
