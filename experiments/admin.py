@@ -21,8 +21,11 @@ from experiments.trainers import TRAINERS
 from mlops_site.errors import ApplicationError
 
 _STATUS_COLORS = {
-    Run.Status.QUEUED: "#6b7280", Run.Status.RUNNING: "#2563eb", Run.Status.FINISHED: "#16a34a",
-    Run.Status.FAILED: "#dc2626", Run.Status.KILLED: "#9333ea",
+    Run.Status.QUEUED: "#6b7280",
+    Run.Status.RUNNING: "#2563eb",
+    Run.Status.FINISHED: "#16a34a",
+    Run.Status.FAILED: "#dc2626",
+    Run.Status.KILLED: "#9333ea",
 }
 
 
@@ -30,12 +33,16 @@ def status_badge(run):
     color = _STATUS_COLORS.get(run.status, "#6b7280")
     badge = format_html(
         '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px;font-size:11px">{}</span>',
-        color, run.status,
+        color,
+        run.status,
     )
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED) and run.progress:
         return format_html(
             '{} <progress value="{}" max="100" title="{}" style="width:70px"></progress> {}%',
-            badge, round(run.progress * 100), run.progress_message, round(run.progress * 100),
+            badge,
+            round(run.progress * 100),
+            run.progress_message,
+            round(run.progress * 100),
         )
     return badge
 
@@ -72,8 +79,19 @@ class DatasetVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "short_sha", "source", "target", "n_rows", "n_columns", "size_bytes", "created_at"]
     list_filter = ["source", "name"]
     search_fields = ["name", "sha256"]
-    readonly_fields = ["name", "sha256", "source", "build_params", "target", "n_rows", "n_columns", "size_bytes",
-                       "schema_table", "created_by", "created_at"]
+    readonly_fields = [
+        "name",
+        "sha256",
+        "source",
+        "build_params",
+        "target",
+        "n_rows",
+        "n_columns",
+        "size_bytes",
+        "schema_table",
+        "created_by",
+        "created_at",
+    ]
     exclude = ["schema", "path"]
 
     @admin.display(description="sha256")
@@ -83,12 +101,14 @@ class DatasetVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Schema")
     def schema_table(self, obj):
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
                     column["name"] + (" (target)" if column["name"] == obj.target else ""),
                     column["dtype"],
-                    _fmt(column.get("min")), _fmt(column.get("max")),
+                    _fmt(column.get("min")),
+                    _fmt(column.get("max")),
                     column["null_count"],
                     ", ".join(column.get("categories", [])[:8]) or column.get("n_unique", ""),
                 )
@@ -99,7 +119,8 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         return format_html(
             "<table><thead><tr><th>column</th><th>dtype</th><th>min</th><th>max</th><th>nulls</th>"
             "<th>categories / distinct</th></tr></thead><tbody>{}</tbody></table><p>Class balance: {}</p>",
-            rows, balance,
+            rows,
+            balance,
         )
 
     def has_change_permission(self, request, obj=None):
@@ -116,8 +137,10 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 version, created = services.dataset_version_upload_file(
-                    name=form.cleaned_data["name"], file=form.cleaned_data["file"],
-                    target=form.cleaned_data["target"], by=request.user,
+                    name=form.cleaned_data["name"],
+                    file=form.cleaned_data["file"],
+                    target=form.cleaned_data["target"],
+                    by=request.user,
                 )
             except ApplicationError as exc:
                 form.add_service_error(exc)
@@ -128,8 +151,11 @@ class DatasetVersionAdmin(admin.ModelAdmin):
                     self.message_user(request, f"This content is already stored as {version}.", messages.WARNING)
                 return redirect("admin:experiments_datasetversion_change", version.pk)
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-            "title": "Upload a CSV dataset", "has_view_permission": True,
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Upload a CSV dataset",
+            "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/experiments/datasetversion/upload.html", context)
 
@@ -169,8 +195,19 @@ def _metric_column(key, label):
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "name", "experiment", "status_column", "algorithm", "dataset", "accuracy", "f1_macro", "roc_auc",
-        "log_loss", "duration", "mlflow_column", "created_at",
+        "id",
+        "name",
+        "experiment",
+        "status_column",
+        "algorithm",
+        "dataset",
+        "accuracy",
+        "f1_macro",
+        "roc_auc",
+        "log_loss",
+        "duration",
+        "mlflow_column",
+        "created_at",
     ]
     list_display_links = ["id", "name"]
     list_filter = ["status", "algorithm", ("dataset", admin.RelatedOnlyFieldListFilter), "experiment", RunKindFilter]
@@ -181,8 +218,22 @@ class RunAdmin(admin.ModelAdmin):
     change_list_template = "admin/experiments/run/change_list.html"
     change_form_template = "admin/experiments/run/change_form.html"
     fieldsets = [
-        (None, {"fields": ["experiment", "name", "status_column", "progress_message", "algorithm", "dataset",
-                           "parent", "created_by", "created_at"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "experiment",
+                    "name",
+                    "status_column",
+                    "progress_message",
+                    "algorithm",
+                    "dataset",
+                    "parent",
+                    "created_by",
+                    "created_at",
+                ]
+            },
+        ),
         ("Timing", {"fields": ["start_time", "end_time", "duration", "attempts", "celery_task_id"]}),
         ("Result", {"fields": ["error", "model_path", "model_sha256", "best_child", "sweep_metric"]}),
         ("MLflow", {"fields": ["mlflow_run_id", "mlflow_synced_at", "mlflow_sync_error"]}),
@@ -231,8 +282,9 @@ class RunAdmin(admin.ModelAdmin):
         return [
             path("launch/", wrap(self.launch_view), name="experiments_run_launch"),
             path("compare/", wrap(self.compare_view), name="experiments_run_compare"),
-            path("<int:run_id>/artifacts/<path:artifact_path>", wrap(self.artifact_view),
-                 name="experiments_run_artifact"),
+            path(
+                "<int:run_id>/artifacts/<path:artifact_path>", wrap(self.artifact_view), name="experiments_run_artifact"
+            ),
             *super().get_urls(),
         ]
 
@@ -272,8 +324,11 @@ class RunAdmin(admin.ModelAdmin):
                 done += 1
             else:
                 failed += 1
-        self.message_user(request, f"{done} run(s) mirrored to MLflow." + (f" {failed} failed: see each run." if failed else ""),
-                          messages.SUCCESS if not failed else messages.WARNING)
+        self.message_user(
+            request,
+            f"{done} run(s) mirrored to MLflow." + (f" {failed} failed: see each run." if failed else ""),
+            messages.SUCCESS if not failed else messages.WARNING,
+        )
 
     def launch_view(self, request):
         """Launch a run or a sweep; the service validates and queues it on the workers."""
@@ -285,19 +340,31 @@ class RunAdmin(admin.ModelAdmin):
             try:
                 sweep = services.sweep_grid_parse(data["sweep"]) if data["sweep"].strip() else None
                 run = services.run_launch(
-                    experiment=data["experiment"], dataset=data["dataset"], algorithm=data["algorithm"],
-                    params=data["params"], sweep=sweep, sweep_metric=data["sweep_metric"],
-                    n_samples=data["n_samples"], seed=data["seed"], name=data["name"], by=request.user,
+                    experiment=data["experiment"],
+                    dataset=data["dataset"],
+                    algorithm=data["algorithm"],
+                    params=data["params"],
+                    sweep=sweep,
+                    sweep_metric=data["sweep_metric"],
+                    n_samples=data["n_samples"],
+                    seed=data["seed"],
+                    name=data["name"],
+                    by=request.user,
                 )
             except ApplicationError as exc:
                 form.add_service_error(exc)
             else:
                 children = run.children.count()
-                self.message_user(request, f"Run #{run.pk} queued" + (f" with {children} sweep runs." if children else "."))
+                self.message_user(
+                    request, f"Run #{run.pk} queued" + (f" with {children} sweep runs." if children else ".")
+                )
                 return redirect("admin:experiments_run_change", run.pk)
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
-            "title": "Launch a training run", "trainers": TRAINERS.values(),
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "form": form,
+            "title": "Launch a training run",
+            "trainers": TRAINERS.values(),
         }
         return TemplateResponse(request, "admin/experiments/run/launch.html", context)
 
@@ -312,17 +379,31 @@ class RunAdmin(admin.ModelAdmin):
         comparison = selectors.runs_compare(run_ids=ids)
         histories = selectors.run_histories(run_ids=ids)
         keys = sorted({key for run_histories in histories.values() for key in run_histories})
+        # Lines are labelled by what tells the runs apart: the params that differ.
+        differing = [row["key"] for row in comparison["param_rows"] if row["differs"]]
+        labels = {
+            run.pk: " ".join([f"#{run.pk}"] + [f"{p.key}={p.value}" for p in run.params.all() if p.key in differing])
+            for run in comparison["runs"]
+        }
         charts = [
             line_chart_svg(
-                {f"#{run.pk} {run.name}": histories[run.pk][key] for run in comparison["runs"]
-                 if key in histories.get(run.pk, {})},
-                title=key, width=760, height=300,
+                {
+                    labels[run.pk]: histories[run.pk][key]
+                    for run in comparison["runs"]
+                    if key in histories.get(run.pk, {})
+                },
+                title=key,
+                width=760,
+                height=300,
             )
             for key in keys
         ]
         context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Compare runs",
-            **comparison, "charts": charts,
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Compare runs",
+            **comparison,
+            "charts": charts,
         }
         return TemplateResponse(request, "admin/experiments/run/compare.html", context)
 

@@ -130,16 +130,24 @@ class RunListCreateApi(ListAPIView):
         if status_filter and status_filter not in Run.Status.values:
             raise InvalidInput(f"must be one of {', '.join(Run.Status.values)}", field="status")
         return selectors.run_list(
-            experiment=self.request.query_params.get("experiment"), status=status_filter,
+            experiment=self.request.query_params.get("experiment"),
+            status=status_filter,
             parents_only=self.request.query_params.get("top_level") in ("1", "true"),
         )
 
     @extend_schema(
         request=LaunchInput,
-        responses={202: inline_serializer("LaunchOutput", {
-            "id": serializers.IntegerField(), "status": serializers.CharField(), "url": serializers.CharField(),
-            "children": serializers.ListField(child=serializers.IntegerField()),
-        })},
+        responses={
+            202: inline_serializer(
+                "LaunchOutput",
+                {
+                    "id": serializers.IntegerField(),
+                    "status": serializers.CharField(),
+                    "url": serializers.CharField(),
+                    "children": serializers.ListField(child=serializers.IntegerField()),
+                },
+            )
+        },
     )
     def post(self, request):
         serializer = self.LaunchInput(data=request.data)
@@ -163,17 +171,25 @@ class RunDetailApi(APIView):
 
 
 class MetricHistoryApi(APIView):
-    @extend_schema(responses=inline_serializer("MetricHistory", {
-        "run_id": serializers.IntegerField(), "key": serializers.CharField(),
-        "history": serializers.ListField(child=serializers.DictField()),
-    }))
+    @extend_schema(
+        responses=inline_serializer(
+            "MetricHistory",
+            {
+                "run_id": serializers.IntegerField(),
+                "key": serializers.CharField(),
+                "history": serializers.ListField(child=serializers.DictField()),
+            },
+        )
+    )
     def get(self, request, run_id, key):
         points = selectors.run_metric_history(run_id=run_id, key=key)
-        return Response({
-            "run_id": run_id,
-            "key": key,
-            "history": [{"step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points],
-        })
+        return Response(
+            {
+                "run_id": run_id,
+                "key": key,
+                "history": [{"step": p.step, "value": p.value, "timestamp": p.timestamp} for p in points],
+            }
+        )
 
 
 urlpatterns = [

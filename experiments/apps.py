@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class ExperimentsConfig(AppConfig):
-    default_auto_field = 'django.db.models.BigAutoField'
-    name = 'experiments'
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "experiments"

@@ -25,7 +25,7 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
     if not points:
         return ""
     left, top, bottom = 56, 28, 40
-    right = 170 if len(series) > 1 else 16  # room for the legend beside the plot
+    right = 220 if len(series) > 1 else 16  # room for the legend beside the plot
     plot_w, plot_h = width - left - right, height - top - bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_min, x_max = min(xs), max(xs)
@@ -56,7 +56,8 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
             f'<text x="{x:.1f}" y="{height - bottom + 16}" text-anchor="middle" fill="#374151">{_fmt(tick)}</text>'
         )
     parts.append(
-        f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" text-anchor="middle" fill="#6b7280">{escape(x_label)}</text>'
+        f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" text-anchor="middle" fill="#6b7280">'
+        f"{escape(x_label)}</text>"
     )
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9ca3af"/>')
     for index, (label, line) in enumerate(series.items()):
@@ -69,8 +70,6 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
         if len(series) > 1:
             legend_x, legend_y = width - right + 10, top + 10 + 14 * index
             parts.append(f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
-            parts.append(
-                f'<text x="{legend_x + 14}" y="{legend_y}" fill="#111827">{escape(str(label)[:24])}</text>'
-            )
+            parts.append(f'<text x="{legend_x + 14}" y="{legend_y}" fill="#111827">{escape(str(label)[:30])}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))

@@ -252,8 +252,10 @@ def validate_frame(frame, schema):
             if not pd.api.types.is_numeric_dtype(series):
                 raise DataValidationError(f"column {name!r} should be numeric but holds text", field="dataset")
             non_null = series.dropna()
-            if len(non_null) and column["min"] is not None and (
-                non_null.min() < column["min"] or non_null.max() > column["max"]
+            if (
+                len(non_null)
+                and column["min"] is not None
+                and (non_null.min() < column["min"] or non_null.max() > column["max"])
             ):
                 raise DataValidationError(
                     f"column {name!r} has values outside its range [{column['min']}, {column['max']}]", field="dataset"

@@ -11,21 +11,34 @@ from mlops_site.errors import InvalidInput
 
 def _dataset_choices():
     uploaded = DatasetVersion.objects.exclude(source=DatasetVersion.Source.BUILTIN).values_list("name", flat=True)
-    return [("Built-in", [(name, name) for name in BUILTIN_DATASETS]),
-            ("Uploaded", [(name, name) for name in sorted(set(uploaded))])]
+    return [
+        ("Built-in", [(name, name) for name in BUILTIN_DATASETS]),
+        ("Uploaded", [(name, name) for name in sorted(set(uploaded))]),
+    ]
 
 
 class LaunchRunForm(forms.Form):
     experiment = forms.CharField(max_length=200, help_text="Created if it does not exist yet.")
     dataset = forms.ChoiceField(choices=())
-    n_samples = forms.IntegerField(required=False, min_value=10, max_value=CUSTOMER_CHURN_MAX_SAMPLES,
-                                   help_text="customer_churn only: how many customers to make (default 2000).")
+    n_samples = forms.IntegerField(
+        required=False,
+        min_value=10,
+        max_value=CUSTOMER_CHURN_MAX_SAMPLES,
+        help_text="customer_churn only: how many customers to make (default 2000).",
+    )
     seed = forms.IntegerField(required=False, min_value=0, help_text="customer_churn only (default 42).")
     algorithm = forms.ChoiceField(choices=[(name, name) for name in TRAINERS])
-    params = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
-                             help_text="One NAME=VALUE per line; unset params take their defaults.")
-    sweep = forms.CharField(required=False, max_length=2000, widget=forms.TextInput(attrs={"size": 60}),
-                            help_text='Optional grid, e.g. "n_estimators=50,100;max_depth=3,5": one run per combination.')
+    params = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
+        help_text="One NAME=VALUE per line; unset params take their defaults.",
+    )
+    sweep = forms.CharField(
+        required=False,
+        max_length=2000,
+        widget=forms.TextInput(attrs={"size": 60}),
+        help_text='Optional grid, e.g. "n_estimators=50,100;max_depth=3,5": one run per combination.',
+    )
     sweep_metric = forms.ChoiceField(choices=[(m, m) for m in MAIN_METRICS], initial="accuracy")
     name = forms.CharField(required=False, max_length=200)
 

@@ -5,7 +5,7 @@ from collections import defaultdict
 from django.db.models import Count, Prefetch
 
 from experiments.models import Experiment, Metric, Run
-from experiments.services.runs import LOWER_IS_BETTER
+from experiments.services.runs import lower_is_better
 from mlops_site.errors import NotFound
 
 # The metrics shown as columns and compared first; others follow alphabetically.
@@ -52,14 +52,14 @@ def run_metric_history(*, run_id, key):
 def run_histories(*, run_ids):
     """{run_id: {key: [(step, value), ...]}} for metrics with more than one step: what charts draw."""
     series = defaultdict(lambda: defaultdict(list))
-    rows = Metric.objects.filter(run_id__in=run_ids).order_by("run_id", "key", "step").values_list(
-        "run_id", "key", "step", "value"
+    rows = (
+        Metric.objects.filter(run_id__in=run_ids)
+        .order_by("run_id", "key", "step")
+        .values_list("run_id", "key", "step", "value")
     )
     for run_id, key, step, value in rows:
         series[run_id][key].append((step, value))
-    return {
-        run_id: {key: points for key, points in keys.items() if len(points) > 1} for run_id, keys in series.items()
-    }
+    return {run_id: {key: points for key, points in keys.items() if len(points) > 1} for run_id, keys in series.items()}
 
 
 def runs_compare(*, run_ids):
@@ -78,6 +78,6 @@ def runs_compare(*, run_ids):
     for key in metric_keys:
         values = [run.latest_metrics.get(key) for run in runs]
         present = [v for v in values if v is not None]
-        best = (min if key in LOWER_IS_BETTER else max)(present) if len(present) > 1 else None
+        best = (min if lower_is_better(key) else max)(present) if len(present) > 1 else None
         metric_rows.append({"key": key, "values": [(v, v is not None and v == best) for v in values]})
     return {"runs": runs, "param_rows": param_rows, "metric_rows": metric_rows}

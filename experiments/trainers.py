@@ -51,6 +51,10 @@ class ParamSpec:
     aliases: tuple = ()
     help: str = ""
 
+    @property
+    def type_name(self):
+        return self.type.__name__
+
     def parse(self, raw, *, field_name):
         """Coerce a CLI string or a JSON value to this parameter's type, within bounds."""
         value = raw
@@ -122,37 +126,60 @@ class Trainer:
 
 def _logistic_regression(params):
     return LogisticRegression(
-        C=params["C"], max_iter=params["max_iter"], class_weight=params["class_weight"],
+        C=params["C"],
+        max_iter=params["max_iter"],
+        class_weight=params["class_weight"],
         random_state=params["random_state"],
     )
 
 
 def _random_forest(params):
     return RandomForestClassifier(
-        n_estimators=params["n_estimators"], max_depth=params["max_depth"],
-        min_samples_leaf=params["min_samples_leaf"], max_features=params["max_features"],
-        class_weight=params["class_weight"], random_state=params["random_state"], n_jobs=1,
+        n_estimators=params["n_estimators"],
+        max_depth=params["max_depth"],
+        min_samples_leaf=params["min_samples_leaf"],
+        max_features=params["max_features"],
+        class_weight=params["class_weight"],
+        random_state=params["random_state"],
+        n_jobs=1,
     )
 
 
 def _gradient_boosting(params):
     return GradientBoostingClassifier(
-        n_estimators=params["n_estimators"], learning_rate=params["learning_rate"],
-        max_depth=params["max_depth"], subsample=params["subsample"], random_state=params["random_state"],
+        n_estimators=params["n_estimators"],
+        learning_rate=params["learning_rate"],
+        max_depth=params["max_depth"],
+        subsample=params["subsample"],
+        random_state=params["random_state"],
     )
 
 
-_CLASS_WEIGHT = ParamSpec("class_weight", str, None, choices=("balanced",), nullable=True,
-                          help="'balanced' reweights classes by inverse frequency.")
+_CLASS_WEIGHT = ParamSpec(
+    "class_weight",
+    str,
+    None,
+    choices=("balanced",),
+    nullable=True,
+    help="'balanced' reweights classes by inverse frequency.",
+)
 
 TRAINERS = {
     trainer.name: trainer
     for trainer in (
         Trainer(
-            "logistic_regression", "Multinomial logistic regression on scaled features.",
+            "logistic_regression",
+            "Multinomial logistic regression on scaled features.",
             (
-                ParamSpec("C", float, 1.0, min=0, min_exclusive=True, aliases=("c", "c_param"),
-                          help="Inverse regularisation strength."),
+                ParamSpec(
+                    "C",
+                    float,
+                    1.0,
+                    min=0,
+                    min_exclusive=True,
+                    aliases=("c", "c_param"),
+                    help="Inverse regularisation strength.",
+                ),
                 ParamSpec("max_iter", int, 1000, min=10, max=100_000),
                 _CLASS_WEIGHT,
             ),
@@ -160,7 +187,8 @@ TRAINERS = {
             scale_numeric=True,
         ),
         Trainer(
-            "random_forest", "A random forest of decision trees.",
+            "random_forest",
+            "A random forest of decision trees.",
             (
                 ParamSpec("n_estimators", int, 100, min=1, max=5000),
                 ParamSpec("max_depth", int, None, min=1, max=1000, nullable=True),
@@ -171,7 +199,8 @@ TRAINERS = {
             _random_forest,
         ),
         Trainer(
-            "gradient_boosting", "Gradient-boosted decision trees; records a metric per boosting stage.",
+            "gradient_boosting",
+            "Gradient-boosted decision trees; records a metric per boosting stage.",
             (
                 ParamSpec("n_estimators", int, 100, min=1, max=5000),
                 ParamSpec("learning_rate", float, 0.1, min=0, min_exclusive=True, max=10),
@@ -233,14 +262,18 @@ def _preprocessor(frame, *, scale_numeric):
         numeric_steps.append(("scale", StandardScaler()))
     transformers = [("numeric", Pipeline(numeric_steps), numeric)]
     if categorical:
-        transformers.append((
-            "categorical",
-            Pipeline([
-                ("impute", SimpleImputer(strategy="most_frequent")),
-                ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-            ]),
-            categorical,
-        ))
+        transformers.append(
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                categorical,
+            )
+        )
     return ColumnTransformer(transformers)
 
 
@@ -263,7 +296,10 @@ def train(frame, *, target, algorithm, params, on_progress=_no_progress, on_hist
     labels = frame[target].astype(str)
     smallest_class = labels.value_counts().min()
     X_train, X_test, y_train, y_test = train_test_split(
-        features, labels, test_size=params["test_size"], random_state=params["random_state"],
+        features,
+        labels,
+        test_size=params["test_size"],
+        random_state=params["random_state"],
         stratify=labels if smallest_class >= 2 else None,
     )
     if y_train.nunique() < 2:
@@ -280,8 +316,9 @@ def train(frame, *, target, algorithm, params, on_progress=_no_progress, on_hist
     elif isinstance(estimator, RandomForestClassifier):
         _fit_forest(estimator, Xt_train, y_train, Xt_test, y_test, on_progress, on_history)
     else:
-        _fit_with_learning_curve(estimator, trainer, params, Xt_train, y_train, Xt_test, y_test,
-                                 on_progress, on_history)
+        _fit_with_learning_curve(
+            estimator, trainer, params, Xt_train, y_train, Xt_test, y_test, on_progress, on_history
+        )
     training_time = time.perf_counter() - started
 
     on_progress(0.85, "evaluating")
@@ -314,13 +351,16 @@ def train(frame, *, target, algorithm, params, on_progress=_no_progress, on_hist
         "confusion_matrix.json": json.dumps({"labels": classes, "matrix": matrix.tolist()}, indent=2).encode(),
         "confusion_matrix.png": _confusion_matrix_png(matrix, classes),
         "classification_report.json": json.dumps(report, indent=2).encode(),
-        "classification_report.txt": classification_report(
-            y_test, predicted, labels=classes, zero_division=0
-        ).encode(),
+        "classification_report.txt": classification_report(y_test, predicted, labels=classes, zero_division=0).encode(),
     }
     return TrainResult(
-        pipeline=pipeline, classes=classes, feature_names=list(features.columns), metrics=metrics,
-        model_bytes=model_bytes, model_sha256=sha256_bytes(model_bytes), artifacts=artifacts,
+        pipeline=pipeline,
+        classes=classes,
+        feature_names=list(features.columns),
+        metrics=metrics,
+        model_bytes=model_bytes,
+        model_sha256=sha256_bytes(model_bytes),
+        artifacts=artifacts,
     )
 
 

@@ -49,8 +49,9 @@ def audit_entry_fields(entry):
     }
 
 
-def audit_record(*, actor, action, obj, before=None, after=None, reason="", request_id="", ip_address=None,
-                 actor_name=None):
+def audit_record(
+    *, actor, action, obj, before=None, after=None, reason="", request_id="", ip_address=None, actor_name=None
+):
     """Append one entry to the audit trail, inside the caller's transaction."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records.")

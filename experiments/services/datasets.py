@@ -27,12 +27,22 @@ def _dataset_version_store(*, name, source, frame, content, target, build_params
     try:
         with transaction.atomic():
             version = DatasetVersion.objects.create(
-                name=name, sha256=sha256, source=source, build_params=build_params, target=target,
-                n_rows=len(frame), n_columns=len(frame.columns), size_bytes=len(content), schema=schema,
-                path=relative, created_by=by,
+                name=name,
+                sha256=sha256,
+                source=source,
+                build_params=build_params,
+                target=target,
+                n_rows=len(frame),
+                n_columns=len(frame.columns),
+                size_bytes=len(content),
+                schema=schema,
+                path=relative,
+                created_by=by,
             )
             audit_record(
-                actor=by, action="dataset.created", obj=version,
+                actor=by,
+                action="dataset.created",
+                obj=version,
                 after={"name": name, "sha256": sha256, "rows": len(frame), "source": source},
             )
     except IntegrityError:
@@ -45,8 +55,13 @@ def dataset_version_builtin(*, name, n_samples=None, seed=None, by=None):
     """The version of a built-in dataset (made deterministically); returns (version, created)."""
     frame, target, build_params = data.builtin_frame(name, n_samples=n_samples, seed=seed)
     return _dataset_version_store(
-        name=name, source=DatasetVersion.Source.BUILTIN, frame=frame, content=data.frame_to_csv_bytes(frame),
-        target=target, build_params=build_params, by=by,
+        name=name,
+        source=DatasetVersion.Source.BUILTIN,
+        frame=frame,
+        content=data.frame_to_csv_bytes(frame),
+        target=target,
+        build_params=build_params,
+        by=by,
     )
 
 
@@ -62,8 +77,13 @@ def dataset_version_upload(*, name, content, target, by=None):
         raise InvalidInput("is required: the column holding the labels", field="target")
     frame = data.parse_csv(content, target=target, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
     return _dataset_version_store(
-        name=name, source=DatasetVersion.Source.UPLOAD, frame=frame, content=content, target=target,
-        build_params={}, by=by,
+        name=name,
+        source=DatasetVersion.Source.UPLOAD,
+        frame=frame,
+        content=content,
+        target=target,
+        build_params={},
+        by=by,
     )
 
 

@@ -27,8 +27,11 @@ _BATCH = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 _fluent_lock = threading.Lock()
 
 _STATUS_FROM_MLFLOW = {
-    "RUNNING": Run.Status.RUNNING, "SCHEDULED": Run.Status.QUEUED, "FINISHED": Run.Status.FINISHED,
-    "FAILED": Run.Status.FAILED, "KILLED": Run.Status.KILLED,
+    "RUNNING": Run.Status.RUNNING,
+    "SCHEDULED": Run.Status.QUEUED,
+    "FINISHED": Run.Status.FINISHED,
+    "FAILED": Run.Status.FAILED,
+    "KILLED": Run.Status.KILLED,
 }
 
 
@@ -48,7 +51,8 @@ def _experiment_id(client, experiment):
     remote = client.get_experiment_by_name(experiment.name)
     if remote is None:
         experiment_id = client.create_experiment(
-            experiment.name, artifact_location=settings.MLFLOW_ARTIFACT_LOCATION or None,
+            experiment.name,
+            artifact_location=settings.MLFLOW_ARTIFACT_LOCATION or None,
             tags={key: str(value) for key, value in (experiment.tags or {}).items()},
         )
     else:
@@ -87,7 +91,9 @@ def _ensure_mlflow_run(client, run):
             parent = Run.objects.select_for_update().select_related("experiment").get(pk=run.parent_id)
             tags["mlflow.parentRunId"] = _ensure_mlflow_run(client, parent)
     remote = client.create_run(
-        _experiment_id(client, run.experiment), start_time=_ms(run.start_time or run.created_at), tags=tags,
+        _experiment_id(client, run.experiment),
+        start_time=_ms(run.start_time or run.created_at),
+        tags=tags,
         run_name=run.name,
     )
     run.mlflow_run_id = remote.info.run_id
@@ -128,7 +134,7 @@ def _mirror(run, client, tracking_uri):
         for key, value, step, at in run.metrics.order_by("key", "step").values_list("key", "value", "step", "timestamp")
     ]
     for start in range(0, len(metrics), _BATCH):
-        client.log_batch(mlflow_run_id, metrics=metrics[start:start + _BATCH])
+        client.log_batch(mlflow_run_id, metrics=metrics[start : start + _BATCH])
     for artifact in run.artifacts.exclude(path__startswith="model/"):
         directory = artifact.path.rpartition("/")[0] or None
         client.log_artifact(mlflow_run_id, str(artifact_path(f"runs/{run.pk}/{artifact.path}")), directory)
@@ -158,7 +164,10 @@ def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
             # cloudpickle, not MLflow's default skops: skops refuses pipelines of trusted-but-unlisted
             # types; our own serving never loads this copy, it loads our checksummed joblib file.
             mlflow.sklearn.log_model(
-                pipeline, name="model", signature=signature, serialization_format="cloudpickle",
+                pipeline,
+                name="model",
+                signature=signature,
+                serialization_format="cloudpickle",
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}", f"joblib=={joblib.__version__}"],
             )
 
@@ -167,7 +176,8 @@ def runs_mirror_pending(*, limit=100):
     """Retry the mirror of ended runs that are not yet in MLflow, children before parents."""
     pending = list(
         Run.objects.filter(status__in=Run.TERMINAL_STATUSES, mlflow_synced_at__isnull=True)
-        .order_by("parent_id", "id").values_list("pk", "parent_id")[:limit]
+        .order_by("parent_id", "id")
+        .values_list("pk", "parent_id")[:limit]
     )
     pending.sort(key=lambda pair: pair[1] is None)  # children first, so parents are mirrored last
     return sum(run_mirror_to_mlflow(run_id=run_id) for run_id, _ in pending)
@@ -188,7 +198,9 @@ def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
         page_token = None
         while True:
             page = client.search_runs(
-                [remote_experiment.experiment_id], max_results=1000, page_token=page_token,
+                [remote_experiment.experiment_id],
+                max_results=1000,
+                page_token=page_token,
                 order_by=["attributes.start_time ASC"],
             )
             remote_runs.extend((remote_experiment, remote) for remote in page)
@@ -213,9 +225,7 @@ def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
     for run in imported.values():
         parent_mlflow_id = dict(run.tags.values_list("key", "value")).get("mlflow.parentRunId")
         if parent_mlflow_id:
-            Run.objects.filter(pk=run.pk).update(
-                parent=Run.objects.filter(mlflow_run_id=parent_mlflow_id).first()
-            )
+            Run.objects.filter(pk=run.pk).update(parent=Run.objects.filter(mlflow_run_id=parent_mlflow_id).first())
     return counts
 
 
@@ -224,8 +234,10 @@ def _import_run(client, remote_experiment, remote, *, by):
     with transaction.atomic():
         experiment, created = Experiment.objects.get_or_create(
             name=remote_experiment.name,
-            defaults={"mlflow_experiment_id": remote_experiment.experiment_id,
-                      "tags": dict(remote_experiment.tags or {})},
+            defaults={
+                "mlflow_experiment_id": remote_experiment.experiment_id,
+                "tags": dict(remote_experiment.tags or {}),
+            },
         )
         if not experiment.mlflow_experiment_id:
             Experiment.objects.filter(pk=experiment.pk).update(mlflow_experiment_id=remote_experiment.experiment_id)
@@ -233,10 +245,17 @@ def _import_run(client, remote_experiment, remote, *, by):
         end = datetime.fromtimestamp(info.end_time / 1000, tz=UTC) if info.end_time else None
         algorithm = data.tags.get("mlops_site.algorithm") or data.tags.get("estimator_name") or "imported"
         run = Run.objects.create(
-            experiment=experiment, name=info.run_name or info.run_id, algorithm=algorithm[:64],
-            status=_STATUS_FROM_MLFLOW.get(info.status, Run.Status.FINISHED), start_time=start, end_time=end,
-            source_commit=data.tags.get("mlflow.source.git.commit", "")[:40], mlflow_run_id=info.run_id,
-            mlflow_synced_at=timezone.now(), latest_metrics=dict(data.metrics), progress=1.0,
+            experiment=experiment,
+            name=info.run_name or info.run_id,
+            algorithm=algorithm[:64],
+            status=_STATUS_FROM_MLFLOW.get(info.status, Run.Status.FINISHED),
+            start_time=start,
+            end_time=end,
+            source_commit=data.tags.get("mlflow.source.git.commit", "")[:40],
+            mlflow_run_id=info.run_id,
+            mlflow_synced_at=timezone.now(),
+            latest_metrics=dict(data.metrics),
+            progress=1.0,
             progress_message="imported from MLflow",
         )
         Param.objects.bulk_create(Param(run=run, key=k, value=v[:6000]) for k, v in data.params.items())
@@ -244,13 +263,21 @@ def _import_run(client, remote_experiment, remote, *, by):
         points = []
         for key in data.metrics:
             for point in client.get_metric_history(info.run_id, key):
-                points.append(Metric(
-                    run=run, key=key, value=point.value, step=point.step,
-                    timestamp=datetime.fromtimestamp(point.timestamp / 1000, tz=UTC),
-                ))
+                points.append(
+                    Metric(
+                        run=run,
+                        key=key,
+                        value=point.value,
+                        step=point.step,
+                        timestamp=datetime.fromtimestamp(point.timestamp / 1000, tz=UTC),
+                    )
+                )
         Metric.objects.bulk_create(points, batch_size=1000)
         audit_record(
-            actor=by, actor_name=None if by else "import_mlflow", action="run.imported", obj=run,
+            actor=by,
+            actor_name=None if by else "import_mlflow",
+            action="run.imported",
+            obj=run,
             after={"mlflow_run_id": info.run_id, "experiment": experiment.name, "status": run.status},
         )
     return run, created

@@ -25,8 +25,13 @@ from mlops_site.errors import ApplicationError, Conflict, InvalidInput
 logger = logging.getLogger(__name__)
 
 MAX_SWEEP_RUNS = 200
-# Metrics where a lower value is better when a sweep picks its best child.
-LOWER_IS_BETTER = ("log_loss", "training_time_seconds", "inference_time_ms", "model_size_bytes")
+
+
+def lower_is_better(metric):
+    """Losses, times and sizes are better small; every other metric is better large."""
+    return metric.endswith(("loss", "_seconds", "_ms", "_bytes"))
+
+
 _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress writes to the database
 
 
@@ -82,8 +87,20 @@ def _params_create(run, params):
     Param.objects.bulk_create(Param(run=run, key=key, value=str(value)) for key, value in sorted(params.items()))
 
 
-def run_launch(*, experiment, dataset, algorithm, params=None, sweep=None, sweep_metric="accuracy",
-               n_samples=None, seed=None, name="", by=None, inline=False):
+def run_launch(
+    *,
+    experiment,
+    dataset,
+    algorithm,
+    params=None,
+    sweep=None,
+    sweep_metric="accuracy",
+    n_samples=None,
+    seed=None,
+    name="",
+    by=None,
+    inline=False,
+):
     """Validate, record and start a training run (or a sweep of them) on the workers.
 
     Everything is checked before anything is written: a bad dataset, algorithm, param
@@ -109,8 +126,13 @@ def run_launch(*, experiment, dataset, algorithm, params=None, sweep=None, sweep
         experiment_obj, _ = Experiment.objects.get_or_create(name=experiment_name)
         base_name = name or f"{algorithm}-{dataset_version.name}"
         run = Run.objects.create(
-            experiment=experiment_obj, name=base_name, dataset=dataset_version, algorithm=algorithm,
-            source_commit=commit, created_by=by, sweep_metric=sweep_metric if combinations else "",
+            experiment=experiment_obj,
+            name=base_name,
+            dataset=dataset_version,
+            algorithm=algorithm,
+            source_commit=commit,
+            created_by=by,
+            sweep_metric=sweep_metric if combinations else "",
         )
         if combinations:
             swept = {key for key in sweep}
@@ -119,17 +141,28 @@ def run_launch(*, experiment, dataset, algorithm, params=None, sweep=None, sweep
             for combination in combinations:
                 label = ",".join(f"{key}={combination[trainers_key(algorithm, key)]}" for key in sweep)
                 child = Run.objects.create(
-                    experiment=experiment_obj, parent=run, name=f"{base_name} [{label}]", dataset=dataset_version,
-                    algorithm=algorithm, source_commit=commit, created_by=by,
+                    experiment=experiment_obj,
+                    parent=run,
+                    name=f"{base_name} [{label}]",
+                    dataset=dataset_version,
+                    algorithm=algorithm,
+                    source_commit=commit,
+                    created_by=by,
                 )
                 _params_create(child, combination)
         else:
             _params_create(run, validated)
         audit_record(
-            actor=by, action="run.launched", obj=run,
+            actor=by,
+            action="run.launched",
+            obj=run,
             after={
-                "experiment": experiment_name, "dataset": str(dataset_version), "algorithm": algorithm,
-                "params": validated, "sweep": sweep or None, "runs": len(combinations) if combinations else 1,
+                "experiment": experiment_name,
+                "dataset": str(dataset_version),
+                "algorithm": algorithm,
+                "params": validated,
+                "sweep": sweep or None,
+                "runs": len(combinations) if combinations else 1,
             },
         )
         if not inline:
@@ -149,8 +182,15 @@ def trainers_key(algorithm, key):
 
 
 _KNOWN_METRICS = (
-    "accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "log_loss",
-    "training_time_seconds", "inference_time_ms", "model_size_bytes",
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "log_loss",
+    "training_time_seconds",
+    "inference_time_ms",
+    "model_size_bytes",
 )
 
 
@@ -215,9 +255,7 @@ def run_start(*, run_id, task_id=""):
         if run.is_terminal:
             return None
         if run.attempts >= settings.RUN_MAX_ATTEMPTS:
-            _run_fail_locked(
-                run, reason=f"worker lost: the run was interrupted {run.attempts} times, giving up"
-            )
+            _run_fail_locked(run, reason=f"worker lost: the run was interrupted {run.attempts} times, giving up")
             return None
         previous_status = run.status
         run.metrics.all().delete()
@@ -236,8 +274,12 @@ def run_start(*, run_id, task_id=""):
         run.save()
         run.refresh_from_db()
         audit_record(
-            actor=None, actor_name="worker", action="run.started", obj=run,
-            before={"status": previous_status}, after={"status": run.status, "attempt": run.attempts},
+            actor=None,
+            actor_name="worker",
+            action="run.started",
+            obj=run,
+            before={"status": previous_status},
+            after={"status": run.status, "attempt": run.attempts},
         )
     if run.parent_id:
         Run.objects.filter(pk=run.parent_id, status=Run.Status.QUEUED).update(
@@ -258,7 +300,11 @@ def run_execute(*, run_id, task_id=""):
         frame = dataset_frame_load(version=run.dataset)
         params = _typed_params(run)
         result = trainers.train(
-            frame, target=run.dataset.target, algorithm=run.algorithm, params=params, on_progress=report,
+            frame,
+            target=run.dataset.target,
+            algorithm=run.algorithm,
+            params=params,
+            on_progress=report,
             on_history=lambda key, step, value: history.append((key, step, float(value), timezone.now())),
         )
         _run_finish(run, result=result, history=history)
@@ -309,7 +355,10 @@ def _run_finish(run, *, result, history):
         locked.save()
         RunTag.objects.update_or_create(run=run, key="classes", defaults={"value": ",".join(result.classes)[:5000]})
         audit_record(
-            actor=None, actor_name="worker", action="run.finished", obj=locked,
+            actor=None,
+            actor_name="worker",
+            action="run.finished",
+            obj=locked,
             before={"status": Run.Status.RUNNING},
             after={"status": Run.Status.FINISHED, "metrics": result.metrics, "model_sha256": result.model_sha256},
         )
@@ -326,8 +375,13 @@ def _run_fail_locked(run, *, reason, status=Run.Status.FAILED):
     run.progress_message = "failed" if status == Run.Status.FAILED else "killed"
     run.save(update_fields=["status", "error", "end_time", "start_time", "progress_message"])
     audit_record(
-        actor=None, actor_name="worker", action=f"run.{status.lower()}", obj=run,
-        before={"status": previous}, after={"status": status}, reason=reason[:2000],
+        actor=None,
+        actor_name="worker",
+        action=f"run.{status.lower()}",
+        obj=run,
+        before={"status": previous},
+        after={"status": status},
+        reason=reason[:2000],
     )
 
 
@@ -349,7 +403,8 @@ def report_parent_progress(run):
     total = children.count()
     ended = children.filter(status__in=Run.TERMINAL_STATUSES).count()
     Run.objects.filter(pk=run.parent_id).exclude(status__in=Run.TERMINAL_STATUSES).update(
-        progress=ended / total if total else 1.0, progress_message=f"{ended}/{total} runs ended",
+        progress=ended / total if total else 1.0,
+        progress_message=f"{ended}/{total} runs ended",
         heartbeat_at=timezone.now(),
     )
 
@@ -369,7 +424,7 @@ def sweep_finalize(*, parent_id):
         if not finished:
             _run_fail_locked(parent, reason=f"none of the {len(children)} runs finished with {parent.sweep_metric}")
             return parent
-        lower = parent.sweep_metric in LOWER_IS_BETTER
+        lower = lower_is_better(parent.sweep_metric)
         best = (min if lower else max)(finished, key=lambda child: child.latest_metrics[parent.sweep_metric])
         parent.best_child = best
         parent.latest_metrics = dict(best.latest_metrics)
@@ -385,10 +440,16 @@ def sweep_finalize(*, parent_id):
         )
         RunTag.objects.update_or_create(run=parent, key="sweep.best_run_id", defaults={"value": str(best.pk)})
         audit_record(
-            actor=None, actor_name="worker", action="run.finished", obj=parent,
+            actor=None,
+            actor_name="worker",
+            action="run.finished",
+            obj=parent,
             after={
-                "status": parent.status, "best_child": best.pk, "metric": parent.sweep_metric,
-                "value": best.latest_metrics[parent.sweep_metric], "children_failed": len(children) - len(finished),
+                "status": parent.status,
+                "best_child": best.pk,
+                "metric": parent.sweep_metric,
+                "value": best.latest_metrics[parent.sweep_metric],
+                "children_failed": len(children) - len(finished),
             },
         )
     return parent
@@ -399,8 +460,9 @@ def runs_reap_lost(*, now=None):
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
     lost = list(
-        Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True)
-        .values_list("pk", "heartbeat_at")
+        Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff, children__isnull=True).values_list(
+            "pk", "heartbeat_at"
+        )
     )
     for run_id, heartbeat in lost:
         run = run_fail(run_id=run_id, reason=f"worker lost: no heartbeat since {heartbeat:%Y-%m-%d %H:%M:%S %Z}")

@@ -50,10 +50,31 @@ def worker(tmp_path):
     log = tmp_path / "worker.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "mlops_site", "worker", "--queues", "training,default",
-             "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h",
-             "--without-gossip", "--without-mingle"],
-            cwd=BASE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "mlops_site",
+                "worker",
+                "--queues",
+                "training,default",
+                "--concurrency",
+                "2",
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     process.log = log
     yield process
@@ -72,7 +93,9 @@ def _wait_for(predicate, *, timeout, worker, what):
         if value:
             return value
         if worker.poll() is not None:
-            pytest.fail(f"worker exited with {worker.returncode} while waiting for {what}:\n{worker.log.read_text()[-4000:]}")
+            pytest.fail(
+                f"worker exited with {worker.returncode} while waiting for {what}:\n{worker.log.read_text()[-4000:]}"
+            )
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}; worker log:\n{worker.log.read_text()[-4000:]}")
 
@@ -107,17 +130,32 @@ def test_run_posted_to_the_api_is_trained_by_the_worker_and_mirrored(worker, api
     found = mlflow.search_runs(experiment_names=["worker-e2e"], filter_string=f"tags.`mlops_site.run_id` = '{run_id}'")
     assert len(found) == 1
     assert found.iloc[0]["metrics.accuracy"] == pytest.approx(run.latest_metrics["accuracy"])
-    assert list(AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id)).order_by("id").values_list("action", flat=True)) == [
-        "run.launched", "run.started", "run.finished"
-    ]
+    assert list(
+        AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id))
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == ["run.launched", "run.started", "run.finished"]
 
 
 def test_sweep_queued_from_the_cli_runs_its_children_in_parallel_and_picks_the_best(worker):
     out = StringIO()
     call_command(
-        "train", "--experiment", "worker-sweep", "--dataset", "customer_churn", "--n-samples", "400",
-        "--algorithm", "gradient_boosting", "--param", "n_estimators=20", "--sweep", "max_depth=1,2;learning_rate=0.1,0.3",
-        "--queue", stdout=out, stderr=StringIO(),
+        "train",
+        "--experiment",
+        "worker-sweep",
+        "--dataset",
+        "customer_churn",
+        "--n-samples",
+        "400",
+        "--algorithm",
+        "gradient_boosting",
+        "--param",
+        "n_estimators=20",
+        "--sweep",
+        "max_depth=1,2;learning_rate=0.1,0.3",
+        "--queue",
+        stdout=out,
+        stderr=StringIO(),
     )
     parent_id = int(out.getvalue().strip().splitlines()[-1])
 
@@ -143,14 +181,29 @@ def _pool_children(pid):
 def test_run_whose_worker_process_is_killed_is_retried_not_left_running(worker):
     out = StringIO()
     call_command(
-        "train", "--experiment", "worker-kill", "--dataset", "customer_churn", "--n-samples", "20000",
-        "--algorithm", "gradient_boosting", "--param", "n_estimators=300", "--param", "max_depth=4", "--queue",
-        stdout=out, stderr=StringIO(),
+        "train",
+        "--experiment",
+        "worker-kill",
+        "--dataset",
+        "customer_churn",
+        "--n-samples",
+        "20000",
+        "--algorithm",
+        "gradient_boosting",
+        "--param",
+        "n_estimators=300",
+        "--param",
+        "max_depth=4",
+        "--queue",
+        stdout=out,
+        stderr=StringIO(),
     )
     run_id = int(out.getvalue().strip().splitlines()[-1])
     _wait_for(
         lambda: Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, progress__gt=0.15).exists(),
-        timeout=120, worker=worker, what="the run to be training",
+        timeout=120,
+        worker=worker,
+        what="the run to be training",
     )
     for pid in _pool_children(worker.pid):
         os.kill(pid, signal.SIGKILL)  # the pool process dies mid-fit, as on an OOM kill
@@ -159,5 +212,9 @@ def test_run_whose_worker_process_is_killed_is_retried_not_left_running(worker):
 
     assert run.status == Run.Status.FINISHED, run.error
     assert run.attempts == 2
-    actions = list(AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id)).order_by("id").values_list("action", flat=True))
+    actions = list(
+        AuditEntry.objects.filter(object_type="experiments.run", object_id=str(run_id))
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
     assert actions == ["run.launched", "run.started", "run.started", "run.finished"]

@@ -28,7 +28,9 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read the MLflow store at {uri}: {type(exc).__name__}: {exc}") from None
         finally:
             bar.close()
-        self.stdout.write(self.style.SUCCESS(
-            f"Imported {counts['runs']} runs and {counts['experiments']} new experiments from {uri}; "
-            f"{counts['skipped']} runs were already here."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Imported {counts['runs']} runs and {counts['experiments']} new experiments from {uri}; "
+                f"{counts['skipped']} runs were already here."
+            )
+        )

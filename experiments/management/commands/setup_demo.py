@@ -20,8 +20,10 @@ class Command(BaseCommand):
         user = users.objects.filter(username=username).first()
         if user is None:
             user = users.objects.create_superuser(username, email="", password=password)
-            self.stdout.write(f"Created admin user {username!r} with password {password!r} "
-                              "(set DEMO_ADMIN_PASSWORD to choose another; change it in the admin).")
+            self.stdout.write(
+                f"Created admin user {username!r} with password {password!r} "
+                "(set DEMO_ADMIN_PASSWORD to choose another; change it in the admin)."
+            )
         else:
             self.stdout.write(f"Admin user {username!r} exists (password unchanged).")
         token, _ = Token.objects.get_or_create(user=user)
@@ -32,10 +34,18 @@ class Command(BaseCommand):
             return
         self.stdout.write("Training the demo model (random forest on 2,000 synthetic customers)...")
         run = services.run_launch(
-            experiment=DEMO_EXPERIMENT, dataset="customer_churn", n_samples=2000, algorithm="random_forest",
-            params={"n_estimators": 100, "max_depth": 8}, name="demo-random-forest", by=user, inline=True,
+            experiment=DEMO_EXPERIMENT,
+            dataset="customer_churn",
+            n_samples=2000,
+            algorithm="random_forest",
+            params={"n_estimators": 100, "max_depth": 8},
+            name="demo-random-forest",
+            by=user,
+            inline=True,
         )
         accuracy = run.latest_metrics.get("accuracy")
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo run #{run.pk} {run.status}" + (f", accuracy {accuracy:.3f}" if accuracy is not None else "")
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo run #{run.pk} {run.status}" + (f", accuracy {accuracy:.3f}" if accuracy is not None else "")
+            )
+        )

@@ -25,16 +25,28 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--experiment", required=True, help="Experiment name (created if new).")
-        parser.add_argument("--dataset", required=True, help="Built-in name (iris, wine, breast_cancer, "
-                            "customer_churn), an uploaded dataset's name, or a sha256 prefix.")
+        parser.add_argument(
+            "--dataset",
+            required=True,
+            help="Built-in name (iris, wine, breast_cancer, "
+            "customer_churn), an uploaded dataset's name, or a sha256 prefix.",
+        )
         parser.add_argument("--algorithm", required=True, choices=sorted(TRAINERS))
-        parser.add_argument("--param", action="append", default=[], type=_key_value, metavar="NAME=VALUE",
-                            help="A hyperparameter; repeat for several.")
-        parser.add_argument("--n-samples", "--n_samples", dest="n_samples", type=int,
-                            help="Rows of customer_churn to make.")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            type=_key_value,
+            metavar="NAME=VALUE",
+            help="A hyperparameter; repeat for several.",
+        )
+        parser.add_argument(
+            "--n-samples", "--n_samples", dest="n_samples", type=int, help="Rows of customer_churn to make."
+        )
         parser.add_argument("--seed", type=int, help="Seed of customer_churn.")
-        parser.add_argument("--c-param", "--c_param", dest="c_param",
-                            help="Shorthand for --param C=VALUE (logistic_regression).")
+        parser.add_argument(
+            "--c-param", "--c_param", dest="c_param", help="Shorthand for --param C=VALUE (logistic_regression)."
+        )
         parser.add_argument("--sweep", help='A grid: "n_estimators=50,100;max_depth=3,5" runs every combination.')
         parser.add_argument("--sweep-metric", default="accuracy", help="Metric that picks the sweep's best run.")
         parser.add_argument("--name", default="", help="Run name.")
@@ -54,9 +66,16 @@ class Command(BaseCommand):
             if bar:
                 run_progress.connect(bar.update, sender=Run)
             run = services.run_launch(
-                experiment=options["experiment"], dataset=options["dataset"], algorithm=options["algorithm"],
-                params=params, sweep=sweep, sweep_metric=options["sweep_metric"], n_samples=options["n_samples"],
-                seed=options["seed"], name=options["name"], inline=not options["queue"],
+                experiment=options["experiment"],
+                dataset=options["dataset"],
+                algorithm=options["algorithm"],
+                params=params,
+                sweep=sweep,
+                sweep_metric=options["sweep_metric"],
+                n_samples=options["n_samples"],
+                seed=options["seed"],
+                name=options["name"],
+                inline=not options["queue"],
             )
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None
@@ -66,8 +85,11 @@ class Command(BaseCommand):
                 bar.close()
         if options["queue"]:
             children = run.children.count()
-            self.stdout.write(f"Queued run {run.pk}" + (f" with {children} sweep runs" if children else "")
-                              + f" in experiment {run.experiment.name!r}.")
+            self.stdout.write(
+                f"Queued run {run.pk}"
+                + (f" with {children} sweep runs" if children else "")
+                + f" in experiment {run.experiment.name!r}."
+            )
         else:
             self._report(run)
         self.stdout.write(str(run.pk))

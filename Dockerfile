@@ -1,0 +1,18 @@
+# One image for web (gunicorn), worker and beat; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    MLOPS_VAR_DIR=/srv/mlops/var ARTIFACT_ROOT=/srv/mlops/artifacts
+WORKDIR /app
+
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY . .
+RUN DEBUG=1 python manage.py collectstatic --noinput \
+    && useradd --create-home --uid 1000 mlops && mkdir -p /srv/mlops && chown -R mlops /srv/mlops
+USER mlops
+
+EXPOSE 8000
+CMD ["gunicorn", "mlops_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "120"]
