@@ -214,7 +214,7 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["name", "experiment__name", "mlflow_run_id", "celery_task_id"]
     list_select_related = ["experiment", "dataset"]
     date_hierarchy = "created_at"
-    actions = ["compare_runs", "mirror_to_mlflow"]
+    actions = ["compare_runs", "kill_runs", "mirror_to_mlflow"]
     change_list_template = "admin/experiments/run/change_list.html"
     change_form_template = "admin/experiments/run/change_form.html"
     fieldsets = [
@@ -313,6 +313,23 @@ class RunAdmin(admin.ModelAdmin):
     def compare_runs(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.order_by("id").values_list("pk", flat=True)[:12])
         return redirect(reverse("admin:experiments_run_compare") + f"?ids={ids}")
+
+    @admin.action(description="Stop selected runs")
+    def kill_runs(self, request, queryset):
+        if not self.has_launch_permission(request):
+            raise PermissionDenied
+        stopped = []
+        for run in queryset.exclude(status__in=Run.TERMINAL_STATUSES).order_by("id"):
+            try:
+                services.run_kill(run_id=run.pk, by=request.user)
+            except ApplicationError as exc:  # it ended meanwhile
+                self.message_user(request, str(exc), messages.WARNING)
+            else:
+                stopped.append(f"#{run.pk}")
+        if stopped:
+            self.message_user(request, f"Stopped {', '.join(stopped)}.")
+        else:
+            self.message_user(request, "None of the selected runs was queued or running.", messages.WARNING)
 
     @admin.action(description="Mirror selected runs to MLflow now")
     def mirror_to_mlflow(self, request, queryset):

@@ -170,6 +170,20 @@ class RunDetailApi(APIView):
         return Response(RunOutput(selectors.run_get(run_id=run_id)).data)
 
 
+class RunKillApi(APIView):
+    """Stop a queued or running run (a sweep stops its unfinished members too); 409 if it already ended."""
+
+    class KillInput(serializers.Serializer):
+        reason = serializers.CharField(required=False, default="", allow_blank=True, max_length=2000)
+
+    @extend_schema(request=KillInput, responses=RunOutput)
+    def post(self, request, run_id):
+        serializer = self.KillInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.run_kill(run_id=run_id, by=request.user, reason=serializer.validated_data["reason"])
+        return Response(RunOutput(selectors.run_get(run_id=run_id)).data)
+
+
 class MetricHistoryApi(APIView):
     @extend_schema(
         responses=inline_serializer(
@@ -197,5 +211,6 @@ urlpatterns = [
     path("datasets", DatasetListCreateApi.as_view(), name="dataset-list"),
     path("runs", RunListCreateApi.as_view(), name="run-list"),
     path("runs/<int:run_id>", RunDetailApi.as_view(), name="run-detail"),
+    path("runs/<int:run_id>/kill", RunKillApi.as_view(), name="run-kill"),
     path("runs/<int:run_id>/metrics/<str:key>", MetricHistoryApi.as_view(), name="run-metric-history"),
 ]

@@ -11,6 +11,7 @@ from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow
 from experiments.services.runs import (
     run_execute,
     run_fail,
+    run_kill,
     run_launch,
     runs_reap_lost,
     sweep_finalize,
@@ -26,6 +27,7 @@ __all__ = [
     "mlflow_import",
     "run_execute",
     "run_fail",
+    "run_kill",
     "run_launch",
     "run_mirror_to_mlflow",
     "runs_mirror_pending",

@@ -157,6 +157,8 @@ def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
     # Only a model whose checksum matches our record is ever unpickled.
     pipeline = joblib.load(io.BytesIO(artifact_read_verified(run.model_path, run.model_sha256)))
     frame = dataset_frame_load(version=run.dataset).drop(columns=[run.dataset.target]).head(5)
+    # Integer columns become doubles in the signature, so a client may send a missing value.
+    frame = frame.astype({name: "float64" for name in frame.select_dtypes("integer").columns})
     signature = infer_signature(frame, pipeline.predict(frame))
     with _fluent_lock:
         mlflow.set_tracking_uri(tracking_uri)

@@ -20,7 +20,7 @@ from experiments.services.datasets import dataset_frame_load, dataset_resolve
 from experiments.signals import run_progress
 from experiments.storage import artifact_write
 from governance.services import audit_record
-from mlops_site.errors import ApplicationError, Conflict, InvalidInput
+from mlops_site.errors import ApplicationError, Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +222,16 @@ def _execute_inline(run_id):
         train_run.apply(args=[run_id])
 
 
+class _RunStopped(Exception):
+    """The run was killed while it trained: stop and keep nothing."""
+
+
 class _ProgressReporter:
-    """Writes a run's progress and heartbeat at most every half second, and signals every step."""
+    """Writes a run's progress and heartbeat at most every half second, and signals every step.
+
+    The write only touches a RUNNING run, so it also notices a kill within half a second,
+    whatever the broker, and stops the fit.
+    """
 
     def __init__(self, run_id):
         self.run_id = run_id
@@ -233,9 +241,11 @@ class _ProgressReporter:
         fraction = min(max(float(fraction), 0.0), 1.0)
         now = time.monotonic()
         if now - self.last_write >= _PROGRESS_WRITE_INTERVAL or fraction >= 1.0:
-            Run.objects.filter(pk=self.run_id).update(
+            updated = Run.objects.filter(pk=self.run_id, status=Run.Status.RUNNING).update(
                 progress=fraction, progress_message=message[:200], heartbeat_at=timezone.now()
             )
+            if not updated:
+                raise _RunStopped
             self.last_write = now
         run_progress.send(sender=Run, run_id=self.run_id, fraction=fraction, message=message)
 
@@ -308,6 +318,8 @@ def run_execute(*, run_id, task_id=""):
             on_history=lambda key, step, value: history.append((key, step, float(value), timezone.now())),
         )
         _run_finish(run, result=result, history=history)
+    except _RunStopped:
+        logger.info("run %s was stopped while training", run.pk)
     except ApplicationError as exc:
         run_fail(run_id=run.pk, reason=str(exc))
     except SoftTimeLimitExceeded:
@@ -365,7 +377,7 @@ def _run_finish(run, *, result, history):
     run_progress.send(sender=Run, run_id=run.pk, fraction=1.0, message="finished")
 
 
-def _run_fail_locked(run, *, reason, status=Run.Status.FAILED):
+def _run_fail_locked(run, *, reason, status=Run.Status.FAILED, by=None):
     previous = run.status
     now = timezone.now()
     run.status = status
@@ -375,8 +387,8 @@ def _run_fail_locked(run, *, reason, status=Run.Status.FAILED):
     run.progress_message = "failed" if status == Run.Status.FAILED else "killed"
     run.save(update_fields=["status", "error", "end_time", "start_time", "progress_message"])
     audit_record(
-        actor=None,
-        actor_name="worker",
+        actor=by,
+        actor_name=None if by else "worker",
         action=f"run.{status.lower()}",
         obj=run,
         before={"status": previous},
@@ -392,6 +404,25 @@ def run_fail(*, run_id, reason):
         if run.is_terminal:
             return run
         _run_fail_locked(run, reason=reason)
+    return run
+
+
+def run_kill(*, run_id, by, reason=""):
+    """Stop a queued or running run (and a sweep's unfinished members): status KILLED, audited.
+
+    A queued task finds the run ended and does nothing; a training one notices at its next
+    progress write and stops. Conflict if the run has already ended.
+    """
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NotFound(f"run {run_id} does not exist", field="run_id")
+        if run.is_terminal:
+            raise Conflict(f"run {run.pk} already ended ({run.status})")
+        reason = reason or f"stopped by {by.get_username() if by else 'the system'}"
+        for child in run.children.select_for_update().exclude(status__in=Run.TERMINAL_STATUSES):
+            _run_fail_locked(child, reason=reason, status=Run.Status.KILLED, by=by)
+        _run_fail_locked(run, reason=reason, status=Run.Status.KILLED, by=by)
     return run
 
 

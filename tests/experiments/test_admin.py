@@ -135,7 +135,8 @@ def test_compare_view_puts_params_and_metrics_side_by_side_with_history_charts(a
     depth_row = next(row for row in response.context["param_rows"] if row["key"] == "max_depth")
     assert depth_row == {"key": "max_depth", "values": ["2", "3"], "differs": True}
     html = response.content.decode()
-    assert "<svg" in html and "val_log_loss" in html
+    assert "<svg" in html
+    assert "val_log_loss" in html
     assert f"#{finished_runs[0].pk} max_depth=2" in html  # lines are labelled by the params that differ
 
 
@@ -161,7 +162,8 @@ def test_run_page_shows_params_metrics_artifacts_and_charts(admin_client, finish
     response = admin_client.get(reverse("admin:experiments_run_change", args=[run.pk]))
     assert response.status_code == 200
     html = response.content.decode()
-    assert "confusion_matrix.png" in html and "model/model.joblib" in html
+    assert "confusion_matrix.png" in html
+    assert "model/model.joblib" in html
     assert "<svg" in html
     assert 'http-equiv="refresh"' not in html  # a finished run does not refresh itself
 
