@@ -135,11 +135,11 @@ def run_launch(
             sweep_metric=sweep_metric if combinations else "",
         )
         if combinations:
-            swept = {key for key in sweep}
+            swept = {_canonical_param_name(algorithm, key) for key in sweep}
             _params_create(run, {key: value for key, value in validated.items() if key not in swept})
             RunTag.objects.create(run=run, key="sweep.grid", value=str(sweep))
             for combination in combinations:
-                label = ",".join(f"{key}={combination[trainers_key(algorithm, key)]}" for key in sweep)
+                label = ",".join(f"{key}={combination[_canonical_param_name(algorithm, key)]}" for key in sweep)
                 child = Run.objects.create(
                     experiment=experiment_obj,
                     parent=run,
@@ -173,7 +173,7 @@ def run_launch(
     return run
 
 
-def trainers_key(algorithm, key):
+def _canonical_param_name(algorithm, key):
     """The canonical name of a param given under an alias (c_param -> C)."""
     for spec in trainers.trainer_get(algorithm).all_params:
         if key == spec.name or key in spec.aliases:

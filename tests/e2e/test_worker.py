@@ -4,6 +4,7 @@ The worker is started as a subprocess against the test database, so these tests 
 their data (transactional_db) and poll the run the way a user polls the API.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,10 +36,18 @@ def _database_url():
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def _purge_queues():
+    """Drop messages left in the broker by an earlier, interrupted run of the suite."""
+    with celery_app.connection_for_write() as connection:
+        for queue in ("training", "default", "monitoring"):
+            with contextlib.suppress(Exception):  # a queue that was never declared
+                connection.default_channel.queue_purge(queue)
+
+
 @pytest.fixture
 def worker(tmp_path):
     """A real `celery worker` process consuming the training and default queues."""
-    celery_app.control.purge()  # messages left by an earlier, interrupted run of the suite
+    _purge_queues()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
