@@ -8,32 +8,19 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
-import time
 import uuid
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from experiments.models import Run
 from governance.models import AuditEntry
 from mlops_site.celery import app as celery_app
+from tests.e2e import processes
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-BASE_DIR = Path(__file__).resolve().parents[2]
-
-
-def _database_url():
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
 def _purge_queues():
@@ -48,65 +35,27 @@ def _purge_queues():
 def worker(tmp_path):
     """A real `celery worker` process consuming the training and default queues."""
     _purge_queues()
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
-        "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
-        "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-    }
-    log = tmp_path / "worker.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "mlops_site",
-                "worker",
-                "--queues",
-                "training,default",
-                "--concurrency",
-                "2",
-                "--pool",
-                "prefork",
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"test-{uuid.uuid4().hex[:8]}@%h",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    process.log = log
+    process = processes.start(
+        "celery",
+        "-A",
+        "mlops_site",
+        "worker",
+        "--queues",
+        "training,default",
+        "--concurrency",
+        "2",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"test-{uuid.uuid4().hex[:8]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        log=tmp_path / "worker.log",
+    )
     yield process
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _wait_for(predicate, *, timeout, worker, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if worker.poll() is not None:
-            pytest.fail(
-                f"worker exited with {worker.returncode} while waiting for {what}:\n{worker.log.read_text()[-4000:]}"
-            )
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{worker.log.read_text()[-4000:]}")
+    processes.stop(process)
 
 
 def _ended(run_id):
@@ -124,7 +73,7 @@ def test_run_posted_to_the_api_is_trained_by_the_worker_and_mirrored(worker, api
     run_id = response.json()["id"]
     assert Run.objects.get(pk=run_id).status == Run.Status.QUEUED
 
-    run = _wait_for(lambda: _ended(run_id), timeout=180, worker=worker, what=f"run {run_id}")
+    run = processes.wait_for(lambda: _ended(run_id), timeout=180, process=worker, what=f"run {run_id}")
 
     assert run.status == Run.Status.FINISHED, run.error
     assert run.celery_task_id
@@ -168,7 +117,7 @@ def test_sweep_queued_from_the_cli_runs_its_children_in_parallel_and_picks_the_b
     )
     parent_id = int(out.getvalue().strip().splitlines()[-1])
 
-    parent = _wait_for(lambda: _ended(parent_id), timeout=240, worker=worker, what=f"sweep {parent_id}")
+    parent = processes.wait_for(lambda: _ended(parent_id), timeout=240, process=worker, what=f"sweep {parent_id}")
 
     children = list(parent.children.all())
     assert len(children) == 4
@@ -208,16 +157,16 @@ def test_run_whose_worker_process_is_killed_is_retried_not_left_running(worker):
         stderr=StringIO(),
     )
     run_id = int(out.getvalue().strip().splitlines()[-1])
-    _wait_for(
+    processes.wait_for(
         lambda: Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, progress__gt=0.15).exists(),
         timeout=120,
-        worker=worker,
+        process=worker,
         what="the run to be training",
     )
     for pid in _pool_children(worker.pid):
         os.kill(pid, signal.SIGKILL)  # the pool process dies mid-fit, as on an OOM kill
 
-    run = _wait_for(lambda: _ended(run_id), timeout=300, worker=worker, what=f"run {run_id} after the kill")
+    run = processes.wait_for(lambda: _ended(run_id), timeout=300, process=worker, what=f"run {run_id} after the kill")
 
     assert run.status == Run.Status.FINISHED, run.error
     assert run.attempts == 2

@@ -1,0 +1,76 @@
+"""Start and stop the platform's real processes (celery worker and beat, gunicorn) from tests.
+
+They run against the test database, so the tests that use them commit their data
+(django_db(transaction=True)).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def database_url():
+    """The test database as a DATABASE_URL a child process can use."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def start(*args, log):
+    """Start `python -m <args>` in its own process group, with this test's stores, logging to `log`."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+        "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
+        "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.log = log
+    return process
+
+
+def stop(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for(predicate, *, timeout, process, what):
+    """Poll `predicate` until it returns something true; fail with the process's log otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process.poll() is not None:
+            pytest.fail(f"process exited with {process.returncode} while waiting for {what}:\n{_tail(process)}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}; log:\n{_tail(process)}")
+
+
+def _tail(process):
+    return process.log.read_text(errors="replace")[-4000:]
