@@ -69,3 +69,23 @@ def api_exception_handler(exc, context):
     elif isinstance(response.data, dict) and "detail" in response.data:
         response.data = {"error": str(response.data["detail"])}
     return response
+
+
+def not_found(request, exception=None):
+    """404 for URLs no view matched: JSON under /api/, Django's page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": f"no endpoint at {request.path}"}, status=404)
+    return page_not_found(request, exception)
+
+
+def server_error(request):
+    """500: JSON under /api/, Django's page elsewhere. Every 500 is a bug; the log has its traceback."""
+    from django.http import JsonResponse
+    from django.views.defaults import server_error as django_server_error
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": "internal error; it has been logged"}, status=500)
+    return django_server_error(request)

@@ -11,3 +11,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),
 ]
+
+handler404 = "mlops_site.errors.not_found"
+handler500 = "mlops_site.errors.server_error"
