@@ -410,7 +410,7 @@ class RunAdmin(admin.ModelAdmin):
                     if key in histories.get(run.pk, {})
                 },
                 title=key,
-                width=760,
+                width=980,
                 height=300,
             )
             for key in keys

@@ -3,6 +3,7 @@
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
+_LEGEND_CHARS = 60
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563")
 
 
@@ -25,7 +26,9 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
     if not points:
         return ""
     left, top, bottom = 56, 28, 40
-    right = 220 if len(series) > 1 else 16  # room for the legend beside the plot
+    # Room for the legend beside the plot, as wide as its longest label (about 6 px a character).
+    longest = max((len(str(label)[:_LEGEND_CHARS]) for label in series), default=0)
+    right = int(min(40 + 6 * longest, width / 2)) if len(series) > 1 else 16
     plot_w, plot_h = width - left - right, height - top - bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_min, x_max = min(xs), max(xs)
@@ -70,6 +73,7 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
         if len(series) > 1:
             legend_x, legend_y = width - right + 10, top + 10 + 14 * index
             parts.append(f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
-            parts.append(f'<text x="{legend_x + 14}" y="{legend_y}" fill="#111827">{escape(str(label)[:30])}</text>')
+            text = escape(str(label)[:_LEGEND_CHARS])
+            parts.append(f'<text x="{legend_x + 14}" y="{legend_y}" fill="#111827">{text}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
