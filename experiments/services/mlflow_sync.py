@@ -209,14 +209,13 @@ def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
             page_token = page.token
             if not page_token:
                 break
+    # A run is known by its MLflow run id: ours are stored the moment their copy is created.
     known_ids = set(Run.objects.exclude(mlflow_run_id="").values_list("mlflow_run_id", flat=True))
-    local_ids = set(Run.objects.values_list("pk", flat=True))
     imported = {}
     for index, (remote_experiment, remote) in enumerate(remote_runs, start=1):
         if on_progress:
             on_progress(index, len(remote_runs))
-        own_id = remote.data.tags.get(RUN_ID_TAG)
-        if remote.info.run_id in known_ids or (own_id and own_id.isdigit() and int(own_id) in local_ids):
+        if remote.info.run_id in known_ids:
             counts["skipped"] += 1
             continue
         run, experiment_created = _import_run(client, remote_experiment, remote, by=by)

@@ -65,10 +65,11 @@ def _sweep_combinations(*, algorithm, base_params, grid):
     """Every combination of the grid over the base params, each validated; InvalidInput on any fault."""
     if not isinstance(grid, dict) or not grid:
         raise InvalidInput("must map parameter names to lists of values", field="sweep")
+    fixed = {_canonical_param_name(algorithm, name) for name in base_params}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise InvalidInput("must be a non-empty list of values", field=f"sweep.{key}")
-        if key in base_params:
+        if _canonical_param_name(algorithm, key) in fixed:
             raise InvalidInput("is both a fixed param and a swept one", field=f"sweep.{key}")
     count = 1
     for values in grid.values():

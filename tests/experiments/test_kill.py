@@ -59,7 +59,7 @@ def test_a_run_killed_while_training_stops_and_keeps_nothing(user, django_captur
 
 def test_killing_a_sweep_stops_its_unfinished_members(user, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        parent = _queued(sweep={"n_estimators": [5, 10, 20]})
+        parent = _queued(sweep={"max_depth": [2, 3, 4]})
     services.run_kill(run_id=parent.pk, by=user)
     assert set(parent.children.values_list("status", flat=True)) == {Run.Status.KILLED}
 
