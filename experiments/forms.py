@@ -4,8 +4,7 @@ from django import forms
 
 from experiments.datasets import BUILTIN_DATASETS, CUSTOMER_CHURN_MAX_SAMPLES
 from experiments.models import DatasetVersion
-from experiments.selectors import MAIN_METRICS
-from experiments.trainers import TRAINERS
+from experiments.trainers import RECORDED_METRICS, TRAINERS
 from mlops_site.errors import InvalidInput
 
 
@@ -39,7 +38,7 @@ class LaunchRunForm(forms.Form):
         widget=forms.TextInput(attrs={"size": 60}),
         help_text='Optional grid, e.g. "n_estimators=50,100;max_depth=3,5": one run per combination.',
     )
-    sweep_metric = forms.ChoiceField(choices=[(m, m) for m in MAIN_METRICS], initial="accuracy")
+    sweep_metric = forms.ChoiceField(choices=[(m, m) for m in RECORDED_METRICS], initial="accuracy")
     name = forms.CharField(required=False, max_length=200)
 
     def __init__(self, *args, **kwargs):

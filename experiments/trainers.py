@@ -103,6 +103,19 @@ class ParamSpec:
         return value
 
 
+# What every run records (roc_auc for binary targets only); a sweep can pick its best run by any of them.
+RECORDED_METRICS = (
+    "accuracy",
+    "precision_macro",
+    "recall_macro",
+    "f1_macro",
+    "roc_auc",
+    "log_loss",
+    "training_time_seconds",
+    "inference_time_ms",
+    "model_size_bytes",
+)
+
 COMMON_PARAMS = (
     ParamSpec("test_size", float, 0.2, min=0.05, max=0.5, help="Share of rows held out for evaluation."),
     ParamSpec("random_state", int, 42, min=0, help="Seed of the split and the estimator."),

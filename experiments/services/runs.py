@@ -117,8 +117,8 @@ def run_launch(
     validated = trainers.params_validate(algorithm, params or {})
     combinations = None
     if sweep:
-        if sweep_metric not in _KNOWN_METRICS:
-            raise InvalidInput(f"must be one of {', '.join(_KNOWN_METRICS)}", field="sweep_metric")
+        if sweep_metric not in trainers.RECORDED_METRICS:
+            raise InvalidInput(f"must be one of {', '.join(trainers.RECORDED_METRICS)}", field="sweep_metric")
         combinations = _sweep_combinations(algorithm=algorithm, base_params=params or {}, grid=sweep)
     dataset_version = dataset_resolve(ref=dataset, n_samples=n_samples, seed=seed, by=by)
     commit = source_commit()
@@ -182,19 +182,6 @@ def _canonical_param_name(algorithm, key):
     return key
 
 
-_KNOWN_METRICS = (
-    "accuracy",
-    "precision_macro",
-    "recall_macro",
-    "f1_macro",
-    "roc_auc",
-    "log_loss",
-    "training_time_seconds",
-    "inference_time_ms",
-    "model_size_bytes",
-)
-
-
 def _dispatch(run_id):
     """Queue a run's Celery work: one task, or a chord of child tasks closed by the sweep's finaliser."""
     from celery import chord
@@ -203,10 +190,16 @@ def _dispatch(run_id):
 
     run = Run.objects.get(pk=run_id)
     child_ids = list(run.children.order_by("id").values_list("id", flat=True))
-    if child_ids:
-        result = chord(train_run.si(child_id) for child_id in child_ids)(sweep_finalize.si(run.pk))
-    else:
-        result = train_run.apply_async(args=[run.pk])
+    try:
+        if child_ids:
+            result = chord(train_run.si(child_id) for child_id in child_ids)(sweep_finalize.si(run.pk))
+        else:
+            result = train_run.apply_async(args=[run.pk])
+    except Exception as exc:  # kombu's errors for an unreachable broker vary by transport
+        reason = f"could not queue the run: the task broker is unreachable ({type(exc).__name__}: {exc})"
+        for run_id_to_fail in [*child_ids, run.pk]:
+            run_fail(run_id=run_id_to_fail, reason=reason)
+        raise BrokerUnavailable(reason, extra={"run_id": run.pk}) from exc
     Run.objects.filter(pk=run.pk, celery_task_id="").update(celery_task_id=result.id)
 
 
@@ -221,6 +214,12 @@ def _execute_inline(run_id):
         sweep_finalize.apply(args=[run_id])
     else:
         train_run.apply(args=[run_id])
+
+
+class BrokerUnavailable(ApplicationError):
+    """The run was recorded but could not be handed to the workers; it is marked FAILED."""
+
+    status_code = 503
 
 
 class _RunStopped(Exception):

@@ -27,7 +27,7 @@ def database_url():
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start(*args, log):
+def start(*args, log, **extra_env):
     """Start `python -m <args>` in its own process group, with this test's stores, logging to `log`."""
     env = {
         **os.environ,
@@ -36,6 +36,7 @@ def start(*args, log):
         "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
         "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
         "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
+        **extra_env,
     }
     with log.open("wb") as output:
         process = subprocess.Popen(
