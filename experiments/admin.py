@@ -335,12 +335,7 @@ class RunAdmin(admin.ModelAdmin):
     def mirror_to_mlflow(self, request, queryset):
         if not request.user.has_perm("experiments.add_run"):
             raise PermissionDenied
-        done = failed = 0
-        for run in queryset.filter(status__in=Run.TERMINAL_STATUSES).order_by("-parent_id", "id"):
-            if services.run_mirror_to_mlflow(run_id=run.pk):
-                done += 1
-            else:
-                failed += 1
+        done, failed = services.runs_mirror_pending(run_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(
             request,
             f"{done} run(s) mirrored to MLflow." + (f" {failed} failed: see each run." if failed else ""),

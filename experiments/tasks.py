@@ -40,8 +40,8 @@ def sweep_finalize(run_id):
 
 @shared_task(name="experiments.mirror_pending_runs", queue="default", time_limit=1800)
 def mirror_pending_runs():
-    """Retry the MLflow mirror of ended runs that are not yet there."""
-    return services.runs_mirror_pending()
+    """Retry the MLflow mirror of ended runs that are not yet there; returns how many made it."""
+    return services.runs_mirror_pending()[0]
 
 
 @shared_task(name="experiments.reap_lost_runs", queue="default", time_limit=300)

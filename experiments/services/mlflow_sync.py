@@ -102,8 +102,13 @@ def _ensure_mlflow_run(client, run):
 
 
 def run_mirror_to_mlflow(*, run_id, tracking_uri=None):
-    """Copy an ended run to MLflow. Returns True on success; a failure is recorded on the run, not raised."""
+    """Copy an ended run to MLflow. Returns True on success; a failure is recorded on the run, not raised.
+
+    A run already mirrored is left alone, so its MLflow run id never changes.
+    """
     run = Run.objects.select_related("experiment", "dataset", "parent", "created_by").get(pk=run_id)
+    if run.mlflow_synced:
+        return True
     if not run.is_terminal:
         return False
     try:
@@ -174,15 +179,19 @@ def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
             )
 
 
-def runs_mirror_pending(*, limit=100):
-    """Retry the mirror of ended runs that are not yet in MLflow, children before parents."""
-    pending = list(
-        Run.objects.filter(status__in=Run.TERMINAL_STATUSES, mlflow_synced_at__isnull=True)
-        .order_by("parent_id", "id")
-        .values_list("pk", "parent_id")[:limit]
-    )
-    pending.sort(key=lambda pair: pair[1] is None)  # children first, so parents are mirrored last
-    return sum(run_mirror_to_mlflow(run_id=run_id) for run_id, _ in pending)
+def runs_mirror_pending(*, run_ids=None, limit=100):
+    """Mirror ended runs that are not yet in MLflow (all, or those of `run_ids`); returns (mirrored, failed).
+
+    Order does not matter: a child mirrored first creates its parent's MLflow run, which the
+    parent's own mirror then completes.
+    """
+    pending = Run.objects.filter(status__in=Run.TERMINAL_STATUSES, mlflow_synced_at__isnull=True)
+    if run_ids is not None:
+        pending = pending.filter(pk__in=run_ids)
+    results = [
+        run_mirror_to_mlflow(run_id=run_id) for run_id in pending.order_by("id").values_list("pk", flat=True)[:limit]
+    ]
+    return results.count(True), results.count(False)
 
 
 def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):

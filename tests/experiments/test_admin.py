@@ -206,3 +206,19 @@ def test_dataset_upload_in_the_admin(admin_client):
     assert response.status_code == 200
     assert "column 'a' is numeric but line 3" in response.context["form"].errors["file"][0]
     assert not DatasetVersion.objects.filter(name="broken").exists()
+
+
+def test_mirror_action_mirrors_only_runs_not_yet_in_mlflow(admin_client, settings, mlflow_store):
+    settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:9"  # MLflow down while the run ends
+    run = services.run_launch(experiment="late-mirror", dataset="iris", algorithm="random_forest", inline=True)
+    assert not run.mlflow_synced
+    settings.MLFLOW_TRACKING_URI = mlflow_store["uri"]
+    changelist = reverse("admin:experiments_run_changelist")
+    response = admin_client.post(changelist, {"action": "mirror_to_mlflow", "_selected_action": [run.pk]}, follow=True)
+    assert "1 run(s) mirrored to MLflow." in response.content.decode()
+    run.refresh_from_db()
+    mlflow_run_id = run.mlflow_run_id
+    assert run.mlflow_synced
+    admin_client.post(changelist, {"action": "mirror_to_mlflow", "_selected_action": [run.pk]})
+    run.refresh_from_db()
+    assert run.mlflow_run_id == mlflow_run_id  # a mirrored run keeps its MLflow copy

@@ -135,7 +135,7 @@ def test_an_unreachable_mlflow_does_not_stop_the_run_and_the_mirror_is_retried(l
     assert run.mlflow_sync_error
 
     settings.MLFLOW_TRACKING_URI = mlflow_store["uri"]
-    assert services.runs_mirror_pending() == 1
+    assert services.runs_mirror_pending() == (1, 0)
     run.refresh_from_db()
     assert run.mlflow_synced
     assert run.mlflow_sync_error == ""
