@@ -1,11 +1,13 @@
 # One image for web (gunicorn), worker and beat; docker-compose.yml picks the command.
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+# The image has no .git: pass the commit so runs record the code they ran
+# (docker build --build-arg SOURCE_COMMIT=$(git rev-parse HEAD) .).
+ARG SOURCE_COMMIT=""
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SOURCE_COMMIT=${SOURCE_COMMIT} \
     MLOPS_VAR_DIR=/srv/mlops/var ARTIFACT_ROOT=/srv/mlops/artifacts
 WORKDIR /app
 
-RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 

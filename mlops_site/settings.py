@@ -120,6 +120,9 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# The git commit of the deployed code, for images built without .git; unset: asked of git.
+SOURCE_COMMIT = env("SOURCE_COMMIT", "")
+
 # --- Files --------------------------------------------------------------------------------
 ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", str(VAR_DIR / "artifacts"))).resolve()
 # Uploaded CSVs above this size are refused before they are parsed.

@@ -37,7 +37,9 @@ _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress writes to the databas
 
 @lru_cache(maxsize=1)
 def source_commit():
-    """The git commit of the running code, or '' outside a git checkout."""
+    """The git commit of the running code: SOURCE_COMMIT if set (images have no .git), else git's HEAD, else ''."""
+    if settings.SOURCE_COMMIT:
+        return settings.SOURCE_COMMIT
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=5

@@ -236,3 +236,19 @@ def test_import_skips_the_runs_we_mirrored_ourselves(launch, settings, tmp_path)
     assert counts == {"experiments": 0, "runs": 0, "skipped": 1}
     assert Run.objects.filter(experiment__name="ours").count() == 1
     assert Run.objects.get(experiment__name="ours") == run
+
+
+def test_runs_record_the_git_commit_of_the_code(launch, settings):
+    import subprocess
+
+    from experiments.services.runs import source_commit
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    source_commit.cache_clear()
+    assert launch().source_commit == head
+    settings.SOURCE_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # an image built without .git
+    source_commit.cache_clear()
+    try:
+        assert launch().source_commit == settings.SOURCE_COMMIT
+    finally:
+        source_commit.cache_clear()
