@@ -75,3 +75,24 @@ def audit_record(
     entry.entry_hash = _entry_content_hash(prev_hash=entry.prev_hash, fields=audit_entry_fields(entry))
     entry.save()
     return entry
+
+
+def audit_chain_verify(*, on_progress=None):
+    """Walk the chain oldest first; returns (entries checked, first broken entry or None, why it is broken)."""
+    expected_prev = GENESIS_HASH
+    checked = 0
+    total = AuditEntry.objects.count()
+    for entry in AuditEntry.objects.order_by("id").iterator(chunk_size=2000):
+        if entry.prev_hash != expected_prev:
+            return (
+                checked,
+                entry,
+                "its prev_hash does not match the entry before it (an entry was removed or reordered)",
+            )
+        if _entry_content_hash(prev_hash=entry.prev_hash, fields=audit_entry_fields(entry)) != entry.entry_hash:
+            return checked, entry, "its content does not match its hash (it was edited)"
+        expected_prev = entry.entry_hash
+        checked += 1
+        if on_progress and checked % 1000 == 0:
+            on_progress(checked, total)
+    return checked, None, ""
