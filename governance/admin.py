@@ -2,6 +2,7 @@ import csv
 import json
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import StreamingHttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -92,8 +93,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
     def export_csv(self, request):
         """The entries the changelist shows under its current filters and search, as CSV."""
         if not self.has_view_permission(request):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         entries = self.get_changelist_instance(request).get_queryset(request).order_by("id")
         writer = csv.writer(_Echo())
