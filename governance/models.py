@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -50,3 +51,157 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit entries are append-only.")
+
+
+class Policy(models.Model):
+    """A rule a model version must meet before it goes to Production, edited by the team in the admin."""
+
+    class Kind(models.TextChoices):
+        PERFORMANCE = "performance", "Performance threshold"
+        DATA_QUALITY = "data_quality", "Data quality"
+        DOCUMENTATION = "documentation", "Documentation"
+
+    DOCUMENTATION_FIELDS = ("description", "owner", "intended_use")
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    model = models.ForeignKey(
+        "registry.RegisteredModel",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="policies",
+        help_text="Leave empty to apply it to every model.",
+    )
+    # Performance: minimum metric values ({"accuracy": 0.9}) and a maximum single-row latency.
+    min_metrics = models.JSONField(default=dict, blank=True, help_text='Performance: e.g. {"accuracy": 0.9}.')
+    max_latency_ms = models.FloatField(
+        null=True, blank=True, help_text="Performance: maximum single-row inference time, in ms."
+    )
+    # Data quality.
+    require_validated_dataset = models.BooleanField(
+        default=True, help_text="Data quality: the training data still matches its checksum and schema."
+    )
+    min_rows = models.PositiveIntegerField(null=True, blank=True, help_text="Data quality: minimum training rows.")
+    max_null_percent = models.FloatField(
+        null=True, blank=True, help_text="Data quality: no column may have more than this % of nulls."
+    )
+    # Documentation: which of description, owner and intended use must be filled in.
+    required_fields = models.JSONField(
+        default=list, blank=True, help_text='Documentation: any of ["description", "owner", "intended_use"].'
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "name"]
+        verbose_name_plural = "policies"
+
+    def __str__(self):
+        return self.name
+
+    def clean(self):
+        errors = {}
+        if not isinstance(self.min_metrics, dict) or not all(
+            isinstance(value, int | float) and not isinstance(value, bool) for value in self.min_metrics.values()
+        ):
+            errors["min_metrics"] = 'Give metric names and numbers, e.g. {"accuracy": 0.9}.'
+        if not isinstance(self.required_fields, list) or not set(self.required_fields) <= set(
+            self.DOCUMENTATION_FIELDS
+        ):
+            errors["required_fields"] = f"Give a list of any of: {', '.join(self.DOCUMENTATION_FIELDS)}."
+        if self.max_null_percent is not None and not 0 <= self.max_null_percent <= 100:
+            errors["max_null_percent"] = "Give a percentage between 0 and 100."
+        if self.max_latency_ms is not None and self.max_latency_ms <= 0:
+            errors["max_latency_ms"] = "Give a positive number of milliseconds."
+        if not errors:
+            rules = {
+                self.Kind.PERFORMANCE: bool(self.min_metrics) or self.max_latency_ms is not None,
+                self.Kind.DATA_QUALITY: self.require_validated_dataset
+                or self.min_rows is not None
+                or self.max_null_percent is not None,
+                self.Kind.DOCUMENTATION: bool(self.required_fields),
+            }
+            if not rules.get(self.kind, True):
+                errors["kind"] = f"A {self.get_kind_display().lower()} policy needs at least one of its rules set."
+        if errors:
+            raise ValidationError(errors)
+
+
+class ComplianceEvaluation(models.Model):
+    """The result of checking one model version against every policy that applies to it."""
+
+    version = models.ForeignKey(
+        "registry.ModelVersion", on_delete=models.PROTECT, related_name="compliance_evaluations"
+    )
+    # [{"policy": name, "kind": kind, "passed": bool, "checks": [{"check", "passed", "detail"}]}]
+    results = models.JSONField()
+    score = models.FloatField(help_text="Share of policies passed, 0 to 100.")
+    compliant = models.BooleanField()
+    evaluated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        get_latest_by = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.version}: {'compliant' if self.compliant else 'not compliant'} ({self.score:.0f}%)"
+
+
+class WebhookSubscription(models.Model):
+    """A URL that receives registry events as signed JSON POSTs (for GitOps pipelines, chat, CI)."""
+
+    class Event(models.TextChoices):
+        VERSION_REGISTERED = "version.registered"
+        STAGE_CHANGED = "version.stage_changed"
+        PROMOTION_REQUESTED = "promotion.requested"
+        PROMOTION_DECIDED = "promotion.decided"
+        ROLLBACK = "production.rolled_back"
+
+    name = models.CharField(max_length=200, unique=True)
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=200, help_text="Key of the HMAC-SHA256 X-Signature header over the body.")
+    events = models.JSONField(default=list, help_text="Event names; empty means every event.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+    def wants(self, event):
+        return not self.events or event in self.events
+
+
+class WebhookDelivery(models.Model):
+    """One event sent to one subscription: its payload, each attempt's outcome, and where it ended."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING"
+        DELIVERED = "DELIVERED"
+        FAILED = "FAILED"
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+
+    def __str__(self):
+        return f"{self.event} → {self.subscription}"

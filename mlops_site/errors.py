@@ -35,7 +35,21 @@ class NotFound(ApplicationError):
 
 
 class Conflict(ApplicationError):
+    """The object is in the wrong state for the action (already decided, archived, changed meanwhile)."""
+
     status_code = status.HTTP_409_CONFLICT
+
+
+class NotPermitted(ApplicationError):
+    """The user may not do this; the message says which role or rule stops them."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class Unprocessable(ApplicationError):
+    """Well-formed input the rules refuse, such as a run below the registration gate."""
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
 
 
 def _first_error(detail, path=()):

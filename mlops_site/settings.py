@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # Request id and client IP for the audit trail; X-Request-ID on every response.
+    "governance.context.RequestContextMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -212,4 +214,15 @@ CELERY_BEAT_SCHEDULE = {
     # A worker killed mid-run stops the heartbeat; once it is older than RUN_HEARTBEAT_TIMEOUT the run
     # is failed with the reason. Every two minutes: lost runs show up promptly, the query is cheap.
     "reap-lost-runs": {"task": "experiments.reap_lost_runs", "schedule": 120.0},
+    # Registrations and stage changes made while MLflow was down: aliases catch up within five minutes.
+    "mirror-pending-models-to-mlflow": {"task": "registry.mirror_pending_models", "schedule": 300.0},
+    # Webhook deliveries whose task never ran (broker down at commit); retries with backoff are the
+    # delivery task's own job, this only catches the lost ones.
+    "retry-stalled-webhooks": {"task": "governance.retry_stalled_webhooks", "schedule": 300.0},
 }
+
+# --- Webhooks -----------------------------------------------------------------------------
+# A delivery is tried this many times, waiting WEBHOOK_RETRY_BASE_SECONDS × 2^(attempt-1) between tries.
+WEBHOOK_MAX_ATTEMPTS = env("WEBHOOK_MAX_ATTEMPTS", 5, cast=int)
+WEBHOOK_RETRY_BASE_SECONDS = env("WEBHOOK_RETRY_BASE_SECONDS", 30, cast=int)
+WEBHOOK_TIMEOUT_SECONDS = env("WEBHOOK_TIMEOUT_SECONDS", 10, cast=int)

@@ -10,6 +10,7 @@ from experiments.models import Run
 from experiments.selectors import MAIN_METRICS
 from experiments.signals import run_progress
 from experiments.trainers import TRAINERS
+from mlops_site.cli import add_user_argument, user_resolve
 from mlops_site.errors import ApplicationError
 
 
@@ -51,6 +52,12 @@ class Command(BaseCommand):
         parser.add_argument("--sweep-metric", default="accuracy", help="Metric that picks the sweep's best run.")
         parser.add_argument("--name", default="", help="Run name.")
         parser.add_argument("--queue", action="store_true", help="Send to the Celery workers and return at once.")
+        parser.add_argument(
+            "--register",
+            metavar="MODEL",
+            help="Once the run finishes, register it (a sweep: its best run) as the next version of MODEL.",
+        )
+        add_user_argument(parser, required=False)
 
     def handle(self, *args, **options):
         # The in-process task's "Task ... succeeded" line would break the progress bar.
@@ -60,6 +67,11 @@ class Command(BaseCommand):
             if "C" in params:
                 raise CommandError("give C once: either --c_param or --param C=...")
             params["C"] = options["c_param"]
+        if options["register"] and options["queue"]:
+            raise CommandError(
+                "--register needs the finished run: drop --queue, or register later with manage.py register"
+            )
+        by = user_resolve(options["user"], required=False)
         bar = None if options["queue"] else _ProgressBar(self.stderr)
         try:
             sweep = services.sweep_grid_parse(options["sweep"]) if options["sweep"] else None
@@ -75,6 +87,7 @@ class Command(BaseCommand):
                 n_samples=options["n_samples"],
                 seed=options["seed"],
                 name=options["name"],
+                by=by,
                 inline=not options["queue"],
             )
         except ApplicationError as exc:
@@ -92,9 +105,24 @@ class Command(BaseCommand):
             )
         else:
             self._report(run)
-        self.stdout.write(str(run.pk))
         if not options["queue"] and run.status != Run.Status.FINISHED:
+            self.stdout.write(str(run.pk))
             raise CommandError(f"run {run.pk} {run.status.lower()}: {run.error.splitlines()[0] if run.error else ''}")
+        if options["register"]:
+            self._register(run, options["register"], by)
+        self.stdout.write(str(run.pk))
+
+    def _register(self, run, model_name, by):
+        from registry.services import model_version_register
+
+        target = run.best_child if run.is_sweep else run
+        if target is None:
+            raise CommandError(f"sweep {run.pk} has no finished run to register")
+        try:
+            version = model_version_register(run_id=target.pk, model_name=model_name, by=by)
+        except ApplicationError as exc:
+            raise CommandError(f"run {run.pk} finished but was not registered: {exc}") from None
+        self.stdout.write(self.style.SUCCESS(f"Registered run {target.pk} as {version} (stage None)."))
 
     def _report(self, run):
         style = self.style.SUCCESS if run.status == Run.Status.FINISHED else self.style.ERROR

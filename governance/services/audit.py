@@ -1,4 +1,4 @@
-"""Writes of the governance app: the audit trail."""
+"""The audit trail: append-only, hash-chained entries written in the transaction of the change."""
 
 import hashlib
 import json
@@ -7,6 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from governance.context import current_request
 from governance.models import AuditEntry
 
 GENESIS_HASH = "0" * 64
@@ -55,6 +56,8 @@ def audit_record(
     """Append one entry to the audit trail, inside the caller's transaction."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records.")
+    if not request_id and ip_address is None:
+        request_id, ip_address = current_request()
     _lock_chain()
     last = AuditEntry.objects.order_by("-id").only("entry_hash").first()
     entry = AuditEntry(

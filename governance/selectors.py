@@ -1,0 +1,37 @@
+"""Reads of the governance app."""
+
+from django.db.models import Q
+from django.utils.dateparse import parse_date, parse_datetime
+
+from governance.models import AuditEntry
+from mlops_site.errors import InvalidInput
+
+
+def _moment(value, field):
+    parsed = parse_datetime(value) or parse_date(value)
+    if parsed is None:
+        raise InvalidInput("must be an ISO date or date-time, e.g. 2026-11-22 or 2026-11-22T17:00:00Z", field=field)
+    return parsed
+
+
+def audit_entry_list(*, actor=None, action=None, object_type=None, object_id=None, since=None, until=None, q=None):
+    """Audit entries, newest first, filtered as the admin filters them."""
+    entries = AuditEntry.objects.all()
+    if actor:
+        entries = entries.filter(actor_name=actor)
+    if action:
+        entries = entries.filter(action=action)
+    if object_type:
+        entries = entries.filter(object_type=object_type)
+    if object_id:
+        entries = entries.filter(object_id=object_id)
+    for value, field, lookup in ((since, "since", "gte"), (until, "until", "lte")):
+        if value:
+            moment = _moment(value, field)
+            key = f"created_at__date__{lookup}" if not hasattr(moment, "hour") else f"created_at__{lookup}"
+            entries = entries.filter(**{key: moment})
+    if q:
+        entries = entries.filter(
+            Q(object_repr__icontains=q) | Q(reason__icontains=q) | Q(actor_name__icontains=q) | Q(request_id=q)
+        )
+    return entries.order_by("-id")

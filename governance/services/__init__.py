@@ -1,0 +1,17 @@
+"""Writes of the governance app: the audit trail, compliance evaluations, policies, webhooks."""
+
+from governance.services.audit import GENESIS_HASH, audit_chain_verify, audit_entry_fields, audit_record
+from governance.services.compliance import compliance_evaluate, policy_save
+from governance.services.webhooks import webhook_deliver, webhook_event_emit, webhook_redeliver
+
+__all__ = [
+    "GENESIS_HASH",
+    "audit_chain_verify",
+    "audit_entry_fields",
+    "audit_record",
+    "compliance_evaluate",
+    "policy_save",
+    "webhook_deliver",
+    "webhook_event_emit",
+    "webhook_redeliver",
+]

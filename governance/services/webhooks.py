@@ -1,0 +1,141 @@
+"""Webhooks: registry events as signed JSON POSTs, recorded per delivery and retried with backoff.
+
+An event writes its delivery rows in the transaction of the change (an outbox), so an event
+is sent if and only if the change committed; the Celery task sends them after commit.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.error
+import urllib.request
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from governance.models import WebhookDelivery, WebhookSubscription
+
+logger = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Signature"
+
+
+def webhook_signature(secret, body):
+    """ "sha256=<hex HMAC-SHA256 of the body under the secret>", as receivers recompute it."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _enqueue(delivery_ids, countdown=0):
+    from governance.tasks import deliver_webhook
+
+    for delivery_id in delivery_ids:
+        try:
+            deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
+        except Exception as exc:  # broker down: the retry_pending_webhooks beat task sends it later
+            logger.warning("could not queue webhook delivery %s: %s", delivery_id, exc)
+
+
+def webhook_event_emit(*, event, data):
+    """Record one delivery per subscription that wants `event`; they are sent once the transaction commits."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("webhook_event_emit must run inside the transaction of the change it announces.")
+    payload = json.loads(
+        json.dumps(
+            {"id": uuid.uuid4().hex, "event": event, "occurred_at": timezone.now(), "data": data},
+            cls=DjangoJSONEncoder,
+        )
+    )
+    deliveries = [
+        WebhookDelivery.objects.create(subscription=subscription, event=event, payload=payload)
+        for subscription in WebhookSubscription.objects.filter(enabled=True)
+        if subscription.wants(event)
+    ]
+    if deliveries:
+        ids = [delivery.pk for delivery in deliveries]
+        transaction.on_commit(lambda: _enqueue(ids))
+    return deliveries
+
+
+def retry_delay(attempts):
+    """Seconds before the next attempt: the base doubled per attempt so far (30 s, 60 s, 2 min, ...)."""
+    return settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
+
+
+def webhook_deliver(*, delivery_id):
+    """Send one pending delivery once and record the outcome; returns its status afterwards.
+
+    2xx delivers it; anything else (an error status, a refused connection, a timeout) leaves it
+    PENDING for another attempt, or FAILED after WEBHOOK_MAX_ATTEMPTS.
+    """
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().select_related("subscription").get(pk=delivery_id)
+        if delivery.status != WebhookDelivery.Status.PENDING:
+            return delivery.status
+        delivery.attempts += 1
+        delivery.last_attempt_at = timezone.now()
+        delivery.save(update_fields=["attempts", "last_attempt_at"])
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    request = urllib.request.Request(
+        delivery.subscription.url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "User-Agent": "mlops-site-webhooks/1",
+            SIGNATURE_HEADER: webhook_signature(delivery.subscription.secret, body),
+            "X-Event": delivery.event,
+            "X-Delivery-Id": str(delivery.pk),
+        },
+    )
+    status_code, response_body, error = None, "", ""
+    try:
+        with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
+            status_code, response_body = response.status, response.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        status_code, response_body, error = exc.code, exc.read(2000).decode(errors="replace"), f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:  # refused, unreachable, timed out, a malformed URL
+        error = f"{type(exc).__name__}: {exc}"
+    delivered = status_code is not None and 200 <= status_code < 300
+    if delivered:
+        status = WebhookDelivery.Status.DELIVERED
+    elif delivery.attempts >= settings.WEBHOOK_MAX_ATTEMPTS:
+        status = WebhookDelivery.Status.FAILED
+    else:
+        status = WebhookDelivery.Status.PENDING
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status=status,
+        response_status=status_code,
+        response_body=response_body,
+        error=error,
+        delivered_at=timezone.now() if delivered else None,
+    )
+    return status
+
+
+def webhook_redeliver(*, delivery_ids):
+    """Send these deliveries again from scratch (the admin's "Redeliver" action); returns how many."""
+    with transaction.atomic():
+        count = WebhookDelivery.objects.filter(pk__in=delivery_ids).update(
+            status=WebhookDelivery.Status.PENDING, attempts=0, error="", delivered_at=None
+        )
+        ids = list(delivery_ids)
+        transaction.on_commit(lambda: _enqueue(ids))
+    return count
+
+
+def webhooks_retry_stalled(*, now=None):
+    """Queue pending deliveries whose task was lost (broker down at commit, worker gone); returns how many."""
+    now = now or timezone.now()
+    stalled_before = now - timedelta(seconds=retry_delay(settings.WEBHOOK_MAX_ATTEMPTS) + 60)
+    ids = list(
+        WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, created_at__lt=now - timedelta(minutes=1))
+        .exclude(last_attempt_at__gte=stalled_before)
+        .values_list("pk", flat=True)[:500]
+    )
+    _enqueue(ids)
+    return len(ids)

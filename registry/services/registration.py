@@ -1,0 +1,126 @@
+"""Registering a finished run as a new version of a model, behind the model's metric gate."""
+
+import io
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from experiments.models import Run
+from experiments.services import dataset_frame_load
+from experiments.services.runs import lower_is_better
+from experiments.storage import artifact_read_verified
+from governance.services import audit_record
+from mlops_site.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from registry.models import ModelVersion, RegisteredModel, model_name_validator
+from registry.services.common import event_emit, model_sync_later, require_permission
+from registry.signature import reference_stats_compute, signature_build
+
+
+def gate_failures(*, thresholds, metrics):
+    """The thresholds a run's metrics miss, each as a sentence; empty when the run passes."""
+    failures = []
+    for metric, threshold in sorted(thresholds.items()):
+        value = metrics.get(metric)
+        if value is None:
+            failures.append(f"the run has no {metric} metric (the gate needs {metric})")
+        elif lower_is_better(metric) and value > threshold:
+            failures.append(f"{metric} {value:.4g} is above the maximum {threshold:g}")
+        elif not lower_is_better(metric) and value < threshold:
+            failures.append(f"{metric} {value:.4g} is below the minimum {threshold:g}")
+    return failures
+
+
+def _run_registrable(run_id):
+    try:
+        run = Run.objects.select_related("dataset", "best_child").get(pk=int(run_id))
+    except (Run.DoesNotExist, TypeError, ValueError):
+        raise NotFound(f"run {run_id} does not exist", field="run_id") from None
+    if run.is_sweep:
+        hint = f"; register its best member, run {run.best_child_id}" if run.best_child_id else ""
+        raise InvalidInput(f"run {run.pk} is a sweep, not a model{hint}", field="run_id")
+    if run.status != Run.Status.FINISHED or not run.model_path:
+        raise Conflict(f"run {run.pk} is {run.status}; only a FINISHED run can be registered", field="run_id")
+    return run
+
+
+def model_version_register(*, run_id, model_name, description="", by=None):
+    """Register a finished run as the next version of `model_name` (created if new); returns the version.
+
+    Refused with the reason when the run is not a finished training run, its model file no longer
+    matches its checksum, or its metrics miss the model's thresholds. Nothing is written then.
+    """
+    if by is not None:
+        require_permission(by, "registry.add_modelversion", doing="register model versions")
+    model_name = (model_name or "").strip()
+    try:
+        model_name_validator(model_name)
+    except ValidationError as exc:
+        raise InvalidInput(exc.messages[0], field="name") from None
+    run = _run_registrable(run_id)
+    model_bytes = artifact_read_verified(run.model_path, run.model_sha256)  # 409 if the file changed
+    existing = RegisteredModel.objects.filter(name=model_name).first()
+    if existing is not None:
+        failures = gate_failures(thresholds=existing.metric_thresholds, metrics=run.latest_metrics)
+        if failures:
+            raise Unprocessable(
+                f"run {run.pk} misses the registration gate of {model_name}: " + "; ".join(failures),
+                field="run_id",
+                extra={"gate": existing.metric_thresholds, "failures": failures},
+            )
+    import joblib
+
+    pipeline = joblib.load(io.BytesIO(model_bytes))  # safe: its sha256 matches our record
+    signature = signature_build(dataset=run.dataset, classes=pipeline.classes_)
+    frame = dataset_frame_load(version=run.dataset)
+    reference = reference_stats_compute(frame, features=[f["name"] for f in signature["features"]])
+    try:
+        with transaction.atomic():
+            return _version_create(
+                run=run, model_name=model_name, description=description, by=by, signature=signature, reference=reference
+            )
+    except IntegrityError:
+        # Another registration of this model took the same number at the same moment.
+        raise Conflict(f"{model_name} was registered to concurrently; try again", field="name") from None
+
+
+def _version_create(*, run, model_name, description, by, signature, reference):
+    model, created = RegisteredModel.objects.get_or_create(name=model_name, defaults={"owner": by, "created_by": by})
+    if created:
+        audit_record(actor=by, action="model.created", obj=model, after={"name": model.name})
+    # The row lock numbers versions one after another, also under concurrent registrations.
+    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    failures = gate_failures(thresholds=model.metric_thresholds, metrics=run.latest_metrics)
+    if failures:  # the thresholds changed since the check above
+        raise Unprocessable(f"run {run.pk} misses the registration gate of {model_name}: " + "; ".join(failures))
+    already = model.versions.filter(run=run).first()
+    if already is not None:
+        raise Conflict(f"run {run.pk} is already {already}", field="run_id")
+    number = (model.versions.aggregate(top=Max("version"))["top"] or 0) + 1
+    version = ModelVersion.objects.create(
+        model=model,
+        version=number,
+        run=run,
+        dataset=run.dataset,
+        metrics=run.latest_metrics,
+        artifact_path=run.model_path,
+        artifact_sha256=run.model_sha256,
+        signature=signature,
+        reference_stats=reference,
+        description=description,
+        created_by=by,
+    )
+    audit_record(
+        actor=by,
+        action="version.registered",
+        obj=version,
+        after={
+            "run_id": run.pk,
+            "dataset": str(run.dataset),
+            "artifact_sha256": version.artifact_sha256,
+            "metrics": version.metrics,
+        },
+    )
+    event_emit("version.registered", version)
+    model_sync_later(model)
+    return version
