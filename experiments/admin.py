@@ -214,7 +214,7 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["name", "experiment__name", "mlflow_run_id", "celery_task_id"]
     list_select_related = ["experiment", "dataset"]
     date_hierarchy = "created_at"
-    actions = ["compare_runs", "kill_runs", "mirror_to_mlflow"]
+    actions = ["compare_runs", "register_version", "kill_runs", "mirror_to_mlflow"]
     change_list_template = "admin/experiments/run/change_list.html"
     change_form_template = "admin/experiments/run/change_form.html"
     fieldsets = [
@@ -313,6 +313,16 @@ class RunAdmin(admin.ModelAdmin):
     def compare_runs(self, request, queryset):
         ids = ",".join(str(pk) for pk in queryset.order_by("id").values_list("pk", flat=True)[:12])
         return redirect(reverse("admin:experiments_run_compare") + f"?ids={ids}")
+
+    @admin.action(description="Register the selected run as a model version")
+    def register_version(self, request, queryset):
+        if not request.user.has_perm("registry.add_modelversion"):
+            raise PermissionDenied
+        runs = list(queryset.values_list("pk", flat=True)[:2])
+        if len(runs) != 1:
+            self.message_user(request, "Select exactly one finished run to register.", messages.WARNING)
+            return None
+        return redirect(reverse("admin:registry_modelversion_register") + f"?run={runs[0]}")
 
     @admin.action(description="Stop selected runs")
     def kill_runs(self, request, queryset):

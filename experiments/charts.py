@@ -77,3 +77,26 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
             parts.append(f'<text x="{legend_x + 14}" y="{legend_y}" fill="#111827">{text}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def histogram_svg(edges, counts, *, title, width=220, height=90):
+    """A small SVG bar chart of a histogram (len(edges) == len(counts) + 1)."""
+    if not counts or len(edges) != len(counts) + 1:
+        return ""
+    top, bottom = 16, 16
+    plot_h = height - top - bottom
+    peak = max(counts) or 1
+    bar_w = width / len(counts)
+    bars = "".join(
+        f'<rect x="{i * bar_w + 1:.1f}" y="{top + plot_h - plot_h * c / peak:.1f}" width="{bar_w - 2:.1f}" '
+        f'height="{plot_h * c / peak:.1f}" fill="{PALETTE[0]}"><title>{_fmt(edges[i])} – {_fmt(edges[i + 1])}: '
+        f"{c}</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return mark_safe(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{escape(title)}"><text x="0" y="11" font-size="11">{escape(title)}</text>{bars}'
+        f'<text x="0" y="{height - 3}" font-size="10" fill="#6b7280">{_fmt(edges[0])}</text>'
+        f'<text x="{width}" y="{height - 3}" font-size="10" fill="#6b7280" text-anchor="end">{_fmt(edges[-1])}</text>'
+        "</svg>"
+    )

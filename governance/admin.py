@@ -1,14 +1,17 @@
 import csv
 import json
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import StreamingHttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from governance.models import AuditEntry
+from governance.models import AuditEntry, ComplianceEvaluation, Policy, WebhookDelivery, WebhookSubscription
+from governance.services import policy_save, webhook_redeliver, webhook_subscription_save
 
 _CSV_COLUMNS = [
     "id",
@@ -109,6 +112,158 @@ class AuditEntryAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(rows(), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
         return response
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Policy)
+class PolicyAdmin(admin.ModelAdmin):
+    """Policies are edited here by the team; each save is audited through the service."""
+
+    list_display = ["name", "kind", "enabled", "model", "rules", "updated_at"]
+    list_filter = ["kind", "enabled", "model"]
+    search_fields = ["name", "description"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "enabled", "model", "description"]}),
+        ("Performance threshold", {"fields": ["min_metrics", "max_latency_ms"]}),
+        ("Data quality", {"fields": ["require_validated_dataset", "min_rows", "max_null_percent"]}),
+        ("Documentation", {"fields": ["required_fields"]}),
+    ]
+
+    @admin.display(description="rules")
+    def rules(self, policy):
+        if policy.kind == Policy.Kind.PERFORMANCE:
+            parts = [f"{key} ≥ {value:g}" for key, value in policy.min_metrics.items()]
+            if policy.max_latency_ms is not None:
+                parts.append(f"latency ≤ {policy.max_latency_ms:g} ms")
+        elif policy.kind == Policy.Kind.DATA_QUALITY:
+            parts = ["dataset validated"] if policy.require_validated_dataset else []
+            if policy.min_rows is not None:
+                parts.append(f"≥ {policy.min_rows} rows")
+            if policy.max_null_percent is not None:
+                parts.append(f"≤ {policy.max_null_percent:g}% nulls per column")
+        else:
+            parts = [f"{field.replace('_', ' ')} filled in" for field in policy.required_fields]
+        return ", ".join(parts)
+
+    def save_model(self, request, obj, form, change):
+        policy_save(policy=obj, by=request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # switch a policy off with "enabled": evaluations that cite it stay readable
+
+
+@admin.register(ComplianceEvaluation)
+class ComplianceEvaluationAdmin(admin.ModelAdmin):
+    list_display = ["version", "compliant", "score", "evaluated_by", "created_at"]
+    list_filter = ["compliant", "version__model"]
+    readonly_fields = ["version", "compliant", "score", "results_table", "evaluated_by", "created_at"]
+    exclude = ["results"]
+
+    @admin.display(description="results")
+    def results_table(self, evaluation):
+        from registry.admin import compliance_html
+
+        return compliance_html(evaluation)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class WebhookSubscriptionForm(forms.ModelForm):
+    events = forms.MultipleChoiceField(
+        choices=WebhookSubscription.Event.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every event.",
+    )
+    secret = forms.CharField(
+        widget=forms.PasswordInput(render_value=True),
+        help_text="Receivers check X-Signature: sha256=HMAC-SHA256(secret, body).",
+    )
+
+    class Meta:
+        model = WebhookSubscription
+        fields = ["name", "url", "secret", "events", "enabled"]
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    form = WebhookSubscriptionForm
+    list_display = ["name", "url", "event_list", "enabled", "delivered", "failed", "created_at"]
+    list_filter = ["enabled"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                delivered=Count("deliveries", filter=Q(deliveries__status=WebhookDelivery.Status.DELIVERED)),
+                failed=Count("deliveries", filter=Q(deliveries__status=WebhookDelivery.Status.FAILED)),
+            )
+        )
+
+    @admin.display(description="events")
+    def event_list(self, subscription):
+        return ", ".join(subscription.events) or "all"
+
+    @admin.display(description="delivered", ordering="delivered")
+    def delivered(self, subscription):
+        return subscription.delivered
+
+    @admin.display(description="failed", ordering="failed")
+    def failed(self, subscription):
+        return subscription.failed
+
+    def save_model(self, request, obj, form, change):
+        webhook_subscription_save(subscription=obj, by=request.user)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Each event sent to each subscription: attempts, the receiver's answer, and a way to send it again."""
+
+    list_display = ["created_at", "event", "subscription", "status", "attempts", "response_status", "error"]
+    list_filter = ["status", "event", "subscription"]
+    readonly_fields = [
+        "subscription",
+        "event",
+        "payload_json",
+        "status",
+        "attempts",
+        "response_status",
+        "response_body",
+        "error",
+        "created_at",
+        "last_attempt_at",
+        "delivered_at",
+    ]
+    exclude = ["payload"]
+    actions = ["redeliver"]
+
+    @admin.display(description="payload")
+    def payload_json(self, delivery):
+        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, sort_keys=True))
+
+    @admin.action(description="Redeliver selected deliveries")
+    def redeliver(self, request, queryset):
+        if not request.user.has_perm("governance.change_webhooksubscription"):
+            raise PermissionDenied
+        count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} deliveries queued again.")
 
     def has_add_permission(self, request):
         return False

@@ -175,6 +175,10 @@ class WebhookSubscription(models.Model):
     def __str__(self):
         return self.name
 
+    def clean(self):
+        if not isinstance(self.events, list) or not set(self.events) <= set(self.Event.values):
+            raise ValidationError({"events": f"Give a list of any of: {', '.join(self.Event.values)}."})
+
     def wants(self, event):
         return not self.events or event in self.events
 

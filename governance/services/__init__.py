@@ -2,7 +2,12 @@
 
 from governance.services.audit import GENESIS_HASH, audit_chain_verify, audit_entry_fields, audit_record
 from governance.services.compliance import compliance_evaluate, policy_save
-from governance.services.webhooks import webhook_deliver, webhook_event_emit, webhook_redeliver
+from governance.services.webhooks import (
+    webhook_deliver,
+    webhook_event_emit,
+    webhook_redeliver,
+    webhook_subscription_save,
+)
 
 __all__ = [
     "GENESIS_HASH",
@@ -14,4 +19,5 @@ __all__ = [
     "webhook_deliver",
     "webhook_event_emit",
     "webhook_redeliver",
+    "webhook_subscription_save",
 ]

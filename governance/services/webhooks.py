@@ -139,3 +139,33 @@ def webhooks_retry_stalled(*, now=None):
     )
     _enqueue(ids)
     return len(ids)
+
+
+def webhook_subscription_save(*, subscription, by):
+    """Create or edit a subscription, audited (the secret itself is never written to the trail)."""
+    from governance.services.audit import audit_record
+
+    subscription.full_clean()
+
+    def snapshot(obj):
+        return {
+            "name": obj.name,
+            "url": obj.url,
+            "events": obj.events,
+            "enabled": obj.enabled,
+            "secret_sha256": hashlib.sha256(obj.secret.encode()).hexdigest()[:12],
+        }
+
+    with transaction.atomic():
+        before = None
+        if subscription.pk is not None:
+            before = snapshot(WebhookSubscription.objects.select_for_update().get(pk=subscription.pk))
+        subscription.save()
+        audit_record(
+            actor=by,
+            action="webhook.updated" if before else "webhook.created",
+            obj=subscription,
+            before=before,
+            after=snapshot(subscription),
+        )
+    return subscription

@@ -9,7 +9,7 @@ from registry.services.promotion import (
     rollback_target,
     stage_parse,
 )
-from registry.services.registration import gate_failures, model_version_register
+from registry.services.registration import gate_failures, model_version_register, registered_model_update
 
 __all__ = [
     "gate_failures",
@@ -20,6 +20,7 @@ __all__ = [
     "promotion_request_approve",
     "promotion_request_create",
     "promotion_request_reject",
+    "registered_model_update",
     "rollback_target",
     "stage_parse",
 ]

@@ -124,3 +124,38 @@ def _version_create(*, run, model_name, description, by, signature, reference):
     event_emit("version.registered", version)
     model_sync_later(model)
     return version
+
+
+_EDITABLE = ("description", "owner", "intended_use", "tags", "metric_thresholds")
+
+
+def registered_model_update(*, model, by, changes):
+    """Edit a model's documentation, tags or registration gate; audited with before and after."""
+    require_permission(by, "registry.change_registeredmodel", doing="edit registered models")
+    unknown = set(changes) - set(_EDITABLE)
+    if unknown:
+        raise InvalidInput(f"cannot be edited; editable: {', '.join(_EDITABLE)}", field=sorted(unknown)[0])
+    thresholds = changes.get("metric_thresholds", model.metric_thresholds)
+    if not isinstance(thresholds, dict) or not all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in thresholds.values()
+    ):
+        raise InvalidInput('give metric names and numbers, e.g. {"accuracy": 0.95}', field="metric_thresholds")
+
+    def snapshot(obj):
+        return {
+            key: (obj.owner.get_username() if obj.owner else None) if key == "owner" else getattr(obj, key)
+            for key in changes
+        }
+
+    with transaction.atomic():
+        locked = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+        before = snapshot(locked)
+        for key, value in changes.items():
+            setattr(locked, key, value)
+        after = snapshot(locked)
+        if before == after:
+            return locked
+        locked.save()
+        audit_record(actor=by, action="model.updated", obj=locked, before=before, after=after)
+        model_sync_later(locked)
+    return locked
