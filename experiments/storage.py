@@ -7,13 +7,11 @@ from pathlib import Path
 
 from django.conf import settings
 
-from mlops_site.errors import ApplicationError
+from mlops_site.errors import Conflict
 
 
-class ArtifactIntegrityError(ApplicationError):
-    """A stored file is missing or no longer matches its recorded sha256."""
-
-    status_code = 409
+class ArtifactIntegrityError(Conflict):
+    """A stored file is missing or no longer matches its recorded sha256 (409)."""
 
 
 def artifact_path(relative):
