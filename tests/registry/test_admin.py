@@ -1,0 +1,171 @@
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from governance.models import AuditEntry, Policy
+from registry.models import ModelVersion, PromotionRequest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def as_user(client):
+    def _as(user):
+        client.force_login(user)
+        return client
+
+    return _as
+
+
+def test_the_whole_promotion_path_in_the_admin(train, as_user, scientist, approver):
+    run = train()
+    ds = as_user(scientist)
+    # Runs list → "Register the selected run" → form → version page.
+    response = ds.post(
+        reverse("admin:experiments_run_changelist"), {"action": "register_version", "_selected_action": [run.pk]}
+    )
+    assert response.status_code == 302
+    register_url = response["Location"]
+    assert ds.get(register_url).status_code == 200
+    response = ds.post(register_url, {"name": "iris-admin", "description": "from the admin"})
+    version = ModelVersion.objects.get(model__name="iris-admin")
+    assert response["Location"] == reverse("admin:registry_modelversion_change", args=[version.pk])
+    page = ds.get(response["Location"]).content.decode()
+    assert "Request promotion" in page
+    assert "Training data (reference for drift checks)" in page
+    assert "<svg" in page
+    # Request promotion.
+    response = ds.post(
+        reverse("admin:registry_modelversion_request_promotion", args=[version.pk]),
+        {"to_stage": "Production", "reason": "ready for checkout"},
+    )
+    promotion = PromotionRequest.objects.get()
+    assert response["Location"] == reverse("admin:registry_promotionrequest_change", args=[promotion.pk])
+    page = ds.get(response["Location"]).content.decode()
+    assert "Deciding needs the approver role." in page
+    assert 'value="Approve"' not in page
+    # The approver sees the compliance and the buttons, and approves.
+    ap = as_user(approver)
+    page = ap.get(reverse("admin:registry_promotionrequest_change", args=[promotion.pk])).content.decode()
+    assert 'value="Approve"' in page
+    assert "compliant" in page
+    ap.post(reverse("admin:registry_promotionrequest_decide", args=[promotion.pk]), {"comment": "ok", "_approve": "1"})
+    version.refresh_from_db()
+    assert version.stage == "Production"
+    entry = AuditEntry.objects.get(action="promotion.approved")
+    assert entry.actor_name == "alex"
+    assert entry.reason == "ok"
+    listing = ap.get(reverse("admin:registry_registeredmodel_changelist")).content.decode()
+    assert "iris-admin" in listing
+    assert "v1" in listing
+
+
+def test_the_requester_cannot_approve_in_the_admin(register, as_user, scientist, approver, second_approver):
+    version = register()
+    approver.user_permissions.add(*Permission.objects.filter(codename="request_promotion"))
+    ap = as_user(approver)
+    ap.post(
+        reverse("admin:registry_modelversion_request_promotion", args=[version.pk]),
+        {"to_stage": "Staging", "reason": "try it"},
+    )
+    promotion = PromotionRequest.objects.get()
+    page = ap.get(reverse("admin:registry_promotionrequest_change", args=[promotion.pk])).content.decode()
+    assert "another approver must decide it" in page
+    response = ap.post(
+        reverse("admin:registry_promotionrequest_decide", args=[promotion.pk]), {"_approve": "1"}, follow=True
+    )
+    assert "another approver must decide it" in response.content.decode()
+    promotion.refresh_from_db()
+    assert promotion.status == "PENDING"
+
+
+def test_reject_and_override_in_the_admin(register, as_user, scientist, approver, overrider):
+    Policy.objects.create(name="floor", kind=Policy.Kind.PERFORMANCE, min_metrics={"accuracy": 1.01})
+    version = register()
+    as_user(scientist).post(
+        reverse("admin:registry_modelversion_request_promotion", args=[version.pk]),
+        {"to_stage": "Production", "reason": "r"},
+    )
+    promotion = PromotionRequest.objects.get()
+    decide = reverse("admin:registry_promotionrequest_decide", args=[promotion.pk])
+    response = as_user(approver).post(decide, {"_approve": "1"}, follow=True)
+    assert "override_compliance" in response.content.decode()
+    page = as_user(overrider).get(reverse("admin:registry_promotionrequest_change", args=[promotion.pk]))
+    assert "Override justification" in page.content.decode()
+    as_user(overrider).post(decide, {"_approve": "1", "override_justification": "board decision 12"})
+    version.refresh_from_db()
+    assert version.stage == "Production"
+    assert AuditEntry.objects.get(action="promotion.overridden").reason == "board decision 12"
+
+
+def test_rollback_button(register, promote, as_user, approver):
+    v1, v2 = register(), register()
+    promote(v1)
+    promote(v2)
+    ap = as_user(approver)
+    page = ap.get(reverse("admin:registry_registeredmodel_change", args=[v1.model_id])).content.decode()
+    assert "Roll back production to v1" in page
+    url = reverse("admin:registry_registeredmodel_rollback", args=[v1.model_id])
+    ap.post(url, {"reason": "pager at 5 pm", "emergency": "on"})
+    v1.refresh_from_db()
+    assert v1.stage == "Production"
+    assert AuditEntry.objects.get(action="production.rolled_back").reason == "pager at 5 pm"
+
+
+@pytest.mark.parametrize(
+    ("role", "url_name", "status"),
+    [
+        ("auditor", "admin:governance_auditentry_changelist", 200),
+        ("auditor", "admin:registry_modelversion_changelist", 200),
+        ("auditor", "admin:governance_policy_add", 403),
+        ("auditor", "admin:registry_modelversion_register", 403),
+        ("scientist", "admin:governance_auditentry_changelist", 403),
+        ("scientist", "admin:registry_modelversion_changelist", 200),
+        ("approver", "admin:governance_policy_add", 200),
+        ("approver", "admin:governance_webhooksubscription_add", 403),
+        ("engineer", "admin:governance_webhooksubscription_add", 200),
+        ("engineer", "admin:django_celery_beat_periodictask_changelist", 200),
+        ("engineer", "admin:governance_auditentry_changelist", 403),
+    ],
+)
+def test_each_role_sees_what_it_may(request, as_user, role, url_name, status, register):
+    version = register()
+    user = request.getfixturevalue(role)
+    url = reverse(url_name) + (f"?run={version.run_id}" if url_name.endswith("register") else "")
+    assert as_user(user).get(url).status_code == status
+
+
+def test_auditor_sees_no_promotion_button_and_cannot_request(register, as_user, auditor):
+    version = register()
+    page = as_user(auditor).get(reverse("admin:registry_modelversion_change", args=[version.pk])).content.decode()
+    assert "Request promotion" not in page
+    response = as_user(auditor).post(
+        reverse("admin:registry_modelversion_request_promotion", args=[version.pk]),
+        {"to_stage": "Production", "reason": "r"},
+    )
+    assert response.status_code == 403
+    assert not PromotionRequest.objects.exists()
+
+
+def test_policy_edit_in_the_admin_is_audited(as_user, approver):
+    response = as_user(approver).post(
+        reverse("admin:governance_policy_add"),
+        {
+            "name": "docs",
+            "kind": "documentation",
+            "enabled": "on",
+            "required_fields": '["owner", "intended_use"]',
+            "min_metrics": "{}",
+            "require_validated_dataset": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    entry = AuditEntry.objects.get(action="policy.created")
+    assert entry.actor_name == "alex"
+    assert entry.after["required_fields"] == ["owner", "intended_use"]
+    bad = as_user(approver).post(
+        reverse("admin:governance_policy_add"),
+        {"name": "bad", "kind": "documentation", "required_fields": '["colour"]', "min_metrics": "{}"},
+    )
+    assert bad.status_code == 200
+    assert "Give a list of any of" in bad.content.decode()
