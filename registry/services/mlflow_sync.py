@@ -77,7 +77,7 @@ def _mirror(model, client):
     for stage, alias in ALIASES.items():
         holder = holders.get(stage)
         if holder is not None:
-            if aliases.get(alias) != holder.mlflow_version:
+            if str(aliases.get(alias)) != holder.mlflow_version:
                 client.set_registered_model_alias(model.name, alias, holder.mlflow_version)
         elif alias in aliases:
             client.delete_registered_model_alias(model.name, alias)
