@@ -1,4 +1,5 @@
-"""manage.py setup_demo: the admin user and a trained demo run, so a fresh `make run` has something to show."""
+"""manage.py setup_demo: users for each role, policies, and a demo model trained, registered and promoted
+through the same request → approve path a team uses, so a fresh `make run` has something to show."""
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -9,6 +10,14 @@ from experiments import services
 from experiments.models import Run
 
 DEMO_EXPERIMENT = "demo-churn"
+DEMO_MODEL = "churn"
+# One demo user per role, all with the demo admin's password.
+DEMO_USERS = {"scientist": "Data scientist", "approver": "Approver", "auditor": "Auditor", "engineer": "ML engineer"}
+DEMO_POLICIES = [
+    {"name": "Accuracy and latency", "kind": "performance", "min_metrics": {"accuracy": 0.7}, "max_latency_ms": 200},
+    {"name": "Enough clean data", "kind": "data_quality", "min_rows": 500, "max_null_percent": 5},
+    {"name": "Documented", "kind": "documentation", "required_fields": ["description", "owner", "intended_use"]},
+]
 
 
 class Command(BaseCommand):
@@ -29,9 +38,64 @@ class Command(BaseCommand):
         token, _ = Token.objects.get_or_create(user=user)
         self.stdout.write(f"API token for {username!r}: {token.key}")
 
-        if Run.objects.filter(experiment__name=DEMO_EXPERIMENT, status=Run.Status.FINISHED).exists():
-            self.stdout.write("Demo run already trained.")
+        roles = self._users(password)
+        self._policies(user)
+        run = Run.objects.filter(experiment__name=DEMO_EXPERIMENT, status=Run.Status.FINISHED).first()
+        if run is None:
+            run = self._train(user)
+        self._register_and_promote(run, roles)
+
+    def _users(self, password):
+        from django.contrib.auth.models import Group
+
+        users = get_user_model()
+        made = {}
+        for username, role in DEMO_USERS.items():
+            member = users.objects.filter(username=username).first()
+            if member is None:
+                member = users.objects.create_user(username, password=password, is_staff=True)
+                member.groups.add(Group.objects.get(name=role))
+                self.stdout.write(f"Created {role.lower()} {username!r} (same password as the admin).")
+            made[username] = member
+        return made
+
+    def _policies(self, admin_user):
+        from governance.models import Policy
+        from governance.services import policy_save
+
+        for spec in DEMO_POLICIES:
+            if not Policy.objects.filter(name=spec["name"]).exists():
+                policy_save(policy=Policy(**spec), by=admin_user)
+
+    def _register_and_promote(self, run, roles):
+        from registry import selectors as registry_selectors
+        from registry import services as registry_services
+        from registry.models import RegisteredModel
+
+        if run.status != Run.Status.FINISHED or RegisteredModel.objects.filter(name=DEMO_MODEL).exists():
             return
+        scientist, approver = roles["scientist"], roles["approver"]
+        version = registry_services.model_version_register(
+            run_id=run.pk, model_name=DEMO_MODEL, description="Demo churn classifier", by=scientist
+        )
+        registry_services.registered_model_update(
+            model=version.model,
+            by=scientist,
+            changes={
+                "description": "Will a customer leave in the next 90 days?",
+                "intended_use": "Demo: ranks customers for retention offers. Not for pricing or credit decisions.",
+            },
+        )
+        request = registry_services.promotion_request_create(
+            version=version, to_stage="production", reason="Demo model for a fresh install", by=scientist
+        )
+        registry_services.promotion_request_approve(request_id=request.pk, by=approver, comment="demo")
+        production = registry_selectors.production_version_get(model_name=DEMO_MODEL)
+        self.stdout.write(
+            self.style.SUCCESS(f"Registered and promoted {production} (requested by scientist, approved by approver).")
+        )
+
+    def _train(self, user):
         self.stdout.write("Training the demo model (random forest on 2,000 synthetic customers)...")
         run = services.run_launch(
             experiment=DEMO_EXPERIMENT,
@@ -49,3 +113,4 @@ class Command(BaseCommand):
                 f"Demo run #{run.pk} {run.status}" + (f", accuracy {accuracy:.3f}" if accuracy is not None else "")
             )
         )
+        return run
