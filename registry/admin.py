@@ -50,10 +50,10 @@ def compliance_html(evaluation):
     if evaluation is None:
         return "not evaluated yet (it runs when a promotion is requested)"
     summary = format_html(
-        "{} — score {}% — evaluated {:%Y-%m-%d %H:%M}",
+        "<p>{} — score {}% — evaluated {}</p>",
         _badge("compliant", "#16a34a") if evaluation.compliant else _badge("NOT compliant", "#dc2626"),
         f"{evaluation.score:.0f}",
-        evaluation.created_at,
+        f"{evaluation.created_at:%Y-%m-%d %H:%M}",
     )
     if not evaluation.results:
         return format_html("{}<p>No policy applies to this model.</p>", summary)

@@ -48,7 +48,7 @@ def test_the_whole_promotion_path_in_the_admin(train, as_user, scientist, approv
     ap = as_user(approver)
     page = ap.get(reverse("admin:registry_promotionrequest_change", args=[promotion.pk])).content.decode()
     assert 'value="Approve"' in page
-    assert "compliant" in page
+    assert "score 100%" in page
     ap.post(reverse("admin:registry_promotionrequest_decide", args=[promotion.pk]), {"comment": "ok", "_approve": "1"})
     version.refresh_from_db()
     assert version.stage == "Production"
@@ -133,6 +133,14 @@ def test_each_role_sees_what_it_may(request, as_user, role, url_name, status, re
     user = request.getfixturevalue(role)
     url = reverse(url_name) + (f"?run={version.run_id}" if url_name.endswith("register") else "")
     assert as_user(user).get(url).status_code == status
+
+
+def test_version_page_of_a_model_with_categorical_features(train, register, as_user, auditor):
+    version = register(run=train(dataset="customer_churn", n_samples=200))
+    page = as_user(auditor).get(reverse("admin:registry_modelversion_change", args=[version.pk]))
+    assert page.status_code == 200
+    assert "categorical" in page.content.decode()
+    assert "<svg" in page.content.decode()
 
 
 def test_auditor_sees_no_promotion_button_and_cannot_request(register, as_user, auditor):
