@@ -2,12 +2,15 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 
 from experiments import services as experiment_services
+from governance.roles import roles_sync
 from registry import services
 
 SMALL_RUN = {"experiment": "registry-tests", "dataset": "iris", "algorithm": "random_forest"}
 
 
 def _member(django_user_model, username, *roles, is_staff=True):
+    # A transactional test flushes every table, the roles a migration made included: bring them back.
+    roles_sync()
     user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=is_staff)
     user.groups.add(*Group.objects.filter(name__in=roles))
     return user
