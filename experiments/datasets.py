@@ -139,11 +139,16 @@ def parse_csv(data, *, target, max_bytes):
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"is not UTF-8 text (byte {exc.start})", field="file") from None
     try:
-        raw = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        raw = _read_raw(text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise InvalidInput(f"is not a valid CSV: {str(exc).strip()}", field="file") from None
     header = list(raw.columns)
-    names = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    try:
+        # The header as written (pandas renames duplicates); newline=None reads old Mac "\r" files too.
+        header_line = next((r for r in csv.reader(io.StringIO(text, newline=None)) if not _is_blank_record(r)), [])
+    except csv.Error as exc:
+        raise InvalidInput(f"is not a valid CSV: {exc}", field="file") from None
+    names = [name.lstrip(" ") for name in header_line]  # as skipinitialspace reads them
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InvalidInput(f"has duplicate column names: {', '.join(duplicates)}", field="file")
@@ -155,13 +160,53 @@ def parse_csv(data, *, target, max_bytes):
         raise InvalidInput("needs at least one feature column and the target column", field="file")
     if target not in header:
         raise InvalidInput(f"column {target!r} is not in the file (columns: {', '.join(header[:20])})", field="target")
-    frame = _typed_frame(raw)
+    frame = _typed_frame(raw, lines=_record_lines(text, n_records=len(raw)))
     _check_target(frame, target)
     return frame
 
 
-def _typed_frame(raw):
-    """Turn string columns that are numbers into numbers; junk in a numeric column is an error."""
+def _read_raw(text):
+    """Every cell as a string, read the same way at upload and at training.
+
+    "NA" and "None" are values, not missing ones, and spaces after a comma are not part of a value.
+    """
+    return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+
+
+def _is_blank_record(record):
+    # pandas skips a blank or whitespace-only line; the csv module yields [] or ["  "] for it.
+    return not record or (len(record) == 1 and record[0] != "" and not record[0].strip())
+
+
+def _record_lines(text, *, n_records):
+    """The file line (1-based) each data row starts on, or None if it cannot be told for sure.
+
+    pandas numbers rows without the blank lines it skips, and a quoted value can span lines.
+    """
+    reader = csv.reader(io.StringIO(text, newline=None))
+    starts = []
+    end = 0
+    try:
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not _is_blank_record(record):
+                starts.append(start)
+    except csv.Error:
+        return None
+    data_starts = starts[1:]  # the first record is the header
+    return data_starts if len(data_starts) == n_records else None
+
+
+def _where(lines, index):
+    """Where row `index` (0-based) is in the file, as a person finds it."""
+    return f"line {lines[index]}" if lines else f"data row {index + 1}"
+
+
+def _typed_frame(raw, *, lines=None):
+    """Turn string columns that are numbers into numbers; junk in a numeric column is an error.
+
+    `lines` maps row positions to file lines for the messages (see _record_lines).
+    """
     frame = pd.DataFrame(index=raw.index)
     for column in raw.columns:
         values = raw[column].str.strip()
@@ -169,16 +214,23 @@ def _typed_frame(raw):
         numbers = pd.to_numeric(values.where(present), errors="coerce")
         n_present = int(present.sum())
         n_numeric = int(numbers.notna().sum())
-        if n_present and n_numeric == n_present:
-            frame[column] = numbers
-        elif n_present and n_numeric / n_present >= _NUMERIC_SHARE:
+        if n_present and n_numeric / n_present >= _NUMERIC_SHARE:
             bad = values[present & numbers.isna()]
-            row = int(bad.index[0]) + 2  # 1-based, after the header line
-            raise DataValidationError(
-                f"column {column!r} is numeric but line {row} holds {bad.iloc[0][:40]!r}"
-                f" ({len(bad)} non-numeric value{'s' if len(bad) > 1 else ''})",
-                field="file",
-            )
+            if len(bad):
+                raise DataValidationError(
+                    f"column {column!r} is numeric but {_where(lines, int(bad.index[0]))} holds {bad.iloc[0][:40]!r}"
+                    f" ({len(bad)} non-numeric value{'s' if len(bad) > 1 else ''})",
+                    field="file",
+                )
+            infinite = values[np.isinf(numbers)]
+            if len(infinite):
+                # A schema is JSON, which has no infinity, and no estimator trains on one.
+                raise DataValidationError(
+                    f"column {column!r} holds {infinite.iloc[0][:40]!r} at {_where(lines, int(infinite.index[0]))};"
+                    f" numbers must be finite ({len(infinite)} value{'s are' if len(infinite) > 1 else ' is'} not)",
+                    field="file",
+                )
+            frame[column] = numbers
         else:
             frame[column] = values.where(present, None).astype(object)
     return frame
@@ -201,6 +253,12 @@ def _check_target(frame, target):
         )
 
 
+def _finite_or_none(value):
+    """A float for the JSON schema; None when it is not finite (the mean of values near 1e308 overflows)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def infer_schema(frame, *, target):
     """Columns with dtype, range and null count, and the target's class balance."""
     columns = []
@@ -210,12 +268,15 @@ def infer_schema(frame, *, target):
         if pd.api.types.is_numeric_dtype(series):
             non_null = series.dropna()
             is_int = bool(len(non_null)) and bool((non_null == np.floor(non_null)).all())
+            with np.errstate(over="ignore"):
+                mean = _finite_or_none(non_null.mean()) if len(non_null) else None
+                std = _finite_or_none(non_null.std()) if len(non_null) > 1 else None
             column.update(
                 dtype="integer" if is_int else "float",
                 min=float(non_null.min()) if len(non_null) else None,
                 max=float(non_null.max()) if len(non_null) else None,
-                mean=float(non_null.mean()) if len(non_null) else None,
-                std=float(non_null.std()) if len(non_null) > 1 else None,
+                mean=mean,
+                std=std,
             )
         else:
             counts = series.value_counts()
@@ -231,9 +292,21 @@ def infer_schema(frame, *, target):
 
 
 def read_frame(data, schema):
-    """Read a stored CSV back with the dtypes its schema records."""
-    categorical = [c["name"] for c in schema["columns"] if c["dtype"] == "categorical"]
-    frame = pd.read_csv(io.BytesIO(data), dtype={name: object for name in categorical}, keep_default_na=True)
+    """Read a stored CSV back as it was read when it was stored, with the dtypes its schema records.
+
+    A numeric column holding text is left as text, for validate_frame to name.
+    """
+    raw = _read_raw(data.decode("utf-8-sig"))
+    numeric = {c["name"] for c in schema["columns"] if c["dtype"] != "categorical"}
+    frame = pd.DataFrame(index=raw.index)
+    for column in raw.columns:
+        values = raw[column].str.strip()
+        present = values != ""
+        numbers = pd.to_numeric(values.where(present), errors="coerce")
+        if column in numeric and not (present & numbers.isna()).any():
+            frame[column] = numbers
+        else:
+            frame[column] = values.where(present, None).astype(object)
     return frame
 
 

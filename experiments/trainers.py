@@ -118,7 +118,8 @@ RECORDED_METRICS = (
 
 COMMON_PARAMS = (
     ParamSpec("test_size", float, 0.2, min=0.05, max=0.5, help="Share of rows held out for evaluation."),
-    ParamSpec("random_state", int, 42, min=0, help="Seed of the split and the estimator."),
+    # scikit-learn seeds numpy's legacy generator, which takes 0 to 2**32 - 1.
+    ParamSpec("random_state", int, 42, min=0, max=2**32 - 1, help="Seed of the split and the estimator."),
 )
 
 

@@ -46,8 +46,12 @@ def _dataset_version_store(*, name, source, frame, content, target, build_params
                 after={"name": name, "sha256": sha256, "rows": len(frame), "source": source},
             )
     except IntegrityError:
-        # The same content was stored by a concurrent request a moment ago.
-        return DatasetVersion.objects.get(sha256=sha256), False
+        # The same content was stored by a concurrent request a moment ago; if no row holds it,
+        # the error is about this row itself (a constraint it breaks) and must not be hidden.
+        stored = DatasetVersion.objects.filter(sha256=sha256).first()
+        if stored is None:
+            raise
+        return stored, False
     return version, True
 
 

@@ -8,6 +8,7 @@ the run and retried by the `mirror_pending_runs` beat task.
 
 import contextlib
 import logging
+import math
 import threading
 from datetime import UTC, datetime
 
@@ -16,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experiments.models import Experiment, Metric, Param, Run, RunTag
+from experiments.services.runs import run_name_fit
 from experiments.storage import artifact_path, artifact_read_verified
 from governance.services import audit_record
 
@@ -256,7 +258,7 @@ def _import_run(client, remote_experiment, remote, *, by):
         algorithm = data.tags.get("mlops_site.algorithm") or data.tags.get("estimator_name") or "imported"
         run = Run.objects.create(
             experiment=experiment,
-            name=info.run_name or info.run_id,
+            name=run_name_fit(info.run_name or info.run_id),
             algorithm=algorithm[:64],
             status=_STATUS_FROM_MLFLOW.get(info.status, Run.Status.FINISHED),
             start_time=start,
@@ -264,15 +266,21 @@ def _import_run(client, remote_experiment, remote, *, by):
             source_commit=data.tags.get("mlflow.source.git.commit", "")[:40],
             mlflow_run_id=info.run_id,
             mlflow_synced_at=timezone.now(),
-            latest_metrics=dict(data.metrics),
+            # JSON has no NaN or infinity: such a value is recorded as missing.
+            latest_metrics={key: _finite_or_none(value) for key, value in data.metrics.items()},
             progress=1.0,
             progress_message="imported from MLflow",
         )
         Param.objects.bulk_create(Param(run=run, key=k, value=v[:6000]) for k, v in data.params.items())
         RunTag.objects.bulk_create(RunTag(run=run, key=k, value=v[:5000]) for k, v in data.tags.items())
         points = []
+        skipped = 0
         for key in data.metrics:
             for point in client.get_metric_history(info.run_id, key):
+                if _finite_or_none(point.value) is None:
+                    # SQLite stores NaN as NULL, and no JSON answer can carry NaN or infinity.
+                    skipped += 1
+                    continue
                 points.append(
                     Metric(
                         run=run,
@@ -283,11 +291,20 @@ def _import_run(client, remote_experiment, remote, *, by):
                     )
                 )
         Metric.objects.bulk_create(points, batch_size=1000)
+        after = {"mlflow_run_id": info.run_id, "experiment": experiment.name, "status": run.status}
+        if skipped:
+            after["metric_points_skipped"] = skipped
+            logger.info("run %s: %d NaN or infinite metric points not imported", info.run_id, skipped)
         audit_record(
             actor=by,
             actor_name=None if by else "import_mlflow",
             action="run.imported",
             obj=run,
-            after={"mlflow_run_id": info.run_id, "experiment": experiment.name, "status": run.status},
+            after=after,
         )
     return run, created
+
+
+def _finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -86,6 +86,20 @@ def _sweep_combinations(*, algorithm, base_params, grid):
     return combinations
 
 
+def run_name_fit(name, *, suffix=""):
+    """`name` + `suffix` cut to fit Run.name, shortening the name (marked "…") so the suffix survives.
+
+    The suffix is what tells sweep members apart; one too long by itself is cut too.
+    """
+    limit = Run._meta.get_field("name").max_length
+    if len(name) + len(suffix) <= limit:
+        return name + suffix
+    room = limit - len(suffix) - 1
+    if room < 1:
+        return (name + suffix)[: limit - 1] + "…"
+    return name[:room] + "…" + suffix
+
+
 def _params_create(run, params):
     Param.objects.bulk_create(Param(run=run, key=key, value=str(value)) for key, value in sorted(params.items()))
 
@@ -116,6 +130,8 @@ def run_launch(
         raise InvalidInput("is required", field="experiment")
     if len(experiment_name) > 200:
         raise InvalidInput("is longer than 200 characters", field="experiment")
+    if len(name or "") > Run._meta.get_field("name").max_length:
+        raise InvalidInput(f"is longer than {Run._meta.get_field('name').max_length} characters", field="name")
     validated = trainers.params_validate(algorithm, params or {})
     combinations = None
     if sweep:
@@ -123,11 +139,18 @@ def run_launch(
             raise InvalidInput(f"must be one of {', '.join(trainers.RECORDED_METRICS)}", field="sweep_metric")
         combinations = _sweep_combinations(algorithm=algorithm, base_params=params or {}, grid=sweep)
     dataset_version = dataset_resolve(ref=dataset, n_samples=n_samples, seed=seed, by=by)
+    if combinations and sweep_metric == "roc_auc":
+        n_classes = len(dataset_version.schema.get("class_balance", {}))
+        if n_classes > 2:
+            raise InvalidInput(
+                f"roc_auc is recorded for binary targets only; dataset {dataset_version} has {n_classes} classes",
+                field="sweep_metric",
+            )
     commit = source_commit()
 
     with transaction.atomic():
         experiment_obj, _ = Experiment.objects.get_or_create(name=experiment_name)
-        base_name = name or f"{algorithm}-{dataset_version.name}"
+        base_name = run_name_fit(name or f"{algorithm}-{dataset_version.name}")
         run = Run.objects.create(
             experiment=experiment_obj,
             name=base_name,
@@ -146,7 +169,7 @@ def run_launch(
                 child = Run.objects.create(
                     experiment=experiment_obj,
                     parent=run,
-                    name=f"{base_name} [{label}]",
+                    name=run_name_fit(base_name, suffix=f" [{label}]"),
                     dataset=dataset_version,
                     algorithm=algorithm,
                     source_commit=commit,
