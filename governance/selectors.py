@@ -1,6 +1,9 @@
 """Reads of the governance app."""
 
+from datetime import datetime
+
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from governance.models import AuditEntry
@@ -8,9 +11,15 @@ from mlops_site.errors import InvalidInput
 
 
 def _moment(value, field):
-    parsed = parse_datetime(value) or parse_date(value)
+    """A date ("2026-11-22": the whole day counts) or an aware date-time (naive ones are read in TIME_ZONE)."""
+    try:
+        parsed = parse_date(value) if len(value) == 10 else parse_datetime(value)
+    except ValueError:
+        parsed = None
     if parsed is None:
         raise InvalidInput("must be an ISO date or date-time, e.g. 2026-11-22 or 2026-11-22T17:00:00Z", field=field)
+    if isinstance(parsed, datetime) and timezone.is_naive(parsed):
+        parsed = timezone.make_aware(parsed)
     return parsed
 
 
@@ -28,7 +37,7 @@ def audit_entry_list(*, actor=None, action=None, object_type=None, object_id=Non
     for value, field, lookup in ((since, "since", "gte"), (until, "until", "lte")):
         if value:
             moment = _moment(value, field)
-            key = f"created_at__date__{lookup}" if not hasattr(moment, "hour") else f"created_at__{lookup}"
+            key = f"created_at__{lookup}" if isinstance(moment, datetime) else f"created_at__date__{lookup}"
             entries = entries.filter(**{key: moment})
     if q:
         entries = entries.filter(

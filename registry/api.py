@@ -206,7 +206,6 @@ class RollbackApi(APIView):
     def post(self, request, name):
         serializer = self.RollbackInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        selectors.model_get(name=name)
         result = services.production_rollback(model_name=name, by=request.user, **serializer.validated_data)
         if serializer.validated_data["emergency"]:
             return Response(VersionOutput(result).data)

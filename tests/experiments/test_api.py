@@ -170,8 +170,11 @@ def test_a_missing_file_field_is_a_400(api_client):
 def test_authentication_is_required():
     client = APIClient()
     response = client.get("/api/v1/runs")
-    assert response.status_code in (401, 403)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
     assert "credentials" in response.json()["error"]
+    bad_token = client.get("/api/v1/runs", HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert bad_token.status_code == 401
 
 
 def test_token_authentication(user):
