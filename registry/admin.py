@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from experiments.admin import metric_column
 from experiments.charts import histogram_svg
 from governance.models import AuditEntry
 from mlops_site.errors import ApplicationError
@@ -261,15 +262,6 @@ class PromotionRequestForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
 
 
-def _metric_column(key):
-    @admin.display(description=key)
-    def column(self, version):
-        value = version.metrics.get(key)
-        return "–" if value is None else f"{value:.4f}"
-
-    return column
-
-
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     list_display = [
@@ -295,8 +287,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ("Trail", {"fields": ["stage_changed_at", "production_entered_at", "history"]}),
     ]
 
-    accuracy = _metric_column("accuracy")
-    f1_macro = _metric_column("f1_macro")
+    accuracy = metric_column("accuracy", source="metrics")
+    f1_macro = metric_column("f1_macro", source="metrics")
 
     def get_queryset(self, request):
         from governance.models import ComplianceEvaluation

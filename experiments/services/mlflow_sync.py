@@ -37,10 +37,12 @@ _STATUS_FROM_MLFLOW = {
 }
 
 
-def _client(tracking_uri=None):
+def mlflow_client(tracking_uri=None):
+    """A client of our MLflow store; its model registry lives in the same store (MLflow's own default may not)."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri or settings.MLFLOW_TRACKING_URI)
+    uri = tracking_uri or settings.MLFLOW_TRACKING_URI
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _ms(moment):
@@ -114,7 +116,7 @@ def run_mirror_to_mlflow(*, run_id, tracking_uri=None):
     if not run.is_terminal:
         return False
     try:
-        _mirror(run, _client(tracking_uri), tracking_uri or settings.MLFLOW_TRACKING_URI)
+        _mirror(run, mlflow_client(tracking_uri), tracking_uri or settings.MLFLOW_TRACKING_URI)
     except Exception as exc:  # MLflow down, disk full, a bad response: the run stays un-mirrored and is retried
         logger.warning("mirroring run %s to MLflow failed: %s", run.pk, exc)
         Run.objects.filter(pk=run.pk).update(mlflow_sync_error=f"{type(exc).__name__}: {exc}"[:4000])
@@ -203,7 +205,7 @@ def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
     """
     from mlflow.entities import ViewType
 
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     counts = {"experiments": 0, "runs": 0, "skipped": 0}
     experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=50000)
     remote_runs = []

@@ -13,19 +13,22 @@ def _check(name, passed, detail):
     return {"check": name, "passed": bool(passed), "detail": detail}
 
 
-def _performance_checks(policy, version):
+def metric_threshold_check(metric, value, threshold):
+    """(passed, detail) for a metric against a threshold: a minimum, or a maximum for losses, times and sizes."""
     from experiments.services.runs import lower_is_better
 
-    checks = []
-    for metric, threshold in sorted(policy.min_metrics.items()):
-        value = version.metrics.get(metric)
-        if value is None:
-            checks.append(_check(metric, False, f"the version has no {metric} metric"))
-            continue
-        if lower_is_better(metric):
-            checks.append(_check(metric, value <= threshold, f"{metric} {value:.4g} (at most {threshold:g})"))
-        else:
-            checks.append(_check(metric, value >= threshold, f"{metric} {value:.4g} (at least {threshold:g})"))
+    if value is None:
+        return False, f"no {metric} metric"
+    if lower_is_better(metric):
+        return value <= threshold, f"{metric} {value:.4g} (at most {threshold:g})"
+    return value >= threshold, f"{metric} {value:.4g} (at least {threshold:g})"
+
+
+def _performance_checks(policy, version):
+    checks = [
+        _check(metric, *metric_threshold_check(metric, version.metrics.get(metric), threshold))
+        for metric, threshold in sorted(policy.min_metrics.items())
+    ]
     if policy.max_latency_ms is not None:
         latency = version.metrics.get("inference_time_ms")
         if latency is None:

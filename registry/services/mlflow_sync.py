@@ -12,7 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from experiments.services import run_mirror_to_mlflow
-from experiments.services.mlflow_sync import _fluent_lock
+from experiments.services.mlflow_sync import _fluent_lock, mlflow_client
 from registry.models import ModelVersion, RegisteredModel
 
 logger = logging.getLogger(__name__)
@@ -20,13 +20,6 @@ logger = logging.getLogger(__name__)
 VERSION_ID_TAG = "mlops_site.version_id"
 STAGE_TAG = "mlops_site.stage"
 ALIASES = {ModelVersion.Stage.PRODUCTION: "production", ModelVersion.Stage.STAGING: "staging"}
-
-
-def _client():
-    from mlflow import MlflowClient
-
-    # The registry lives in the tracking store; left unset, MLflow would pick its own default registry.
-    return MlflowClient(tracking_uri=settings.MLFLOW_TRACKING_URI, registry_uri=settings.MLFLOW_TRACKING_URI)
 
 
 def model_mirror_to_mlflow(*, model_id):
@@ -40,7 +33,7 @@ def model_mirror_to_mlflow(*, model_id):
         with _fluent_lock:
             mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
             mlflow.set_registry_uri(settings.MLFLOW_TRACKING_URI)
-            _mirror(model, _client())
+            _mirror(model, mlflow_client())
     except Exception as exc:  # MLflow down or refusing: recorded, retried by the beat task
         logger.warning("mirroring model %s to MLflow failed: %s", model.name, exc)
         RegisteredModel.objects.filter(pk=model.pk).update(mlflow_sync_error=f"{type(exc).__name__}: {exc}"[:4000])
