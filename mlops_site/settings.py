@@ -223,6 +223,26 @@ CELERY_BEAT_SCHEDULE = {
     "retry-stalled-webhooks": {"task": "governance.retry_stalled_webhooks", "schedule": 300.0},
 }
 
+# --- Serving ------------------------------------------------------------------------------
+# The ONNX form of a version is kept only if no class probability differs from scikit-learn's by more.
+ONNX_MAX_ABS_DIFF = env("ONNX_MAX_ABS_DIFF", 1e-5, cast=float)
+# The model POST /predict and GET /health answer for.
+SERVING_DEFAULT_MODEL = env("SERVING_DEFAULT_MODEL", "churn")
+# Prediction APIs need a token (or a session) unless this is off (local use).
+SERVING_REQUIRE_AUTH = env("SERVING_REQUIRE_AUTH", True, cast=bool)
+# Per token (or per client address without one), in DRF's rate syntax.
+SERVING_THROTTLE_RATE = env("SERVING_THROTTLE_RATE", "5000/second")
+SERVING_MAX_ROWS = env("SERVING_MAX_ROWS", 10_000, cast=int)
+SERVING_MAX_BODY_BYTES = env("SERVING_MAX_BODY_BYTES", 20 * 1024 * 1024, cast=int)
+DATA_UPLOAD_MAX_MEMORY_SIZE = SERVING_MAX_BODY_BYTES
+# Touched on every deployment change; each serving process stats it per request and reloads when it moves.
+SERVING_SIGNAL_FILE = env("SERVING_SIGNAL_FILE", str(VAR_DIR / "serving" / "generation"))
+# The prediction log: batched by a thread per process, off the request path.
+PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
+PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
+PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
+PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
+
 # --- Webhooks -----------------------------------------------------------------------------
 # A delivery is tried this many times, waiting WEBHOOK_RETRY_BASE_SECONDS × 2^(attempt-1) between tries.
 WEBHOOK_MAX_ATTEMPTS = env("WEBHOOK_MAX_ATTEMPTS", 5, cast=int)

@@ -3,12 +3,18 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from serving.api import root_urlpatterns as serving_root_urlpatterns
+
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("experiments.api")),
     path("api/v1/", include("registry.api")),
     path("api/v1/", include("governance.api")),
+    path("api/v1/", include("serving.api")),
+    path("v2/", include("serving.v2")),
+    # The seed's short forms: POST /predict (SERVING_DEFAULT_MODEL) and GET /health.
+    *serving_root_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),

@@ -64,6 +64,17 @@ class ModelVersion(models.Model):
     signature = models.JSONField()
     # Per feature: count, mean, std, min, max, quantiles and a histogram (numeric) or frequencies (categorical).
     reference_stats = models.JSONField()
+
+    class ServingForm(models.TextChoices):
+        ONNX = "onnx", "ONNX (onnxruntime)"
+        SKLEARN = "sklearn", "scikit-learn pipeline"
+
+    # The fast inference form, made and checked against the pipeline at registration.
+    serving_form = models.CharField(max_length=16, choices=ServingForm.choices, default=ServingForm.SKLEARN)
+    onnx_path = models.CharField(max_length=500, blank=True)
+    onnx_sha256 = models.CharField(max_length=64, blank=True)
+    onnx_max_abs_diff = models.FloatField(null=True, blank=True)
+    serving_note = models.TextField(blank=True, help_text="Why this serving form: the conversion check's result.")
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.NONE, db_index=True)
     stage_changed_at = models.DateTimeField(null=True, blank=True)
     # When it last entered Production: a rollback goes back to the most recent one before the current.

@@ -14,6 +14,7 @@ from governance.services.compliance import compliance_failures
 from mlops_site.errors import Conflict, InvalidInput, NotFound, NotPermitted
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from registry.services.common import event_emit, model_sync_later, require_permission
+from registry.signals import version_stage_changed
 
 Stage = ModelVersion.Stage
 
@@ -78,6 +79,7 @@ def _stage_write(version, to_stage, *, by, now, reason, request):
         reason=reason,
     )
     event_emit("version.stage_changed", version, from_stage=before)
+    version_stage_changed.send(sender=ModelVersion, version=version, from_stage=before, to_stage=to_stage, by=by)
 
 
 def _request_snapshot(request):

@@ -2,6 +2,7 @@
 
 import io
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -9,9 +10,10 @@ from django.db.models import Max
 from experiments.models import Run
 from experiments.services import dataset_frame_load
 from experiments.services.runs import lower_is_better
-from experiments.storage import artifact_read_verified
+from experiments.storage import artifact_read_verified, artifact_write
 from governance.services import audit_record
 from mlops_site.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from registry.fast_inference import onnx_convert
 from registry.models import ModelVersion, RegisteredModel, model_name_validator
 from registry.services.common import event_emit, model_sync_later, require_permission
 from registry.signature import reference_stats_compute, signature_build
@@ -74,17 +76,37 @@ def model_version_register(*, run_id, model_name, description="", by=None):
     signature = signature_build(dataset=run.dataset, classes=pipeline.classes_)
     frame = dataset_frame_load(version=run.dataset)
     reference = reference_stats_compute(frame, features=[f["name"] for f in signature["features"]])
+    onnx_bytes, difference, note = onnx_convert(
+        pipeline=pipeline,
+        features=signature["features"],
+        frame=frame.drop(columns=[run.dataset.target]),
+        tolerance=settings.ONNX_MAX_ABS_DIFF,
+    )
+    fast = {"serving_form": ModelVersion.ServingForm.SKLEARN, "onnx_max_abs_diff": difference, "serving_note": note}
+    if onnx_bytes is not None:
+        onnx_path = f"runs/{run.pk}/model/model.onnx"
+        fast.update(
+            serving_form=ModelVersion.ServingForm.ONNX,
+            onnx_path=onnx_path,
+            onnx_sha256=artifact_write(onnx_path, onnx_bytes),
+        )
     try:
         with transaction.atomic():
             return _version_create(
-                run=run, model_name=model_name, description=description, by=by, signature=signature, reference=reference
+                run=run,
+                model_name=model_name,
+                description=description,
+                by=by,
+                signature=signature,
+                reference=reference,
+                fast=fast,
             )
     except IntegrityError:
         # Another registration of this model took the same number at the same moment.
         raise Conflict(f"{model_name} was registered to concurrently; try again", field="name") from None
 
 
-def _version_create(*, run, model_name, description, by, signature, reference):
+def _version_create(*, run, model_name, description, by, signature, reference, fast):
     model, created = RegisteredModel.objects.get_or_create(name=model_name, defaults={"owner": by, "created_by": by})
     if created:
         audit_record(actor=by, action="model.created", obj=model, after={"name": model.name})
@@ -109,6 +131,7 @@ def _version_create(*, run, model_name, description, by, signature, reference):
         reference_stats=reference,
         description=description,
         created_by=by,
+        **fast,
     )
     audit_record(
         actor=by,
@@ -119,6 +142,7 @@ def _version_create(*, run, model_name, description, by, signature, reference):
             "dataset": str(run.dataset),
             "artifact_sha256": version.artifact_sha256,
             "metrics": version.metrics,
+            "serving_form": version.serving_form,
         },
     )
     event_emit("version.registered", version)

@@ -1,0 +1,36 @@
+"""gunicorn settings for the web processes: Prometheus multiprocess mode and a prediction log that
+is flushed when a worker stops. `gunicorn -c gunicorn.conf.py mlops_site.wsgi` (the Dockerfile does)."""
+
+import os
+import shutil
+import tempfile
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# One thread per worker: onnxruntime and scikit-learn hold the GIL for most of a prediction.
+threads = 1
+timeout = 60
+graceful_timeout = 30
+
+
+def on_starting(server):
+    # Each worker writes its metrics to files here; /metrics adds them up. Wiped at start: stale
+    # files of dead processes would otherwise count forever.
+    directory = os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"mlops-prometheus-{os.getpid()}")
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def worker_exit(server, worker):
+    # A graceful stop (SIGTERM, a max_requests restart) writes the queued prediction log rows first.
+    from serving.predlog import writer
+
+    writer.flush()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

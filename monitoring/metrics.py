@@ -1,0 +1,27 @@
+"""The Prometheus metrics of predictions. Under gunicorn, prometheus_client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set up in gunicorn.conf.py) makes /metrics add up every worker."""
+
+from prometheus_client import Counter, Histogram
+
+prediction_requests_total = Counter(
+    "prediction_requests_total",
+    "Prediction requests, by model, version and outcome.",
+    ["model", "model_version", "status"],
+)
+prediction_latency_seconds = Histogram(
+    "prediction_latency_seconds",
+    "Server-side time to answer a prediction request.",
+    ["model", "model_version"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+prediction_errors_total = Counter(
+    "prediction_errors_total",
+    "Prediction requests refused or failed, by kind.",
+    ["model", "model_version", "error_type"],
+)
+prediction_confidence = Histogram(
+    "prediction_confidence",
+    "Confidence (top class probability) of each predicted row.",
+    ["model", "model_version"],
+    buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)

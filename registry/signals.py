@@ -1,0 +1,7 @@
+"""What the registry announces to other apps, inside the transaction of the change."""
+
+from django.dispatch import Signal
+
+# Sent after a version's stage changed: sender=ModelVersion, version, from_stage, to_stage, by.
+# Serving follows it with deployments; receivers run in the same transaction and must audit their changes.
+version_stage_changed = Signal()

@@ -1,0 +1,62 @@
+"""Authentication and throttling for the prediction APIs, cheap enough for every request.
+
+DRF's token lookup is a database query per request and its throttle keeps every request's
+timestamp; here a token is remembered for a minute per process, and the throttle is a
+fixed-window counter in the cache.
+"""
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.throttling import BaseThrottle
+
+_TOKEN_TTL = 60.0
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """TokenAuthentication remembering valid tokens for a minute (a revoked token stops within a minute)."""
+
+    _known = {}
+
+    def authenticate_credentials(self, key):
+        found = self._known.get(key)
+        now = time.monotonic()
+        if found is not None and found[1] > now:
+            return found[0]
+        result = super().authenticate_credentials(key)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[key] = (result, now + _TOKEN_TTL)
+        return result
+
+
+def _parse_rate(rate):
+    count, _, period = rate.partition("/")
+    return int(count), _PERIODS[period.strip()[0]]
+
+
+class PredictionRateThrottle(BaseThrottle):
+    """At most SERVING_THROTTLE_RATE requests per token (or client address), in fixed windows."""
+
+    def allow_request(self, request, view):
+        limit, seconds = _parse_rate(settings.SERVING_THROTTLE_RATE)
+        user = getattr(request, "user", None)
+        ident = f"u{user.pk}" if user is not None and user.is_authenticated else self.get_ident(request)
+        window = int(time.time() // seconds)
+        key = f"predict-throttle:{ident}:{window}"
+        if cache.add(key, 1, timeout=seconds + 1):
+            count = 1
+        else:
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=seconds + 1)
+                count = 1
+        self._wait = (window + 1) * seconds - time.time()
+        return count <= limit
+
+    def wait(self):
+        return max(self._wait, 0)

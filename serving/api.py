@@ -1,0 +1,283 @@
+"""The prediction APIs: ours, MLflow's scoring protocol and the Open Inference Protocol v2.
+
+All three call serving.predict.predict; they differ only in how a request and an answer look.
+"""
+
+import json
+import time
+
+from django.conf import settings
+from django.urls import path
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from mlops_site.errors import ApplicationError, InvalidInput
+from serving import services
+from serving.access import CachedTokenAuthentication, PredictionRateThrottle
+from serving.predict import error_logged, predict
+from serving.runtime import runtime
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON (send null for a missing value)")
+
+
+def json_body(request):
+    """The request body as JSON, whatever the Content-Type says (OIP clients send none)."""
+    raw = request.body
+    if len(raw) > settings.SERVING_MAX_BODY_BYTES:
+        raise InvalidInput(
+            f"the body has {len(raw)} bytes; the limit is {settings.SERVING_MAX_BODY_BYTES}", field="body"
+        )
+    try:
+        return json.loads(raw or b"null", parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"malformed JSON: {exc}", field="body") from None
+
+
+class PredictionApiView(APIView):
+    """Token auth unless SERVING_REQUIRE_AUTH is off; throttled per token (or per address) at SERVING_THROTTLE_RATE."""
+
+    authentication_classes = [CachedTokenAuthentication, SessionAuthentication]
+    throttle_classes = [PredictionRateThrottle]
+    parser_classes = []  # the body is read by json_body, with no Content-Type needed
+
+    def get_permissions(self):
+        return [IsAuthenticated() if settings.SERVING_REQUIRE_AUTH else AllowAny()]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ApplicationError) and getattr(self, "_model_name", None):
+            error_logged(
+                model_name=self._model_name,
+                request_id=self.request.request_id,
+                error=str(exc),
+                latency_ms=(time.perf_counter() - self._started) * 1000,
+            )
+        return super().handle_exception(exc)
+
+    def initial(self, request, *args, **kwargs):
+        self._started = time.perf_counter()
+        self._model_name = kwargs.get("name")
+        super().initial(request, *args, **kwargs)
+
+    def _predict(self, request, *, name, payload, kind, version=None, environment="production"):
+        return predict(
+            model_name=name,
+            payload=payload,
+            kind=kind,
+            version=version,
+            environment=environment,
+            request_id=request.request_id,
+        )
+
+
+def _native_payload(body):
+    if not isinstance(body, dict):
+        raise InvalidInput('must be {"instances": [{...}, ...]} or {"inputs": [[...], ...]}', field="body")
+    if "instances" in body:
+        return body["instances"], "records"
+    if "inputs" in body:
+        return body["inputs"], "rows"
+    raise InvalidInput(
+        'give "instances" (objects of feature: value) or "inputs" (rows in signature order)', field="body"
+    )
+
+
+_PREDICT_REQUEST = inline_serializer(
+    "PredictRequest",
+    {
+        "instances": serializers.ListField(child=serializers.DictField(), required=False),
+        "inputs": serializers.ListField(child=serializers.ListField(), required=False),
+    },
+)
+_PREDICT_RESPONSE = inline_serializer(
+    "PredictResponse",
+    {
+        "model": serializers.CharField(),
+        "version": serializers.IntegerField(),
+        "deployment": serializers.CharField(),
+        "request_id": serializers.CharField(),
+        "latency_ms": serializers.FloatField(),
+        "predictions": serializers.ListField(child=serializers.DictField()),
+    },
+)
+
+
+class PredictApi(PredictionApiView):
+    """Predict with the version deployed in production (or ?environment=staging), or a given version."""
+
+    @extend_schema(request=_PREDICT_REQUEST, responses=_PREDICT_RESPONSE)
+    def post(self, request, name, version=None):
+        payload, kind = _native_payload(json_body(request))
+        environment = request.query_params.get("environment", "production")
+        if environment not in ("production", "staging"):
+            raise InvalidInput("must be production or staging", field="environment")
+        model, labels, probabilities, mode, request_id, latency_ms, _ = self._predict(
+            request, name=name, payload=payload, kind=kind, version=version, environment=environment
+        )
+        classes = model.classes
+        return Response(
+            {
+                "model": name,
+                "version": model.version,
+                "deployment": mode,
+                "request_id": request_id,
+                "latency_ms": round(latency_ms, 3),
+                "predictions": [
+                    {
+                        "label": label,
+                        "probabilities": dict(zip(classes, map(float, probs), strict=True)),
+                        "confidence": float(max(probs)),
+                    }
+                    for label, probs in zip(labels, probabilities, strict=True)
+                ],
+            }
+        )
+
+
+class DefaultPredictApi(PredictApi):
+    """POST /predict: the seed's short form, for the model named by SERVING_DEFAULT_MODEL."""
+
+    @extend_schema(request=_PREDICT_REQUEST, responses=_PREDICT_RESPONSE)
+    def post(self, request):
+        self._model_name = settings.SERVING_DEFAULT_MODEL
+        return super().post(request, settings.SERVING_DEFAULT_MODEL)
+
+
+class HealthApi(PredictionApiView):
+    """GET /health: is the default model loaded, and which version answers."""
+
+    throttle_classes = []
+
+    def get_permissions(self):
+        return [AllowAny()]
+
+    @extend_schema(
+        responses=inline_serializer(
+            "Health",
+            {
+                "status": serializers.CharField(),
+                "model_loaded": serializers.BooleanField(),
+                "model": serializers.CharField(),
+                "version": serializers.IntegerField(allow_null=True),
+                "serving_form": serializers.CharField(allow_null=True),
+                "error": serializers.CharField(),
+            },
+        )
+    )
+    def get(self, request):
+        name = settings.SERVING_DEFAULT_MODEL
+        try:
+            route = runtime.route(name)
+        except ApplicationError as exc:
+            body = {
+                "status": "unavailable",
+                "model_loaded": False,
+                "model": name,
+                "version": None,
+                "serving_form": None,
+                "error": exc.message,
+            }
+            return Response(body, status=503)
+        return Response(
+            {
+                "status": "degraded" if route.error else "ok",
+                "model_loaded": True,
+                "model": name,
+                "version": route.primary.version,
+                "serving_form": route.primary.form,
+                "error": route.error,
+            }
+        )
+
+
+class InvocationsApi(PredictionApiView):
+    """MLflow's scoring protocol: dataframe_split, dataframe_records, instances or inputs → {"predictions": [...]}."""
+
+    @extend_schema(
+        request=inline_serializer("InvocationsRequest", {"dataframe_split": serializers.DictField(required=False)}),
+        responses=inline_serializer("InvocationsResponse", {"predictions": serializers.ListField()}),
+    )
+    def post(self, request, name):
+        body = json_body(request)
+        if not isinstance(body, dict) or len(body) != 1:
+            raise InvalidInput(
+                "give exactly one of dataframe_split, dataframe_records, instances, inputs", field="body"
+            )
+        key, value = next(iter(body.items()))
+        if key == "dataframe_split":
+            kind = "split"
+        elif key in ("dataframe_records", "instances"):
+            kind = "records" if isinstance(value, list) and all(isinstance(v, dict) for v in value) else "rows"
+        elif key == "inputs":
+            kind = "dict" if isinstance(value, dict) else "rows"
+        else:
+            raise InvalidInput(f"unknown format {key!r}", field=key)
+        _, labels, *_ = self._predict(request, name=name, payload=value, kind=kind)
+        return Response({"predictions": labels})
+
+
+class PingApi(PredictionApiView):
+    throttle_classes = []
+
+    def get_permissions(self):
+        return [AllowAny()]
+
+    @extend_schema(responses={200: None})
+    def get(self, request, name):
+        runtime.route(name)
+        return Response(None, status=200)
+
+
+class FeedbackApi(APIView):
+    """The true label of a logged prediction (row 0 unless "row" says otherwise), for live accuracy."""
+
+    permission_classes = [IsAuthenticated]
+
+    class FeedbackInput(serializers.Serializer):
+        actual = serializers.JSONField()
+        row = serializers.IntegerField(required=False, default=0, min_value=0)
+
+    @extend_schema(
+        request=FeedbackInput,
+        responses=inline_serializer(
+            "FeedbackOutput",
+            {
+                "request_id": serializers.CharField(),
+                "row": serializers.IntegerField(),
+                "prediction": serializers.JSONField(),
+                "actual": serializers.JSONField(),
+                "correct": serializers.BooleanField(),
+            },
+        ),
+    )
+    def post(self, request, request_id):
+        serializer = self.FeedbackInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        entry = services.feedback_record(request_id=request_id, **serializer.validated_data)
+        return Response(
+            {
+                "request_id": entry.request_id,
+                "row": entry.row,
+                "prediction": entry.prediction,
+                "actual": entry.actual,
+                "correct": str(entry.prediction) == str(entry.actual),
+            }
+        )
+
+
+urlpatterns = [
+    path("models/<str:name>/predict", PredictApi.as_view(), name="model-predict"),
+    path("models/<str:name>/versions/<int:version>/predict", PredictApi.as_view(), name="model-version-predict"),
+    path("models/<str:name>/invocations", InvocationsApi.as_view(), name="model-invocations"),
+    path("models/<str:name>/ping", PingApi.as_view(), name="model-ping"),
+    path("predictions/<str:request_id>/feedback", FeedbackApi.as_view(), name="prediction-feedback"),
+]
+root_urlpatterns = [
+    path("predict", DefaultPredictApi.as_view(), name="predict"),
+    path("health", HealthApi.as_view(), name="health"),
+]

@@ -1,0 +1,74 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Deployment(models.Model):
+    """A version answering traffic of one environment: as the primary, a canary with a share, or a shadow."""
+
+    class Environment(models.TextChoices):
+        PRODUCTION = "production"
+        STAGING = "staging"
+
+    class Mode(models.TextChoices):
+        PRIMARY = "primary"
+        CANARY = "canary"
+        SHADOW = "shadow"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        RETIRED = "retired"
+
+    model = models.ForeignKey("registry.RegisteredModel", on_delete=models.PROTECT, related_name="deployments")
+    version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="deployments")
+    environment = models.CharField(max_length=16, choices=Environment.choices)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.PRIMARY)
+    traffic_percent = models.FloatField(default=100.0, help_text="Share of requests a canary answers, 0 to 100.")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    endpoint_url = models.CharField(max_length=300)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["model__name", "environment", "mode", "-created_at"]
+        constraints = [
+            # One active deployment per model, environment and mode: one primary, one canary, one shadow.
+            models.UniqueConstraint(
+                fields=["model", "environment", "mode"], condition=Q(status="active"), name="one_active_per_mode"
+            ),
+            models.CheckConstraint(
+                condition=Q(traffic_percent__gte=0) & Q(traffic_percent__lte=100), name="traffic_percent_0_100"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.version} {self.environment}/{self.mode}"
+
+
+class PredictionLog(models.Model):
+    """One row predicted: what came in, what went out, which version answered, and later the truth."""
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    row = models.PositiveIntegerField(default=0, help_text="Position of the row in its request.")
+    model_name = models.CharField(max_length=100, db_index=True)
+    version = models.PositiveIntegerField()
+    deployment_mode = models.CharField(max_length=16, blank=True, help_text="primary, canary, shadow or direct.")
+    inputs = models.JSONField(null=True, blank=True)
+    prediction = models.JSONField(null=True, blank=True)
+    probabilities = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    latency_ms = models.FloatField()
+    error = models.TextField(blank=True)
+    actual = models.JSONField(null=True, blank=True, help_text="The true label, sent back as feedback.")
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["model_name", "version", "-created_at"])]
+
+    def __str__(self):
+        return f"{self.request_id}[{self.row}] {self.model_name} v{self.version}"

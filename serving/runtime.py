@@ -1,0 +1,182 @@
+"""What a serving process keeps in memory: loaded versions and the routes of each model.
+
+Versions are loaded once per process (file sha256 checked first) and kept; routes (which version
+is primary, canary, shadow) are kept until the change signal moves. No request queries the
+database for the version once its route is loaded.
+"""
+
+import io
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from experiments.storage import artifact_read_verified
+from mlops_site.errors import ApplicationError, NotFound
+from registry.fast_inference import MISSING_CATEGORY, onnx_session
+from serving.signal import signal_read
+
+logger = logging.getLogger(__name__)
+
+
+class ModelNotServable(ApplicationError):
+    """The version's file is missing or changed since registration: it is refused, never unpickled."""
+
+    status_code = 409
+
+
+@dataclass
+class LoadedModel:
+    pk: int
+    model_name: str
+    version: int
+    form: str
+    features: list  # [(name, is_categorical)]
+    classes: list
+    _predict: object = field(repr=False, default=None)
+
+    def predict(self, columns):
+        """Class labels and probabilities for rows given as {feature: [values]} (missing: None)."""
+        return self._predict(columns)
+
+
+def _load(version):
+    features = [(f["name"], f["dtype"] == "categorical") for f in version.signature["features"]]
+    classes = list(version.signature["classes"])
+    if version.serving_form == "onnx" and version.onnx_path:
+        session = onnx_session(artifact_read_verified(version.onnx_path, version.onnx_sha256))
+        # The original is checked too: a version whose registered file changed is not served in any form.
+        artifact_read_verified(version.artifact_path, version.artifact_sha256)
+
+        def predict(columns):
+            feeds = {}
+            for name, categorical in features:
+                values = columns[name]
+                if categorical:
+                    array = np.array([MISSING_CATEGORY if v is None else v for v in values], dtype=object)
+                else:
+                    array = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
+                feeds[name] = array.reshape(-1, 1)
+            labels, probabilities = session.run(None, feeds)
+            return [str(label) for label in labels], probabilities
+
+    else:
+        import joblib
+        import pandas as pd
+
+        pipeline = joblib.load(io.BytesIO(artifact_read_verified(version.artifact_path, version.artifact_sha256)))
+        if hasattr(pipeline, "set_params"):
+            for key in pipeline.get_params():
+                if key.endswith("n_jobs"):
+                    pipeline.set_params(**{key: 1})  # more jobs make one row slower, not faster
+
+        def predict(columns):
+            frame = pd.DataFrame({name: columns[name] for name, _ in features})
+            probabilities = pipeline.predict_proba(frame)
+            return [classes[i] for i in probabilities.argmax(axis=1)], probabilities
+
+    return LoadedModel(
+        pk=version.pk,
+        model_name=version.model.name,
+        version=version.version,
+        form=version.serving_form,
+        features=features,
+        classes=classes,
+        _predict=predict,
+    )
+
+
+@dataclass
+class Route:
+    primary: LoadedModel
+    canary: LoadedModel | None = None
+    canary_percent: float = 0.0
+    shadow: LoadedModel | None = None
+    error: str = ""
+
+
+class ServingRuntime:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._generation = object()
+        self._routes = {}  # (model name, environment) -> Route
+        self._last_good = {}  # (model name, environment) -> Route that served before a failed reload
+        self._models = {}  # version pk -> LoadedModel
+        self._by_number = {}  # (model name, version number) -> LoadedModel
+
+    def _check_signal(self):
+        generation = signal_read()
+        if generation != self._generation:
+            with self._lock:
+                if generation != self._generation:
+                    self._last_good.update(self._routes)
+                    self._routes = {}
+                    self._generation = generation
+
+    def _loaded(self, version):
+        model = self._models.get(version.pk)
+        if model is None:
+            model = _load(version)
+            self._models[version.pk] = model
+        return model
+
+    def route(self, model_name, environment="production"):
+        """The route of a model's environment; NotFound if nothing is deployed there."""
+        self._check_signal()
+        key = (model_name, environment)
+        route = self._routes.get(key)
+        if route is not None:
+            return route
+        from serving.selectors import active_deployments
+
+        deployments = active_deployments(model_name=model_name, environment=environment)
+        primary = next((d for d in deployments if d.mode == "primary"), None)
+        if primary is None:
+            from registry.models import RegisteredModel
+
+            if not RegisteredModel.objects.filter(name=model_name).exists():
+                raise NotFound(f"model {model_name!r} does not exist", field="model")
+            raise NotFound(f"{model_name} has no version in {environment}", field="model")
+        try:
+            route = Route(primary=self._loaded(primary.version))
+        except ApplicationError as exc:
+            previous = self._last_good.get(key)
+            logger.error("cannot serve %s v%s: %s", model_name, primary.version.version, exc)
+            if previous is None:
+                raise ModelNotServable(f"{model_name} v{primary.version.version} cannot be served: {exc}") from None
+            # Keep answering with the version that worked, and say why on /health.
+            route = Route(
+                primary=previous.primary,
+                error=f"v{primary.version.version} refused: {exc}; still serving v{previous.primary.version}",
+            )
+            self._routes[key] = route
+            return route
+        for deployment in deployments:
+            try:
+                if deployment.mode == "canary":
+                    route.canary, route.canary_percent = self._loaded(deployment.version), deployment.traffic_percent
+                elif deployment.mode == "shadow":
+                    route.shadow = self._loaded(deployment.version)
+            except ApplicationError as exc:  # a broken canary or shadow never takes the primary down
+                route.error = f"{deployment.mode} v{deployment.version.version} refused: {exc}"
+        self._routes[key] = route
+        self._last_good.pop(key, None)
+        return route
+
+    def version(self, model_name, number):
+        """A given version, whatever its stage (versions never change, so it is cached for good)."""
+        key = (model_name, number)
+        model = self._by_number.get(key)
+        if model is None:
+            from registry.selectors import version_get
+
+            model = self._loaded(version_get(model_name=model_name, version=number))
+            self._by_number[key] = model
+        return model
+
+    def loaded_versions(self):
+        return [(m.model_name, m.version, m.form) for m in self._models.values()]
+
+
+runtime = ServingRuntime()

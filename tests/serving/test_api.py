@@ -1,0 +1,176 @@
+import pytest
+
+from governance.models import AuditEntry
+from serving.models import Deployment, PredictionLog
+from tests.serving.conftest import IRIS_ROW
+
+pytestmark = pytest.mark.django_db
+
+
+def test_register_makes_an_onnx_form_that_matches(production):
+    assert production.serving_form == "onnx"
+    assert production.onnx_max_abs_diff <= 1e-5
+    assert "matches scikit-learn" in production.serving_note
+
+
+def test_promotion_creates_the_production_deployment(production):
+    deployment = Deployment.objects.get(status="active")
+    assert (deployment.version, deployment.environment, deployment.mode) == (production, "production", "primary")
+    assert AuditEntry.objects.filter(action="deployment.created").count() == 1
+
+
+def test_native_predict_with_instances_and_inputs(production, client):
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW, IRIS_ROW]}, format="json")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["version"] == 1
+    assert body["deployment"] == "primary"
+    assert len(body["predictions"]) == 2
+    first = body["predictions"][0]
+    assert first["label"] == "setosa"
+    assert set(first["probabilities"]) == {"setosa", "versicolor", "virginica"}
+    assert first["confidence"] == max(first["probabilities"].values())
+    assert response["X-Request-ID"] == body["request_id"]
+    rows = client.post("/api/v1/models/iris-clf/predict", {"inputs": [list(IRIS_ROW.values())]}, format="json")
+    assert rows.json()["predictions"][0]["label"] == "setosa"
+    logged = PredictionLog.objects.filter(request_id=body["request_id"]).order_by("row")
+    assert [entry.row for entry in logged] == [0, 1]
+    assert logged[0].inputs == IRIS_ROW
+    assert logged[0].prediction == "setosa"
+    assert logged[0].deployment_mode == "primary"
+
+
+def test_a_given_version_answers_whatever_is_in_production(register, production, client):
+    register()
+    response = client.post("/api/v1/models/iris-clf/versions/2/predict", {"instances": [IRIS_ROW]}, format="json")
+    assert response.json()["version"] == 2
+    assert response.json()["deployment"] == "direct"
+
+
+BAD_BODIES = [
+    ({"instances": [{k: v for k, v in IRIS_ROW.items() if k != "petal_width_cm"}]}, 422, "instances[0].petal_width_cm"),
+    ({"instances": [{**IRIS_ROW, "colour": 1}]}, 422, "instances[0].colour"),
+    ({"instances": [{**IRIS_ROW, "petal_width_cm": "wide"}]}, 422, "instances[0].petal_width_cm"),
+    ({"instances": [{**IRIS_ROW, "petal_width_cm": True}]}, 422, "instances[0].petal_width_cm"),
+    ({"instances": [{**IRIS_ROW, "petal_width_cm": [1, 2]}]}, 422, "instances[0].petal_width_cm"),
+    ({"instances": []}, 400, "instances"),
+    ({"instances": [[1, 2]]}, 400, "instances[0]"),
+    ({"instances": {"a": 1}}, 400, "instances"),
+    ({"inputs": [[1, 2, 3]]}, 422, "inputs[0]"),
+    ({"rows": []}, 400, "body"),
+    ([1, 2, 3], 400, "body"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD_BODIES)
+def test_bad_input_is_a_4xx_naming_the_field(production, client, body, status, field):
+    response = client.post("/api/v1/models/iris-clf/predict", body, format="json")
+    assert response.status_code == status, response.json()
+    assert response.json()["field"] == field
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"instances": [{"petal_width_cm": NaN}]}', b"\xff\xfe", b""])
+def test_malformed_json_nan_and_empty_bodies(production, client, raw):
+    response = client.generic("POST", "/api/v1/models/iris-clf/predict", raw, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+def test_too_many_rows_and_huge_bodies(production, client, settings):
+    settings.SERVING_MAX_ROWS = 5
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW] * 6}, format="json")
+    assert response.status_code == 400
+    assert "limit is 5" in response.json()["error"]
+    settings.SERVING_MAX_BODY_BYTES = 100
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW] * 3}, format="json")
+    assert response.status_code == 400
+    assert "limit is 100" in response.json()["error"]
+
+
+def test_unknown_model_version_and_nothing_in_production(register, client):
+    assert client.post("/api/v1/models/nope/predict", {"instances": [IRIS_ROW]}, format="json").status_code == 404
+    register()
+    missing = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
+    assert missing.status_code == 404
+    assert "no version in production" in missing.json()["error"]
+    assert (
+        client.post("/api/v1/models/iris-clf/versions/9/predict", {"inputs": [[1, 2, 3, 4]]}, format="json").status_code
+        == 404
+    )
+
+
+def test_refused_requests_are_logged_and_counted(production, client):
+    from prometheus_client import REGISTRY
+
+    before = (
+        REGISTRY.get_sample_value(
+            "prediction_errors_total", {"model": "iris-clf", "model_version": "1", "error_type": "Unprocessable"}
+        )
+        or 0
+    )
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [{"x": 1}]}, format="json")
+    assert response.status_code == 422
+    after = REGISTRY.get_sample_value(
+        "prediction_errors_total", {"model": "iris-clf", "model_version": "1", "error_type": "Unprocessable"}
+    )
+    assert after == before + 1
+    logged = PredictionLog.objects.get(request_id=response["X-Request-ID"])
+    assert "missing feature" in logged.error
+
+
+def test_short_forms_predict_and_health(production, client, settings):
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
+    health = client.get("/health").json()
+    assert health == {
+        "status": "ok",
+        "model_loaded": True,
+        "model": "iris-clf",
+        "version": 1,
+        "serving_form": "onnx",
+        "error": "",
+    }
+    assert client.post("/predict", {"instances": [IRIS_ROW]}, format="json").json()["version"] == 1
+    settings.SERVING_DEFAULT_MODEL = "nothing-here"
+    down = client.get("/health")
+    assert down.status_code == 503
+    assert down.json()["model_loaded"] is False
+
+
+def test_auth_when_required(production, client, settings, django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    settings.SERVING_REQUIRE_AUTH = True
+    assert client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").status_code == 401
+    token = Token.objects.create(user=django_user_model.objects.create_user("checkout-app"))
+    response = client.post(
+        "/api/v1/models/iris-clf/predict",
+        {"instances": [IRIS_ROW]},
+        format="json",
+        HTTP_AUTHORIZATION=f"Token {token.key}",
+    )
+    assert response.status_code == 200
+
+
+def test_throttling_per_client(production, client, settings):
+    settings.SERVING_THROTTLE_RATE = "3/minute"
+    statuses = [
+        client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").status_code
+        for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_feedback_is_stored_against_the_prediction(production, client, scientist):
+    request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
+        "request_id"
+    ]
+    client.force_authenticate(scientist)
+    response = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "setosa"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["correct"] is True
+    assert PredictionLog.objects.get(request_id=request_id).actual == "setosa"
+    conflict = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "virginica"}, format="json")
+    assert conflict.status_code == 409
+    assert client.post("/api/v1/predictions/nope/feedback", {"actual": "x"}, format="json").status_code == 404
+    assert client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": None}, format="json").status_code == 400
