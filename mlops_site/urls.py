@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from serving.api import root_urlpatterns as serving_root_urlpatterns
+from serving.v2 import ServerMetadataApi
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/v1/", include("registry.api")),
     path("api/v1/", include("governance.api")),
     path("api/v1/", include("serving.api")),
+    path("v2", ServerMetadataApi.as_view(), name="v2-server-metadata"),  # the protocol's URL has no slash
     path("v2/", include("serving.v2")),
     # The seed's short forms: POST /predict (SERVING_DEFAULT_MODEL) and GET /health.
     *serving_root_urlpatterns,

@@ -1,0 +1,117 @@
+"""Hot swap, checksum refusal, canary proportions and shadow logging."""
+
+import pytest
+
+from registry import services as registry_services
+from serving import services
+from serving.models import PredictionLog
+from serving.predict import predict
+from serving.signal import signal_bump
+from tests.serving.conftest import IRIS_ROW
+
+pytestmark = pytest.mark.django_db
+
+
+def _ask(n=1):
+    return predict(model_name="iris-clf", payload=[IRIS_ROW] * n, kind="records")
+
+
+def test_a_promotion_is_served_on_the_next_request(production, register, promote, django_capture_on_commit_callbacks):
+    assert _ask()[0].version == 1
+    v2 = register()
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(v2)
+    assert _ask()[0].version == 2
+
+
+def test_without_the_signal_the_route_stays_cached(production, register, promote):
+    _ask()
+    v2 = register()
+    promote(v2)  # on_commit callbacks never run in this test's transaction: no signal
+    assert _ask()[0].version == 1
+    signal_bump()
+    assert _ask()[0].version == 2
+
+
+def test_a_changed_file_is_refused_and_the_previous_version_keeps_serving(
+    production, register, promote, settings, client, django_capture_on_commit_callbacks
+):
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
+    _ask()
+    v2 = register()
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(v2)
+    (settings.ARTIFACT_ROOT / v2.onnx_path).write_bytes(b"not the registered model")
+    model = _ask()[0]
+    assert model.version == 1
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert "v2 refused" in health["error"]
+    assert "sha256" in health["error"]
+
+
+def test_a_changed_file_with_nothing_to_fall_back_on_is_a_409(register, promote, settings, client):
+    version = register()
+    promote(version)
+    (settings.ARTIFACT_ROOT / version.artifact_path).write_bytes(b"tampered")
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
+    assert response.status_code == 409
+    assert "cannot be served" in response.json()["error"]
+
+
+def test_canary_answers_its_share(production, register, engineer, django_capture_on_commit_callbacks):
+    canary = register()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_set_canary(version=canary, percent=10, by=engineer, reason="try v2 on 10%")
+    answered = [_ask()[3] for _ in range(2000)]
+    share = answered.count("canary") / len(answered)
+    assert 0.07 < share < 0.13, share
+    assert {m for m in answered} == {"primary", "canary"}
+    versions = set(PredictionLog.objects.filter(deployment_mode="canary").values_list("version", flat=True))
+    assert versions == {2}
+
+
+def test_shadow_predicts_and_is_logged_but_never_answers(
+    production, register, engineer, django_capture_on_commit_callbacks
+):
+    shadow = register()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_set_shadow(version=shadow, by=engineer, reason="compare v2 quietly")
+    model, labels, _, mode, request_id, _, _ = _ask(3)
+    assert (model.version, mode) == (1, "primary")
+    logged = PredictionLog.objects.filter(request_id=request_id)
+    assert sorted(logged.values_list("deployment_mode", "version", "row")) == [
+        ("primary", 1, 0),
+        ("primary", 1, 1),
+        ("primary", 1, 2),
+        ("shadow", 2, 0),
+        ("shadow", 2, 1),
+        ("shadow", 2, 2),
+    ]
+
+
+def test_canary_and_shadow_need_the_engineer_role_and_a_primary(register, production, scientist, engineer):
+    from mlops_site.errors import Conflict, InvalidInput, NotPermitted
+
+    v2 = register()
+    with pytest.raises(NotPermitted):
+        services.deployment_set_canary(version=v2, percent=10, by=scientist)
+    with pytest.raises(InvalidInput):
+        services.deployment_set_canary(version=v2, percent=150, by=engineer)
+    with pytest.raises(Conflict, match="already the primary"):
+        services.deployment_set_canary(version=production, percent=10, by=engineer)
+    with pytest.raises(Conflict, match="nothing deployed in staging"):
+        services.deployment_set_shadow(version=v2, by=engineer, environment="staging")
+
+
+def test_retiring_through_a_stage_change(production, register, promote, approver, django_capture_on_commit_callbacks):
+    from serving.models import Deployment
+
+    v2 = register()
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(v2)
+    active = Deployment.objects.filter(status="active")
+    assert [(d.version.version, d.mode) for d in active] == [(2, "primary")]
+    with django_capture_on_commit_callbacks(execute=True):
+        registry_services.production_rollback(model_name="iris-clf", by=approver, reason="r", emergency=True)
+    assert _ask()[0].version == 1
