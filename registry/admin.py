@@ -283,6 +283,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ("Compliance", {"fields": ["compliance"]}),
         ("Lineage", {"fields": ["run_link", "dataset", "artifact_path", "artifact_sha256"]}),
         ("Signature", {"fields": ["signature_table"]}),
+        ("Serving", {"fields": ["serving_form", "onnx_max_abs_diff", "serving_note"]}),
         ("MLflow", {"fields": ["mlflow_version"]}),
         ("Trail", {"fields": ["stage_changed_at", "production_entered_at", "history"]}),
     ]

@@ -115,3 +115,28 @@ def test_retiring_through_a_stage_change(production, register, promote, approver
     with django_capture_on_commit_callbacks(execute=True):
         registry_services.production_rollback(model_name="iris-clf", by=approver, reason="r", emergency=True)
     assert _ask()[0].version == 1
+
+
+def test_engineer_sets_a_canary_in_the_admin_and_sees_the_log(production, register, engineer, auditor):
+    from django.test import Client
+    from django.urls import reverse
+
+    from serving.models import Deployment
+
+    v2 = register()
+    browser = Client()
+    browser.force_login(engineer)
+    assert "Set canary or shadow" in browser.get(reverse("admin:serving_deployment_changelist")).content.decode()
+    browser.post(
+        reverse("admin:serving_deployment_set"),
+        {"version": v2.pk, "mode": "canary", "traffic_percent": 25, "environment": "production", "reason": "try it"},
+    )
+    canary = Deployment.objects.get(mode="canary", status="active")
+    assert (canary.version, canary.traffic_percent) == (v2, 25.0)
+    _ask()
+    assert browser.get(reverse("admin:serving_predictionlog_changelist")).status_code == 200
+    page = browser.get(reverse("admin:registry_modelversion_change", args=[v2.pk])).content.decode()
+    assert "ONNX (onnxruntime)" in page
+    auditor_browser = Client()
+    auditor_browser.force_login(auditor)
+    assert auditor_browser.get(reverse("admin:serving_deployment_set")).status_code == 403
