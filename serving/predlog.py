@@ -31,7 +31,8 @@ class PredictionLogWriter:
         if not settings.PREDICTION_LOG_ENABLED:
             return
         if settings.PREDICTION_LOG_SYNC:
-            self._write([job])
+            with self._write_lock:
+                self._write([job])
             return
         self._queue.put(job)
         if self._thread is None:
@@ -51,14 +52,22 @@ class PredictionLogWriter:
 
     def _run(self):
         while True:
+            time.sleep(settings.PREDICTION_LOG_FLUSH_SECONDS)
             try:
-                first = self._queue.get()
-                time.sleep(settings.PREDICTION_LOG_FLUSH_SECONDS)
-                self._write([first, *self._drain(settings.PREDICTION_LOG_BATCH)])
+                self._write_pending(settings.PREDICTION_LOG_BATCH)
             except Exception:  # a database hiccup must not kill the writer; the batch is lost, logged
                 logger.exception("writing the prediction log failed")
             finally:
                 close_old_connections()
+
+    def _write_pending(self, limit):
+        # Taking rows off the queue and writing them happen under one lock, so flush() at exit waits
+        # for a write in progress instead of losing the rows it holds.
+        with self._write_lock:
+            jobs = self._drain(limit)
+            while jobs:
+                self._write(jobs)
+                jobs = self._drain(limit)
 
     def _write(self, jobs):
         from serving.models import PredictionLog
@@ -69,14 +78,11 @@ class PredictionLogWriter:
             if shadow is not None:
                 rows.extend(_shadow_rows(*shadow))
         if rows:
-            with self._write_lock:
-                PredictionLog.objects.bulk_create(rows, batch_size=1000)
+            PredictionLog.objects.bulk_create(rows, batch_size=1000)
 
     def flush(self):
         """Write everything queued now (at exit)."""
-        jobs = self._drain(10**9)
-        if jobs:
-            self._write(jobs)
+        self._write_pending(10**9)
 
 
 def _shadow_rows(model, columns, request_id, created_at):

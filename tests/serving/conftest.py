@@ -2,7 +2,6 @@ import pytest
 from rest_framework.test import APIClient
 
 from serving.runtime import ServingRuntime
-from tests.registry.conftest import *  # noqa: F403  (users per role, train, register, promote)
 
 
 @pytest.fixture(autouse=True)
