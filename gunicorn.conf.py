@@ -7,8 +7,11 @@ import tempfile
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# One thread per worker: onnxruntime and scikit-learn hold the GIL for most of a prediction.
+# gthread keeps client connections alive (the sync worker closes each after one answer, so every
+# request would pay a TCP handshake); one thread per worker, as predictions hold the GIL anyway.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = 1
+keepalive = 30
 timeout = 60
 graceful_timeout = 30
 

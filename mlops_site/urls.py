@@ -9,10 +9,11 @@ from serving.v2 import ServerMetadataApi
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    # Prediction routes first: they take most of the traffic, and URL resolution tries patterns in order.
+    path("api/v1/", include("serving.api")),
     path("api/v1/", include("experiments.api")),
     path("api/v1/", include("registry.api")),
     path("api/v1/", include("governance.api")),
-    path("api/v1/", include("serving.api")),
     path("v2", ServerMetadataApi.as_view(), name="v2-server-metadata"),  # the protocol's URL has no slash
     path("v2/", include("serving.v2")),
     # The seed's short forms: POST /predict (SERVING_DEFAULT_MODEL) and GET /health.

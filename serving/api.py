@@ -11,7 +11,9 @@ from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -39,9 +41,21 @@ def json_body(request):
         raise InvalidInput(f"malformed JSON: {exc}", field="body") from None
 
 
+class JsonOnly(BaseContentNegotiation):
+    """Predictions answer JSON whatever the Accept header says; negotiating would cost more than predicting."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+    def select_parser(self, request, parsers):
+        return None
+
+
 class PredictionApiView(APIView):
     """Token auth unless SERVING_REQUIRE_AUTH is off; throttled per token (or per address) at SERVING_THROTTLE_RATE."""
 
+    content_negotiation_class = JsonOnly
+    renderer_classes = [JSONRenderer]
     authentication_classes = [CachedTokenAuthentication, SessionAuthentication]
     throttle_classes = [PredictionRateThrottle]
     parser_classes = []  # the body is read by json_body, with no Content-Type needed
@@ -113,7 +127,10 @@ class PredictApi(PredictionApiView):
     @extend_schema(request=_PREDICT_REQUEST, responses=_PREDICT_RESPONSE)
     def post(self, request, name, version=None):
         payload, kind = _native_payload(json_body(request))
-        environment = request.query_params.get("environment", "production")
+        # Parsing the query string costs a QueryDict; most requests have none.
+        environment = (
+            request.query_params.get("environment", "production") if request.META.get("QUERY_STRING") else "production"
+        )
         if environment not in ("production", "staging"):
             raise InvalidInput("must be production or staging", field="environment")
         model, labels, probabilities, mode, request_id, latency_ms, _ = self._predict(

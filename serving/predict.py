@@ -15,8 +15,7 @@ from monitoring.metrics import (
     prediction_requests_total,
 )
 from serving import inputs
-from serving.models import PredictionLog
-from serving.predlog import writer
+from serving.predlog import LogRecord, writer
 from serving.runtime import runtime
 
 
@@ -34,8 +33,10 @@ def _columns(payload, features, kind):
 
 
 def predict(*, model_name, payload, kind, version=None, environment="production", request_id=None):
-    """Predict for `payload` (kind: records, rows, dict, split or columns) with the deployed version
-    (or `version`); returns (model, labels, probabilities, mode, request_id, latency_ms, inputs)."""
+    """Predict for `payload` (kind: records, rows, dict or split) with the deployed version (or `version`).
+
+    Returns (model, labels, probabilities, mode, request_id, latency_ms, rows).
+    """
     started = time.perf_counter()
     request_id = request_id or uuid.uuid4().hex
     model, mode, shadow = None, "direct", None
@@ -59,30 +60,25 @@ def predict(*, model_name, payload, kind, version=None, environment="production"
     version_label = str(model.version)
     prediction_requests_total.labels(model_name, version_label, "200").inc()
     prediction_latency_seconds.labels(model_name, version_label).observe(latency)
-    confidences = probabilities.max(axis=1)
     histogram = prediction_confidence.labels(model_name, version_label)
-    for value in confidences:
-        histogram.observe(float(value))
+    for value in probabilities.max(axis=1).tolist():
+        histogram.observe(value)
     if settings.PREDICTION_LOG_ENABLED:
-        now = timezone.now()
-        names = [name for name, _ in model.features]
-        rows = [
-            PredictionLog(
+        writer.submit(
+            LogRecord(
                 request_id=request_id,
-                row=index,
                 model_name=model_name,
                 version=model.version,
-                deployment_mode=mode,
-                inputs={name: columns[name][index] for name in names},
-                prediction=labels[index],
-                probabilities=dict(zip(model.classes, map(float, probabilities[index]), strict=True)),
-                confidence=float(confidences[index]),
+                mode=mode,
+                created_at=timezone.now(),
                 latency_ms=latency * 1000,
-                created_at=now,
+                columns=columns,
+                labels=labels,
+                probabilities=probabilities,
+                classes=model.classes,
+                shadow=shadow,
             )
-            for index in range(n)
-        ]
-        writer.submit((rows, (shadow, columns, request_id, now) if shadow is not None else None))
+        )
     return model, labels, probabilities, mode, request_id, latency * 1000, n
 
 
@@ -90,17 +86,13 @@ def error_logged(*, model_name, request_id, error, latency_ms):
     """Log a refused request too, so monitoring sees bad input as well as good."""
     if settings.PREDICTION_LOG_ENABLED:
         writer.submit(
-            (
-                [
-                    PredictionLog(
-                        request_id=request_id,
-                        model_name=model_name,
-                        version=0,
-                        latency_ms=latency_ms,
-                        error=error[:2000],
-                        created_at=timezone.now(),
-                    )
-                ],
-                None,
+            LogRecord(
+                request_id=request_id,
+                model_name=model_name,
+                version=0,
+                mode="",
+                created_at=timezone.now(),
+                latency_ms=latency_ms,
+                error=error,
             )
         )

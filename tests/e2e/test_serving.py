@@ -2,6 +2,7 @@
 workers, and no prediction log row lost when the workers stop."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.request
 
@@ -51,7 +52,8 @@ def test_two_workers_swap_versions_within_a_second_and_lose_no_log_row(
     base = f"http://127.0.0.1:{port}"
     try:
         processes.wait_for(lambda: _status(f"{base}/health") == 200, timeout=60, process=process, what="gunicorn")
-        answered = [_predict(base)["version"] for _ in range(60)]
+        with ThreadPoolExecutor(8) as pool:  # concurrent clients, so both workers take connections
+            answered = list(pool.map(lambda _: _predict(base)["version"], range(160)))
         assert set(answered) == {1}
         pids = {path.name.split("_")[-1] for path in metrics_dir.glob("counter_*.db")}
         assert len(pids) == 2, f"both workers should have answered: {pids}"
@@ -71,8 +73,8 @@ def test_two_workers_swap_versions_within_a_second_and_lose_no_log_row(
             for line in metrics.splitlines()
             if line.startswith('prediction_requests_total{model="iris-clf"') and 'status="200"' in line
         )
-        assert counted == 100  # both workers' counters, added up
+        assert counted == 200  # both workers' counters, added up
     finally:
         processes.stop(process)
     # Rows still queued when SIGTERM came were written by worker_exit's flush.
-    assert PredictionLog.objects.filter(model_name="iris-clf", deployment_mode="primary").count() == 100
+    assert PredictionLog.objects.filter(model_name="iris-clf", deployment_mode="primary").count() == 200

@@ -1,0 +1,212 @@
+"""Our prediction API under gunicorn against `mlflow models serve`, on the same registered models.
+
+    .venv/bin/python bench/serving.py [--seconds 10] [--concurrency 16] [--workers 2]
+
+Makes a throwaway store (SQLite, local MLflow) under a temporary folder, trains a 100-tree random
+forest and a logistic regression on iris, registers and promotes each (request + approval by two
+users), mirrors them to MLflow, then for each model drives, one after another with the same load
+(single-row requests, `--concurrency` keep-alive connections):
+  - ours: gunicorn with --workers, prediction log and metrics on;
+  - ours with the prediction log off (to show what logging costs);
+  - MLflow: `mlflow models serve -m models:/NAME@production --env-manager local` with --workers.
+Prints throughput and p50/p99 latency of each, and the ratios.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # noqa: E402
+
+BASE = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+ROW = {"sepal_length_cm": 5.9, "sepal_width_cm": 3.0, "petal_length_cm": 4.2, "petal_width_cm": 1.5}
+
+SETUP = """
+import json
+from django.contrib.auth import get_user_model
+from experiments.services import run_launch
+from registry import services
+users = get_user_model()
+requester = users.objects.create_superuser("bench-requester", password="x")
+approver = users.objects.create_superuser("bench-approver", password="x")
+forms = {}
+for name, algorithm, params in [
+    ("iris-rf", "random_forest", {"n_estimators": 100}),
+    ("iris-lr", "logistic_regression", {}),
+]:
+    run = run_launch(experiment="bench", dataset="iris", algorithm=algorithm, params=params, inline=True)
+    version = services.model_version_register(run_id=run.pk, model_name=name, by=requester)
+    request = services.promotion_request_create(version=version, to_stage="production", reason="bench", by=requester)
+    services.promotion_request_approve(request_id=request.pk, by=approver)
+    assert services.model_mirror_to_mlflow(model_id=version.model_id)
+    forms[name] = version.serving_form
+print("FORMS " + json.dumps(forms))
+"""
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url, process, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited ({process.returncode}); see its log in {process.log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+def _start(args, env, log):
+    output = open(log, "wb")  # noqa: SIM115  (closed with the process)
+    process = subprocess.Popen(args, cwd=BASE, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    process.log = log
+    return process
+
+
+def _stop(process):
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _measure(name, url, body, args):
+    for _ in range(20):  # warm up: load the model in every worker
+        loadgen.run(url, body, concurrency=args.workers * 2, seconds=0.2)
+    rps, p50, p99, errors = loadgen.run(url, body, concurrency=args.concurrency, seconds=args.seconds)
+    if errors:
+        print(f"  {name}: {len(errors)} errors, e.g. {errors[:3]}", file=sys.stderr)
+    return {"rps": rps, "p50": p50, "p99": p99, "errors": len(errors)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--models", default="iris-rf,iris-lr", help="which of iris-rf, iris-lr to measure")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary store and logs")
+    args = parser.parse_args()
+
+    var = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+    env = {
+        **os.environ,
+        "MLOPS_VAR_DIR": str(var),
+        "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
+        "SERVING_REQUIRE_AUTH": "0",
+        "SERVING_THROTTLE_RATE": "1000000/second",
+        "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
+        # mlflow models serve runs `uvicorn` from PATH: this interpreter's.
+        "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("CELERY_BROKER_URL", None)
+    print(f"store: {var}", file=sys.stderr)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=env, check=True)
+    setup = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", SETUP], cwd=BASE, env=env, check=True, capture_output=True, text=True
+    )
+    forms = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("FORMS "))[6:])
+
+    ours_body = json.dumps({"instances": [ROW]}).encode()
+    mlflow_body = json.dumps({"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())]}}).encode()
+    results = {}
+    try:
+        for model in args.models.split(","):
+            for label, extra in (("ours", {}), ("ours, log off", {"PREDICTION_LOG_ENABLED": "0"})):
+                port = _free_port()
+                server_env = {
+                    **env,
+                    **extra,
+                    "GUNICORN_BIND": f"127.0.0.1:{port}",
+                    "GUNICORN_WORKERS": str(args.workers),
+                }
+                server = _start(
+                    [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mlops_site.wsgi:application"],
+                    server_env,
+                    var / f"{model}-{label.replace(', ', '-').replace(' ', '-')}.log",
+                )
+                try:
+                    _wait(f"http://127.0.0.1:{port}/api/v1/models/{model}/ping", server)
+                    results[(model, label)] = _measure(
+                        label, f"http://127.0.0.1:{port}/api/v1/models/{model}/predict", ours_body, args
+                    )
+                finally:
+                    _stop(server)
+            port = _free_port()
+            server = _start(
+                [
+                    PYTHON,
+                    "-m",
+                    "mlflow",
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/{model}@production",
+                    "--env-manager",
+                    "local",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "--workers",
+                    str(args.workers),
+                ],
+                env,
+                var / f"{model}-mlflow.log",
+            )
+            try:
+                _wait(f"http://127.0.0.1:{port}/ping", server)
+                results[(model, "mlflow")] = _measure(
+                    "mlflow", f"http://127.0.0.1:{port}/invocations", mlflow_body, args
+                )
+            finally:
+                _stop(server)
+    finally:
+        if not args.keep:
+            shutil.rmtree(var, ignore_errors=True)
+
+    print(
+        f"\nsingle-row requests, {args.concurrency} connections, {args.seconds:g} s each, "
+        f"{args.workers} workers per server, {os.cpu_count()} cores\n"
+    )
+    print(f"{'model':<9} {'server':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for (model, label), r in results.items():
+        server = f"{label} ({forms[model]})" if label.startswith("ours") else "mlflow models serve"
+        print(f"{model:<9} {server:<26} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7}")
+    print()
+    for model in args.models.split(","):
+        ours, off, mlflow = (results[(model, k)] for k in ("ours", "ours, log off", "mlflow"))
+        print(
+            f"{model}: ours / mlflow throughput {ours['rps'] / mlflow['rps']:.1f}x, "
+            f"p50 {mlflow['p50'] / ours['p50']:.1f}x lower; logging on / off {ours['rps'] / off['rps']:.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
