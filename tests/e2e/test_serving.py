@@ -2,9 +2,9 @@
 workers, and no prediction log row lost when the workers stop."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
