@@ -140,7 +140,7 @@ REST_FRAMEWORK = {
     # Token first: a request without valid credentials gets 401 with "WWW-Authenticate: Token",
     # not 403 (DRF answers from the first class). A signed-in user of the admin still gets in by session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "serving.access.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.BasicAuthentication",
     ],

@@ -168,7 +168,6 @@ class InferApi(PredictionApiView):
 urlpatterns = [
     path("health/live", LiveApi.as_view(), name="v2-live"),
     path("health/ready", ReadyApi.as_view(), name="v2-ready"),
-    path("", ServerMetadataApi.as_view(), name="v2-server"),
     path("models/<str:name>", ModelMetadataApi.as_view(), name="v2-model"),
     path("models/<str:name>/ready", ModelReadyApi.as_view(), name="v2-model-ready"),
     path("models/<str:name>/infer", InferApi.as_view(), name="v2-infer"),

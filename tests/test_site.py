@@ -37,3 +37,12 @@ def test_root_leads_to_the_admin(client):
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
+
+
+def test_openapi_schema_validates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    schema = (tmp_path / "schema.yaml").read_text()
+    for path in ("/api/v1/models/{name}/predict:", "/api/v1/models/{name}/invocations:", "/v2/models/{name}/infer:"):
+        assert path in schema
