@@ -17,4 +17,7 @@ RUN DEBUG=1 python manage.py collectstatic --noinput \
 USER mlops
 
 EXPOSE 8000
-CMD ["gunicorn", "mlops_site.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "4", "--timeout", "120"]
+# gunicorn.conf.py: gthread workers with keep-alive, Prometheus multiprocess mode, the prediction log
+# flushed when a worker stops. GUNICORN_WORKERS sets the count (one per core suits predictions).
+ENV GUNICORN_WORKERS=4
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "mlops_site.wsgi:application"]

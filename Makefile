@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run test lint mlflow-ui clean-var
+.PHONY: run test lint bench mlflow-ui clean-var
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: $(BIN)/.installed
 ## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(BIN)/.installed-dev
 	$(BIN)/pytest
+
+## bench: our prediction API under gunicorn against `mlflow models serve` on the same models (about 2 minutes)
+bench: $(BIN)/.installed
+	$(BIN)/python bench/serving.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

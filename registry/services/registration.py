@@ -76,20 +76,9 @@ def model_version_register(*, run_id, model_name, description="", by=None):
     signature = signature_build(dataset=run.dataset, classes=pipeline.classes_)
     frame = dataset_frame_load(version=run.dataset)
     reference = reference_stats_compute(frame, features=[f["name"] for f in signature["features"]])
-    onnx_bytes, difference, note = onnx_convert(
-        pipeline=pipeline,
-        features=signature["features"],
-        frame=frame.drop(columns=[run.dataset.target]),
-        tolerance=settings.ONNX_MAX_ABS_DIFF,
+    fast = fast_form_build(
+        pipeline=pipeline, signature=signature, frame=frame.drop(columns=[run.dataset.target]), run=run
     )
-    fast = {"serving_form": ModelVersion.ServingForm.SKLEARN, "onnx_max_abs_diff": difference, "serving_note": note}
-    if onnx_bytes is not None:
-        onnx_path = f"runs/{run.pk}/model/model.onnx"
-        fast.update(
-            serving_form=ModelVersion.ServingForm.ONNX,
-            onnx_path=onnx_path,
-            onnx_sha256=artifact_write(onnx_path, onnx_bytes),
-        )
     try:
         with transaction.atomic():
             return _version_create(
@@ -104,6 +93,51 @@ def model_version_register(*, run_id, model_name, description="", by=None):
     except IntegrityError:
         # Another registration of this model took the same number at the same moment.
         raise Conflict(f"{model_name} was registered to concurrently; try again", field="name") from None
+
+
+def fast_form_build(*, pipeline, signature, frame, run):
+    """The fields of a version's fast inference form: ONNX stored beside the model if it matches, else sklearn."""
+    onnx_bytes, difference, note = onnx_convert(
+        pipeline=pipeline, features=signature["features"], frame=frame, tolerance=settings.ONNX_MAX_ABS_DIFF
+    )
+    fast = {"serving_form": ModelVersion.ServingForm.SKLEARN, "onnx_max_abs_diff": difference, "serving_note": note}
+    if onnx_bytes is not None:
+        onnx_path = f"runs/{run.pk}/model/model.onnx"
+        fast.update(
+            serving_form=ModelVersion.ServingForm.ONNX,
+            onnx_path=onnx_path,
+            onnx_sha256=artifact_write(onnx_path, onnx_bytes),
+        )
+    return fast
+
+
+def version_fast_form_rebuild(*, version, by=None):
+    """Make the fast form of a version registered before it existed (or after a converter upgrade); audited."""
+    import joblib
+
+    run = version.run
+    pipeline = joblib.load(io.BytesIO(artifact_read_verified(version.artifact_path, version.artifact_sha256)))
+    frame = dataset_frame_load(version=version.dataset).drop(columns=[version.dataset.target])
+    fast = fast_form_build(pipeline=pipeline, signature=version.signature, frame=frame, run=run)
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        before = {"serving_form": locked.serving_form, "onnx_sha256": locked.onnx_sha256}
+        for key, value in fast.items():
+            setattr(locked, key, value)
+        locked.save(update_fields=list(fast))
+        audit_record(
+            actor=by,
+            action="version.fast_form_built",
+            obj=locked,
+            before=before,
+            after={"serving_form": locked.serving_form, "onnx_sha256": locked.onnx_sha256},
+            reason=locked.serving_note,
+        )
+        # Serving processes load versions once: the new form is picked up when they reload routes.
+        from serving.signal import signal_bump
+
+        transaction.on_commit(signal_bump)
+    return locked
 
 
 def _version_create(*, run, model_name, description, by, signature, reference, fast):

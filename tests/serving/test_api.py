@@ -174,3 +174,19 @@ def test_feedback_is_stored_against_the_prediction(production, client, scientist
     assert conflict.status_code == 409
     assert client.post("/api/v1/predictions/nope/feedback", {"actual": "x"}, format="json").status_code == 404
     assert client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": None}, format="json").status_code == 400
+
+
+def test_build_fast_forms_converts_older_versions(register):
+    from django.core.management import call_command
+
+    from registry.models import ModelVersion
+
+    version = register()
+    ModelVersion.objects.filter(pk=version.pk).update(serving_form="sklearn", onnx_path="", onnx_sha256="")
+    call_command("build_fast_forms")
+    version.refresh_from_db()
+    assert version.serving_form == "onnx"
+    assert version.onnx_sha256
+    entry = AuditEntry.objects.get(action="version.fast_form_built")
+    assert entry.before["serving_form"] == "sklearn"
+    assert entry.after["serving_form"] == "onnx"
