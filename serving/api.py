@@ -39,6 +39,8 @@ def json_body(request):
         return json.loads(raw or b"null", parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"malformed JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise InvalidInput("nested too deeply", field="body") from None
 
 
 class JsonOnly(BaseContentNegotiation):

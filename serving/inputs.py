@@ -8,6 +8,8 @@ import math
 
 from mlops_site.errors import InvalidInput, Unprocessable
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
 
 def _value(value, *, categorical, where):
     if value is None:
@@ -21,8 +23,16 @@ def _value(value, *, categorical, where):
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "text" if isinstance(value, str) else type(value).__name__
         raise Unprocessable(f"expects a number, got {kind} {str(value)[:40]!r}", field=where)
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         raise Unprocessable("must be a finite number (no NaN or infinity)", field=where)
+    if abs(number) > _FLOAT32_MAX:
+        raise Unprocessable(
+            f"is out of range (the model computes in 32-bit floats, up to {_FLOAT32_MAX:.3g})", field=where
+        )
     return value
 
 

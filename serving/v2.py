@@ -86,6 +86,19 @@ class ModelReadyApi(_Open):
         return Response({"name": name, "ready": True})
 
 
+def _flatten(data, *, where, depth=0):
+    """Row-major values of a (possibly nested) list; the protocol allows both forms."""
+    if depth > 8:
+        raise InvalidInput("is nested too deeply", field=where)
+    flat = []
+    for item in data:
+        if isinstance(item, list):
+            flat.extend(_flatten(item, where=where, depth=depth + 1))
+        else:
+            flat.append(item)
+    return flat
+
+
 def _tensor_values(tensor, index):
     where = f"inputs[{index}]"
     if not isinstance(tensor, dict):
@@ -98,9 +111,9 @@ def _tensor_values(tensor, index):
         raise InvalidInput("shape must be a list of non-negative integers", field=f"{where}.shape")
     if datatype not in _NUMERIC_TYPES | {"BYTES", "BOOL"}:
         raise InvalidInput(f"unsupported datatype {datatype!r}", field=f"{where}.datatype")
-    flat = np.array(data, dtype=object).ravel().tolist() if isinstance(data, list) else None
-    if flat is None:
+    if not isinstance(data, list):
         raise InvalidInput("data must be a list", field=f"{where}.data")
+    flat = _flatten(data, where=f"{where}.data")
     expected = int(np.prod(shape)) if shape else 1
     if len(flat) != expected:
         raise InvalidInput(f"has {len(flat)} values but shape {shape} needs {expected}", field=f"{where}.data")

@@ -190,3 +190,31 @@ def test_build_fast_forms_converts_older_versions(register):
     entry = AuditEntry.objects.get(action="version.fast_form_built")
     assert entry.before["serving_form"] == "sklearn"
     assert entry.after["serving_form"] == "onnx"
+
+
+NASTY = [
+    b'{"instances": [{"sepal_length_cm": 1'
+    + b"0" * 400
+    + b', "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
+    b'{"instances": [{"sepal_length_cm": 1e400, "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
+    b'{"instances": [{"sepal_length_cm": {"a": [1]}, "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
+    b'{"instances": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    b'{"instances": [null]}',
+    b'{"inputs": [[null, null, null, null]]}',
+    b'{"inputs": "abc"}',
+    b'{"instances": [{"sepal_length_cm": "\\u0000", "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
+    b'"just a string"',
+    b"null",
+    b'{"instances": [{}], "inputs": [[1]]}',
+    b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [[1], [1, 2, [3]]]}]}',
+    b'{"inputs": [{"name": "input-0", "shape": [99999999999, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+]
+
+
+@pytest.mark.parametrize("raw", NASTY)
+def test_no_input_gives_a_500(production, client, raw):
+    for url in ("/api/v1/models/iris-clf/predict", "/api/v1/models/iris-clf/invocations", "/v2/models/iris-clf/infer"):
+        response = client.generic("POST", url, raw, content_type="application/json")
+        assert response.status_code < 500, (url, response.content[:300])
+        if response.status_code >= 400:
+            assert "error" in response.json()
