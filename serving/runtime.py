@@ -110,8 +110,10 @@ class ServingRuntime:
         if generation != self._generation:
             with self._lock:
                 if generation != self._generation:
+                    # Loaded versions are dropped too: a rebuilt fast form (build_fast_forms) is picked
+                    # up, and a changed file is caught by the checksum on the next load.
                     self._last_good.update(self._routes)
-                    self._routes = {}
+                    self._routes, self._models, self._by_number = {}, {}, {}
                     self._generation = generation
 
     def _loaded(self, version):
