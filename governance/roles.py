@@ -84,3 +84,15 @@ def roles_sync(*, group_model=None, permission_model=None):
             found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if found is not None:
                 group.permissions.add(found)
+
+
+def roles_sync_in_migration(apps, schema_editor):
+    """RunPython body: create the permissions of the apps migrated so far (Django only does it after
+    all migrations), then sync the roles with them."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    roles_sync(group_model=apps.get_model("auth", "Group"), permission_model=apps.get_model("auth", "Permission"))

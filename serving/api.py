@@ -91,6 +91,15 @@ class PredictionApiView(APIView):
         )
 
 
+class OpenPredictionView(PredictionApiView):
+    """Health and readiness probes: no token, no throttle (load balancers call them constantly)."""
+
+    throttle_classes = []
+
+    def get_permissions(self):
+        return [AllowAny()]
+
+
 def _native_payload(body):
     if not isinstance(body, dict):
         raise InvalidInput('must be {"instances": [{...}, ...]} or {"inputs": [[...], ...]}', field="body")
@@ -167,13 +176,8 @@ class DefaultPredictApi(PredictApi):
         return super().post(request, settings.SERVING_DEFAULT_MODEL)
 
 
-class HealthApi(PredictionApiView):
+class HealthApi(OpenPredictionView):
     """GET /health: is the default model loaded, and which version answers."""
-
-    throttle_classes = []
-
-    def get_permissions(self):
-        return [AllowAny()]
 
     @extend_schema(
         responses=inline_serializer(
@@ -240,12 +244,7 @@ class InvocationsApi(PredictionApiView):
         return Response({"predictions": labels})
 
 
-class PingApi(PredictionApiView):
-    throttle_classes = []
-
-    def get_permissions(self):
-        return [AllowAny()]
-
+class PingApi(OpenPredictionView):
     @extend_schema(responses={200: None})
     def get(self, request, name):
         runtime.route(name)

@@ -7,37 +7,29 @@ import numpy as np
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from mlops_site.errors import InvalidInput, Unprocessable
-from serving.api import PredictionApiView, json_body
+from serving.api import OpenPredictionView, PredictionApiView, json_body
 from serving.runtime import runtime
 
 _NUMERIC_TYPES = {"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
 _TYPE_OF_FEATURE = {False: "FP32", True: "BYTES"}
 
 
-class _Open(PredictionApiView):
-    throttle_classes = []
-
-    def get_permissions(self):
-        return [AllowAny()]
-
-
-class LiveApi(_Open):
+class LiveApi(OpenPredictionView):
     @extend_schema(responses=inline_serializer("V2Live", {"live": serializers.BooleanField()}))
     def get(self, request):
         return Response({"live": True})
 
 
-class ReadyApi(_Open):
+class ReadyApi(OpenPredictionView):
     @extend_schema(responses=inline_serializer("V2Ready", {"ready": serializers.BooleanField()}))
     def get(self, request):
         return Response({"ready": True})
 
 
-class ServerMetadataApi(_Open):
+class ServerMetadataApi(OpenPredictionView):
     @extend_schema(responses=inline_serializer("V2Server", {"name": serializers.CharField()}))
     def get(self, request):
         return Response({"name": "mlops-site", "version": "1.0.0", "extensions": []})
@@ -47,7 +39,7 @@ def _loaded(name, version):
     return runtime.version(name, version) if version is not None else runtime.route(name).primary
 
 
-class ModelMetadataApi(_Open):
+class ModelMetadataApi(OpenPredictionView):
     @extend_schema(responses=inline_serializer("V2Model", {"name": serializers.CharField()}))
     def get(self, request, name, version=None):
         model = _loaded(name, version)
@@ -75,7 +67,7 @@ class ModelMetadataApi(_Open):
         )
 
 
-class ModelReadyApi(_Open):
+class ModelReadyApi(OpenPredictionView):
     @extend_schema(
         responses=inline_serializer(
             "V2ModelReady", {"name": serializers.CharField(), "ready": serializers.BooleanField()}

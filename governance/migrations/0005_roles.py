@@ -5,18 +5,9 @@ creates the ones it needs first, so it works on a fresh database as on an existi
 Later issues add the permissions of their own models to these groups in their migrations.
 """
 
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from governance.roles import ROLES, roles_sync
-
-
-def create_roles(apps, schema_editor):
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    roles_sync(group_model=apps.get_model("auth", "Group"), permission_model=apps.get_model("auth", "Permission"))
+from governance.roles import ROLES, roles_sync_in_migration
 
 
 def remove_roles(apps, schema_editor):
@@ -33,4 +24,4 @@ class Migration(migrations.Migration):
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
-    operations = [migrations.RunPython(create_roles, remove_roles)]
+    operations = [migrations.RunPython(roles_sync_in_migration, remove_roles)]
