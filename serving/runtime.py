@@ -128,6 +128,8 @@ class ServingRuntime:
         self._check_signal()
         key = (model_name, environment)
         route = self._routes.get(key)
+        if isinstance(route, ModelNotServable):
+            raise route  # remembered until the signal moves: a broken file is not re-read per request
         if route is not None:
             return route
         from serving.selectors import active_deployments
@@ -146,7 +148,9 @@ class ServingRuntime:
             previous = self._last_good.get(key)
             logger.error("cannot serve %s v%s: %s", model_name, primary.version.version, exc)
             if previous is None:
-                raise ModelNotServable(f"{model_name} v{primary.version.version} cannot be served: {exc}") from None
+                refused = ModelNotServable(f"{model_name} v{primary.version.version} cannot be served: {exc}")
+                self._routes[key] = refused
+                raise refused from None
             # Keep answering with the version that worked, and say why on /health.
             route = Route(
                 primary=previous.primary,

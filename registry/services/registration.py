@@ -1,5 +1,6 @@
 """Registering a finished run as a new version of a model, behind the model's metric gate."""
 
+import hashlib
 import io
 
 from django.conf import settings
@@ -76,9 +77,7 @@ def model_version_register(*, run_id, model_name, description="", by=None):
     signature = signature_build(dataset=run.dataset, classes=pipeline.classes_)
     frame = dataset_frame_load(version=run.dataset)
     reference = reference_stats_compute(frame, features=[f["name"] for f in signature["features"]])
-    fast = fast_form_build(
-        pipeline=pipeline, signature=signature, frame=frame.drop(columns=[run.dataset.target]), run=run
-    )
+    fast = fast_form_build(pipeline=pipeline, signature=signature, frame=frame.drop(columns=[run.dataset.target]))
     try:
         with transaction.atomic():
             return _version_create(
@@ -95,19 +94,18 @@ def model_version_register(*, run_id, model_name, description="", by=None):
         raise Conflict(f"{model_name} was registered to concurrently; try again", field="name") from None
 
 
-def fast_form_build(*, pipeline, signature, frame, run):
+def fast_form_build(*, pipeline, signature, frame):
     """The fields of a version's fast inference form: ONNX stored beside the model if it matches, else sklearn."""
     onnx_bytes, difference, note = onnx_convert(
         pipeline=pipeline, features=signature["features"], frame=frame, tolerance=settings.ONNX_MAX_ABS_DIFF
     )
     fast = {"serving_form": ModelVersion.ServingForm.SKLEARN, "onnx_max_abs_diff": difference, "serving_note": note}
     if onnx_bytes is not None:
-        onnx_path = f"runs/{run.pk}/model/model.onnx"
-        fast.update(
-            serving_form=ModelVersion.ServingForm.ONNX,
-            onnx_path=onnx_path,
-            onnx_sha256=artifact_write(onnx_path, onnx_bytes),
-        )
+        # Stored by content: two versions of one run (in two models) never overwrite each other's file.
+        digest = hashlib.sha256(onnx_bytes).hexdigest()
+        onnx_path = f"onnx/{digest}.onnx"
+        artifact_write(onnx_path, onnx_bytes)
+        fast.update(serving_form=ModelVersion.ServingForm.ONNX, onnx_path=onnx_path, onnx_sha256=digest)
     return fast
 
 
@@ -115,10 +113,9 @@ def version_fast_form_rebuild(*, version, by=None):
     """Make the fast form of a version registered before it existed (or after a converter upgrade); audited."""
     import joblib
 
-    run = version.run
     pipeline = joblib.load(io.BytesIO(artifact_read_verified(version.artifact_path, version.artifact_sha256)))
     frame = dataset_frame_load(version=version.dataset).drop(columns=[version.dataset.target])
-    fast = fast_form_build(pipeline=pipeline, signature=version.signature, frame=frame, run=run)
+    fast = fast_form_build(pipeline=pipeline, signature=version.signature, frame=frame)
     with transaction.atomic():
         locked = ModelVersion.objects.select_for_update().get(pk=version.pk)
         before = {"serving_form": locked.serving_form, "onnx_sha256": locked.onnx_sha256}

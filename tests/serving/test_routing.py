@@ -140,3 +140,33 @@ def test_engineer_sets_a_canary_in_the_admin_and_sees_the_log(production, regist
     auditor_browser = Client()
     auditor_browser.force_login(auditor)
     assert auditor_browser.get(reverse("admin:serving_deployment_set")).status_code == 403
+
+
+def test_two_models_of_one_run_keep_their_own_onnx_file(train, register, settings):
+    from django.core.management import call_command
+
+    from registry.models import ModelVersion
+
+    run = train()
+    first = register(name="model-a", run=run)
+    second = register(name="model-b", run=run)
+    ModelVersion.objects.filter(pk=first.pk).update(serving_form="sklearn")
+    call_command("build_fast_forms", "--model", "model-a")
+    second.refresh_from_db()
+    from experiments.storage import artifact_read_verified
+
+    assert artifact_read_verified(second.onnx_path, second.onnx_sha256)
+
+
+def test_a_refused_version_is_not_reread_per_request(register, promote, settings, client):
+    version = register()
+    promote(version)
+    path = settings.ARTIFACT_ROOT / version.artifact_path
+    good = path.read_bytes()
+    path.write_bytes(b"tampered")
+    url = "/api/v1/models/iris-clf/predict"
+    assert client.post(url, {"instances": [IRIS_ROW]}, format="json").status_code == 409
+    path.write_bytes(good)
+    assert client.post(url, {"instances": [IRIS_ROW]}, format="json").status_code == 409  # remembered
+    signal_bump()
+    assert client.post(url, {"instances": [IRIS_ROW]}, format="json").status_code == 200
