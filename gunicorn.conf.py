@@ -14,6 +14,9 @@ threads = 1
 keepalive = 30
 timeout = 60
 graceful_timeout = 30
+# The workers' heartbeat files in memory, not on disk: on a disk-backed /tmp the heartbeat blocks
+# whenever the disk flushes (the SQLite prediction log's checkpoints did), and requests wait with it.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def on_starting(server):
@@ -37,3 +40,4 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+

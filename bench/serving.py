@@ -119,6 +119,9 @@ def main():
         "MLOPS_VAR_DIR": str(var),
         "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",
         "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
+        # As in production: DEBUG keeps every query in memory and costs the prediction log dearly.
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-secret-key",
         "SERVING_REQUIRE_AUTH": "0",
         "SERVING_THROTTLE_RATE": "1000000/second",
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import Error, connection, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ _COLUMNS = (
     "error",
     "created_at",
 )
+# 12 parameters a row: 500 rows stay far below SQLite's limit of 32,766 bound parameters a statement.
+_ROWS_PER_STATEMENT = 500
 
 
 @dataclass
@@ -150,10 +152,8 @@ class PredictionLogWriter:
             time.sleep(settings.PREDICTION_LOG_FLUSH_SECONDS)
             try:
                 self._write_pending(settings.PREDICTION_LOG_BATCH)
-            except Exception:  # a database hiccup must not kill the writer; the batch is lost, logged
+            except Exception:  # the writer must survive anything; what it held is lost, and logged
                 logger.exception("writing the prediction log failed")
-            finally:
-                close_old_connections()
 
     def _write_pending(self, limit):
         # Taking records off the queue and writing them happen under one lock, so flush() at exit
@@ -161,7 +161,13 @@ class PredictionLogWriter:
         with self._write_lock:
             records = self._drain(limit)
             while records:
-                self._write(records)
+                try:
+                    self._write(records)
+                except Error:
+                    # The thread keeps its connection between batches (opening one per batch costs
+                    # more than the batch); one gone stale is opened again and the batch retried once.
+                    connection.close()
+                    self._write(records)
                 records = self._drain(limit)
 
     def _write(self, records):
@@ -174,10 +180,17 @@ class PredictionLogWriter:
             return
         table = connection.ops.quote_name(PredictionLog._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-        placeholders = ", ".join(["%s"] * len(_COLUMNS))
-        # One statement for the batch: the ORM's per-field preparation would cost more than the prediction.
+        row_placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+        # Multi-row INSERTs: the ORM's per-field preparation would cost more than the prediction, and
+        # psycopg2's executemany is one round trip per row.
         with transaction.atomic(), connection.cursor() as cursor:  # one commit, not one per row
-            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)  # noqa: S608
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                values = ", ".join([row_placeholder] * len(chunk))
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {values}",  # noqa: S608
+                    [value for row in chunk for value in row],
+                )
 
     def flush(self):
         """Write everything queued now (at exit)."""
