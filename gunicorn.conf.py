@@ -12,6 +12,12 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = 1
 keepalive = 30
+# Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections over
+# them. On one shared socket the first worker to wake accepts a whole burst of keep-alive
+# connections (a client's pool, a proxy's upstream) and serves them alone while the others idle:
+# half the throughput with two workers. The cost: a second server started on the same port shares
+# it instead of failing, so stop the old one first.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") == "1"
 timeout = 60
 graceful_timeout = 30
 # The workers' heartbeat files in memory, not on disk: on a disk-backed /tmp the heartbeat blocks
@@ -40,4 +46,3 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-

@@ -49,14 +49,15 @@ async def _one_connection(host, port, request, deadline, latencies, errors):
         writer.close()
 
 
-def run(url, body, *, concurrency=16, seconds=10.0, headers=None):
-    """Drive `url` for `seconds`; returns (requests per second, p50 ms, p99 ms, errors)."""
+def run(url, body, *, concurrency=16, seconds=10.0, headers=None, method="POST"):
+    """Drive `url` for `seconds` (a GET when `method` says so); returns (requests per second, p50 ms,
+    p99 ms, errors)."""
     parts = urlsplit(url)
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    content = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if method == "POST" else ""
     request = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-    ).encode() + body
+        f"{method} {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n{content}{extra}\r\n"
+    ).encode() + (body if method == "POST" else b"")
     latencies, errors = [], []
 
     async def main():
