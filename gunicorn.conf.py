@@ -20,8 +20,8 @@ keepalive = 30
 reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") == "1"
 timeout = 60
 graceful_timeout = 30
-# The workers' heartbeat files in memory, not on disk: on a disk-backed /tmp the heartbeat blocks
-# whenever the disk flushes (the SQLite prediction log's checkpoints did), and requests wait with it.
+# The workers' heartbeat files in memory, as gunicorn's FAQ advises: on a disk-backed /tmp (a
+# container's overlay) the heartbeat's fchmod can block a worker for as long as the disk is busy.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
