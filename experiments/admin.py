@@ -18,6 +18,7 @@ from experiments.forms import DatasetUploadForm, LaunchRunForm
 from experiments.models import Artifact, DatasetVersion, Experiment, Run
 from experiments.storage import artifact_read_verified
 from experiments.trainers import TRAINERS
+from mlops_site.admin import ServiceWrittenAdmin
 from mlops_site.errors import ApplicationError
 
 _STATUS_COLORS = {
@@ -194,8 +195,10 @@ def metric_column(key, label=None, *, source="latest_metrics"):
     return column
 
 
+# Runs are launched through the launch view, which calls the service; a run's record is written
+# by its worker, never edited by hand.
 @admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
+class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
@@ -266,15 +269,6 @@ class RunAdmin(admin.ModelAdmin):
         if run.mlflow_sync_error:
             return format_html('<span style="color:#dc2626" title="{}">not mirrored</span>', run.mlflow_sync_error)
         return "pending" if run.is_terminal else "–"
-
-    def has_add_permission(self, request):
-        return False  # runs are launched through the launch view, which calls the service
-
-    def has_change_permission(self, request, obj=None):
-        return False  # a run's record is written by its worker, never edited by hand
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_launch_permission(self, request):
         return request.user.has_perm("experiments.add_run")

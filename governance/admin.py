@@ -12,6 +12,7 @@ from django.utils.http import urlencode
 
 from governance.models import AuditEntry, ComplianceEvaluation, Policy, WebhookDelivery, WebhookSubscription
 from governance.services import policy_save, webhook_redeliver, webhook_subscription_save
+from mlops_site.admin import ServiceWrittenAdmin
 
 _CSV_COLUMNS = [
     "id",
@@ -37,7 +38,7 @@ class _Echo:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     """Read-only: entries are written by services, never by hand. Filter, search, export, follow an object."""
 
     list_display = ["created_at", "actor_name", "action", "object_type", "object_link", "reason", "history_link"]
@@ -113,15 +114,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = 'attachment; filename="audit-log.csv"'
         return response
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Policy)
 class PolicyAdmin(admin.ModelAdmin):
@@ -161,7 +153,7 @@ class PolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(ComplianceEvaluation)
-class ComplianceEvaluationAdmin(admin.ModelAdmin):
+class ComplianceEvaluationAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = ["version", "compliant", "score", "evaluated_by", "created_at"]
     list_filter = ["compliant", "version__model"]
     readonly_fields = ["version", "compliant", "score", "results_table", "evaluated_by", "created_at"]
@@ -172,15 +164,6 @@ class ComplianceEvaluationAdmin(admin.ModelAdmin):
         from registry.admin import compliance_html
 
         return compliance_html(evaluation)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class WebhookSubscriptionForm(forms.ModelForm):
@@ -233,7 +216,7 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     """Each event sent to each subscription: attempts, the receiver's answer, and a way to send it again."""
 
     list_display = ["created_at", "event", "subscription", "status", "attempts", "response_status", "error"]
@@ -264,12 +247,3 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
             raise PermissionDenied
         count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(request, f"{count} deliveries queued again.")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -17,6 +17,7 @@ from django.utils.http import urlencode
 from experiments.admin import metric_column
 from experiments.charts import histogram_svg
 from governance.models import AuditEntry
+from mlops_site.admin import ServiceWrittenAdmin
 from mlops_site.errors import ApplicationError
 from registry import selectors, services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
@@ -262,8 +263,10 @@ class PromotionRequestForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
 
 
+# Versions are registered from runs (action on the runs list, API or CLI); a version is immutable,
+# its stage moves only through promotion requests.
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
         "__str__",
         "stage_column",
@@ -347,15 +350,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="history")
     def history(self, version):
         return format_html('<a href="{}">audit trail of this version</a>', _history_url(version))
-
-    def has_add_permission(self, request):
-        return False  # versions are registered from runs (action on the runs list, API or CLI)
-
-    def has_change_permission(self, request, obj=None):
-        return False  # a version is immutable; its stage moves only through promotion requests
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         return [
@@ -467,8 +461,10 @@ class DecisionForm(forms.Form):
     )
 
 
+# Requests are opened from a version's page ("Request promotion") and decided through
+# Approve / Reject, never edited.
 @admin.register(PromotionRequest)
-class PromotionRequestAdmin(admin.ModelAdmin):
+class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
         "id",
         "version",
@@ -525,15 +521,6 @@ class PromotionRequestAdmin(admin.ModelAdmin):
     @admin.display(description="history")
     def history(self, promotion):
         return format_html('<a href="{}">audit trail of this request</a>', _history_url(promotion))
-
-    def has_add_permission(self, request):
-        return False  # requests are opened from a version's page ("Request promotion")
-
-    def has_change_permission(self, request, obj=None):
-        return False  # decided through Approve / Reject, never edited
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         return [

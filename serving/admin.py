@@ -7,6 +7,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from mlops_site.admin import ServiceWrittenAdmin
 from mlops_site.errors import ApplicationError
 from registry.models import ModelVersion
 from serving import services
@@ -23,8 +24,9 @@ class SideDeploymentForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
 
 
+# Primaries follow the stages; canaries and shadows are set with "Set canary or shadow".
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
         "model",
         "version",
@@ -39,15 +41,6 @@ class DeploymentAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Deployment._meta.fields]
     actions = ["retire"]
     change_list_template = "admin/serving/deployment/change_list.html"
-
-    def has_add_permission(self, request):
-        return False  # primaries follow the stages; canaries and shadows are set with "Set canary or shadow"
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         return [
@@ -104,7 +97,7 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 
 @admin.register(PredictionLog)
-class PredictionLogAdmin(admin.ModelAdmin):
+class PredictionLogAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "request_id",
@@ -123,12 +116,3 @@ class PredictionLogAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
     show_full_result_count = False  # a count(*) over millions of rows on every page is not worth it
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
