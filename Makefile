@@ -34,6 +34,7 @@ bench: $(BIN)/.installed
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ## mlflow-ui: the MLflow UI on the same store, http://127.0.0.1:5000
 mlflow-ui: $(BIN)/.installed

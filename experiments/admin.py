@@ -7,19 +7,18 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from core.admin import GREY, ServiceWrittenAdmin, admin_page, badge, metric_column
+from core.charts import line_chart_svg
+from core.errors import ApplicationError
+from core.storage import artifact_read_verified
 from experiments import selectors, services
-from experiments.charts import line_chart_svg
 from experiments.forms import DatasetUploadForm, LaunchRunForm
 from experiments.models import Artifact, DatasetVersion, Experiment, Run
-from experiments.storage import artifact_read_verified
 from experiments.trainers import TRAINERS
-from mlops_site.admin import ServiceWrittenAdmin
-from mlops_site.errors import ApplicationError
 
 _STATUS_COLORS = {
     Run.Status.QUEUED: "#6b7280",
@@ -31,21 +30,16 @@ _STATUS_COLORS = {
 
 
 def status_badge(run):
-    color = _STATUS_COLORS.get(run.status, "#6b7280")
-    badge = format_html(
-        '<span style="color:#fff;background:{};padding:1px 6px;border-radius:8px;font-size:11px">{}</span>',
-        color,
-        run.status,
-    )
+    label = badge(run.status, _STATUS_COLORS.get(run.status, GREY))
     if run.status in (Run.Status.RUNNING, Run.Status.QUEUED) and run.progress:
         return format_html(
             '{} <progress value="{}" max="100" title="{}" style="width:70px"></progress> {}%',
-            badge,
+            label,
             round(run.progress * 100),
             run.progress_message,
             round(run.progress * 100),
         )
-    return badge
+    return label
 
 
 @admin.register(Experiment)
@@ -151,14 +145,14 @@ class DatasetVersionAdmin(admin.ModelAdmin):
                 else:
                     self.message_user(request, f"This content is already stored as {version}.", messages.WARNING)
                 return redirect("admin:experiments_datasetversion_change", version.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "form": form,
-            "title": "Upload a CSV dataset",
-            "has_view_permission": True,
-        }
-        return TemplateResponse(request, "admin/experiments/datasetversion/upload.html", context)
+        return admin_page(
+            self,
+            request,
+            "Upload a CSV dataset",
+            "admin/experiments/datasetversion/upload.html",
+            form=form,
+            has_view_permission=True,
+        )
 
 
 def _fmt(value):
@@ -182,17 +176,6 @@ class RunKindFilter(admin.SimpleListFilter):
         if self.value() == "child":
             return queryset.filter(parent__isnull=False)
         return queryset
-
-
-def metric_column(key, label=None, *, source="latest_metrics"):
-    """A changelist column showing one metric of an object's metrics dict to four places."""
-
-    @admin.display(description=label or key)
-    def column(self, obj):
-        value = getattr(obj, source).get(key)
-        return "–" if value is None else f"{value:.4f}"
-
-    return column
 
 
 # Runs are launched through the launch view, which calls the service; a run's record is written
@@ -377,14 +360,14 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                     request, f"Run #{run.pk} queued" + (f" with {children} sweep runs." if children else ".")
                 )
                 return redirect("admin:experiments_run_change", run.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "form": form,
-            "title": "Launch a training run",
-            "trainers": TRAINERS.values(),
-        }
-        return TemplateResponse(request, "admin/experiments/run/launch.html", context)
+        return admin_page(
+            self,
+            request,
+            "Launch a training run",
+            "admin/experiments/run/launch.html",
+            form=form,
+            trainers=TRAINERS.values(),
+        )
 
     def compare_view(self, request):
         try:
@@ -416,14 +399,9 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             )
             for key in keys
         ]
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Compare runs",
-            **comparison,
-            "charts": charts,
-        }
-        return TemplateResponse(request, "admin/experiments/run/compare.html", context)
+        return admin_page(
+            self, request, "Compare runs", "admin/experiments/run/compare.html", **comparison, charts=charts
+        )
 
     def artifact_view(self, request, run_id, artifact_path):
         """Serve an artifact's bytes, only if they still match the checksum recorded for them."""

@@ -8,11 +8,11 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.errors import InvalidInput
 from experiments import selectors, services
 from experiments.datasets import CUSTOMER_CHURN_MAX_SAMPLES
 from experiments.models import DatasetVersion, Run
 from experiments.trainers import TRAINERS
-from mlops_site.errors import InvalidInput
 
 
 class ExperimentOutput(serializers.Serializer):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn import datasets as sk_datasets
 
-from mlops_site.errors import InvalidInput
+from core.errors import InvalidInput
 
 # A numeric column whose values parse as numbers this often is numeric, and the rest is junk.
 _NUMERIC_SHARE = 0.8

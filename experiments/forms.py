@@ -2,10 +2,10 @@
 
 from django import forms
 
+from core.errors import InvalidInput
 from experiments.datasets import BUILTIN_DATASETS, CUSTOMER_CHURN_MAX_SAMPLES
 from experiments.models import DatasetVersion
 from experiments.trainers import RECORDED_METRICS, TRAINERS
-from mlops_site.errors import InvalidInput
 
 
 def _dataset_choices():

@@ -4,9 +4,9 @@ from collections import defaultdict
 
 from django.db.models import Count, Prefetch
 
+from core.errors import NotFound
+from core.metrics import lower_is_better
 from experiments.models import Experiment, Metric, Run
-from experiments.services.runs import lower_is_better
-from mlops_site.errors import NotFound
 
 # The metrics shown as columns and compared first; others follow alphabetically.
 MAIN_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss")

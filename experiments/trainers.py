@@ -32,8 +32,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from core.errors import InvalidInput
 from experiments.datasets import sha256_bytes
-from mlops_site.errors import InvalidInput
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import StreamingHttpResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from core.admin import ServiceWrittenAdmin, badge
 from governance.models import AuditEntry, ComplianceEvaluation, Policy, WebhookDelivery, WebhookSubscription
 from governance.services import policy_save, webhook_redeliver, webhook_subscription_save
-from mlops_site.admin import ServiceWrittenAdmin
 
 _CSV_COLUMNS = [
     "id",
@@ -30,6 +30,40 @@ _CSV_COLUMNS = [
     "prev_hash",
     "entry_hash",
 ]
+
+
+def compliance_html(evaluation):
+    """A compliance evaluation as a table: each policy, its checks and whether they passed."""
+    if evaluation is None:
+        return "not evaluated yet (it runs when a promotion is requested)"
+    summary = format_html(
+        "<p>{} — score {}% — evaluated {}</p>",
+        badge("compliant", "#16a34a") if evaluation.compliant else badge("NOT compliant", "#dc2626"),
+        f"{evaluation.score:.0f}",
+        f"{evaluation.created_at:%Y-%m-%d %H:%M}",
+    )
+    if not evaluation.results:
+        return format_html("{}<p>No policy applies to this model.</p>", summary)
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (
+                result["policy"],
+                result["kind"].replace("_", " "),
+                "✔" if check["passed"] else "✘",
+                check["detail"],
+            )
+            for result in evaluation.results
+            for check in result["checks"]
+        ),
+    )
+    return format_html(
+        "{}<table><thead><tr><th>policy</th><th>kind</th><th>passed</th><th>check</th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        summary,
+        rows,
+    )
 
 
 class _Echo:
@@ -161,8 +195,6 @@ class ComplianceEvaluationAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="results")
     def results_table(self, evaluation):
-        from registry.admin import compliance_html
-
         return compliance_html(evaluation)
 
 

@@ -5,8 +5,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.generics import ListAPIView
 
+from core.permissions import require_perm
 from governance import selectors
-from mlops_site.permissions import require_perm
 
 _FILTERS = ("actor", "action", "object_type", "object_id", "since", "until", "q")
 

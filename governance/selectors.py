@@ -6,8 +6,8 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from core.errors import InvalidInput
 from governance.models import AuditEntry
-from mlops_site.errors import InvalidInput
 
 
 def _moment(value, field):
@@ -44,3 +44,13 @@ def audit_entry_list(*, actor=None, action=None, object_type=None, object_id=Non
             Q(object_repr__icontains=q) | Q(reason__icontains=q) | Q(actor_name__icontains=q) | Q(request_id=q)
         )
     return entries.order_by("-id")
+
+
+def audit_entries_of(obj, *, action=None):
+    """The audit entries of one object (any model instance), oldest first; only `action` if given."""
+    entries = AuditEntry.objects.filter(
+        object_type=f"{obj._meta.app_label}.{obj._meta.model_name}", object_id=str(obj.pk)
+    )
+    if action:
+        entries = entries.filter(action=action)
+    return entries.order_by("id")

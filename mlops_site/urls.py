@@ -23,5 +23,5 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
-handler404 = "mlops_site.errors.not_found"
-handler500 = "mlops_site.errors.server_error"
+handler404 = "core.errors.not_found"
+handler500 = "core.errors.server_error"

@@ -9,16 +9,16 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
-from django.utils.http import urlencode
 
-from experiments.admin import metric_column
-from experiments.charts import histogram_svg
-from governance.models import AuditEntry
-from mlops_site.admin import ServiceWrittenAdmin
-from mlops_site.errors import ApplicationError
+from core.admin import GREY, ServiceWrittenAdmin, admin_page, audit_trail_url, badge, metric_column
+from core.charts import histogram_svg
+from core.errors import ApplicationError
+from experiments.models import Run
+from governance.admin import compliance_html
+from governance.models import ComplianceEvaluation
+from governance.selectors import audit_entries_of
 from registry import selectors, services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
@@ -35,66 +35,8 @@ _STATUS_COLORS = {
 }
 
 
-def _badge(text, color):
-    return format_html(
-        '<span style="color:#fff;background:{};padding:1px 7px;border-radius:8px;font-size:11px">{}</span>',
-        color,
-        text,
-    )
-
-
-def stage_badge(stage):
-    return _badge(stage, _STAGE_COLORS.get(stage, "#6b7280"))
-
-
-def compliance_html(evaluation):
-    """A compliance evaluation as a table: each policy, its checks and whether they passed."""
-    if evaluation is None:
-        return "not evaluated yet (it runs when a promotion is requested)"
-    summary = format_html(
-        "<p>{} — score {}% — evaluated {}</p>",
-        _badge("compliant", "#16a34a") if evaluation.compliant else _badge("NOT compliant", "#dc2626"),
-        f"{evaluation.score:.0f}",
-        f"{evaluation.created_at:%Y-%m-%d %H:%M}",
-    )
-    if not evaluation.results:
-        return format_html("{}<p>No policy applies to this model.</p>", summary)
-    rows = format_html_join(
-        "",
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-        (
-            (
-                result["policy"],
-                result["kind"].replace("_", " "),
-                "✔" if check["passed"] else "✘",
-                check["detail"],
-            )
-            for result in evaluation.results
-            for check in result["checks"]
-        ),
-    )
-    return format_html(
-        "{}<table><thead><tr><th>policy</th><th>kind</th><th>passed</th><th>check</th></tr></thead>"
-        "<tbody>{}</tbody></table>",
-        summary,
-        rows,
-    )
-
-
-def _history_url(obj):
-    return (
-        reverse("admin:governance_auditentry_changelist")
-        + "?"
-        + urlencode({"object_type": f"{obj._meta.app_label}.{obj._meta.model_name}", "object_id": obj.pk})
-    )
-
-
-def _page(model_admin, request, title, template, **context):
-    return TemplateResponse(
-        request,
-        template,
-        {**model_admin.admin_site.each_context(request), "opts": model_admin.model._meta, "title": title, **context},
-    )
+def stagebadge(stage):
+    return badge(stage, _STAGE_COLORS.get(stage, GREY))
 
 
 class RegisteredModelForm(forms.ModelForm):
@@ -134,7 +76,7 @@ class VersionInline(admin.TabularInline):
 
     @admin.display(description="stage")
     def stage_column(self, version):
-        return stage_badge(version.stage)
+        return stagebadge(version.stage)
 
     @admin.display(description="accuracy")
     def accuracy(self, version):
@@ -162,7 +104,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="Production", ordering="production_version")
     def production(self, model):
-        return "–" if model.production_version is None else stage_badge(f"v{model.production_version}")
+        return "–" if model.production_version is None else stagebadge(f"v{model.production_version}")
 
     @admin.display(description="Staging", ordering="staging_version")
     def staging(self, model):
@@ -182,7 +124,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="history")
     def history(self, model):
-        return format_html('<a href="{}">audit trail of this model</a>', _history_url(model))
+        return format_html('<a href="{}">audit trail of this model</a>', audit_trail_url(model))
 
     def has_add_permission(self, request):
         return False  # a model is created by registering its first version
@@ -237,7 +179,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                     return redirect("admin:registry_registeredmodel_change", model.pk)
                 self.message_user(request, f"Rollback request #{result.pk} opened; another approver decides it.")
                 return redirect("admin:registry_promotionrequest_change", result.pk)
-        return _page(
+        return admin_page(
             self,
             request,
             f"Roll back production of {model.name}",
@@ -295,8 +237,6 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     f1_macro = metric_column("f1_macro", source="metrics")
 
     def get_queryset(self, request):
-        from governance.models import ComplianceEvaluation
-
         latest = ComplianceEvaluation.objects.filter(version=OuterRef("pk")).order_by("-created_at", "-id")
         return (
             super()
@@ -312,7 +252,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="stage", ordering="stage")
     def stage_column(self, version):
-        return stage_badge(version.stage)
+        return stagebadge(version.stage)
 
     @admin.display(description="compliance")
     def compliance_column(self, version):
@@ -349,7 +289,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="history")
     def history(self, version):
-        return format_html('<a href="{}">audit trail of this version</a>', _history_url(version))
+        return format_html('<a href="{}">audit trail of this version</a>', audit_trail_url(version))
 
     def get_urls(self):
         return [
@@ -377,7 +317,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 "histograms": histograms,
                 "reference_rows": sorted(version.reference_stats["features"].items()),
                 "requests": version.promotion_requests.select_related("requested_by", "decided_by")[:20],
-                "stage_history": stage_history(version),
+                "stage_history": audit_entries_of(version, action="version.stage_changed"),
                 "can_request": request.user.has_perm("registry.request_promotion")
                 and version.stage != ModelVersion.Stage.ARCHIVED,
             }
@@ -385,8 +325,6 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     def register_view(self, request):
         """Register a finished run (?run=ID, from the runs list's action) as the next version of a model."""
-        from experiments.models import Run
-
         if not request.user.has_perm("registry.add_modelversion"):
             raise PermissionDenied
         run = get_object_or_404(Run, pk=request.GET.get("run") if str(request.GET.get("run", "")).isdigit() else 0)
@@ -404,7 +342,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"Registered run #{run.pk} as {version}.")
                 return redirect("admin:registry_modelversion_change", version.pk)
-        return _page(
+        return admin_page(
             self,
             request,
             f"Register run #{run.pk} as a model version",
@@ -440,14 +378,14 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                     messages.SUCCESS if promotion.compliance.compliant else messages.WARNING,
                 )
                 return redirect("admin:registry_promotionrequest_change", promotion.pk)
-        return _page(
+        return admin_page(
             self,
             request,
             f"Request the promotion of {version}",
             "admin/registry/action_form.html",
             form=form,
             object=version,
-            intro=format_html("{} is in {} now.", version, stage_badge(version.stage)),
+            intro=format_html("{} is in {} now.", version, stagebadge(version.stage)),
             submit="Request promotion",
         )
 
@@ -493,11 +431,11 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="stage change")
     def transition(self, promotion):
-        return format_html("{} → {}", stage_badge(promotion.from_stage), stage_badge(promotion.to_stage))
+        return format_html("{} → {}", stagebadge(promotion.from_stage), stagebadge(promotion.to_stage))
 
     @admin.display(description="status", ordering="status")
     def status_column(self, promotion):
-        return _badge(promotion.status, _STATUS_COLORS[promotion.status])
+        return badge(promotion.status, _STATUS_COLORS[promotion.status])
 
     @admin.display(description="compliance")
     def compliance_column(self, promotion):
@@ -520,7 +458,7 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="history")
     def history(self, promotion):
-        return format_html('<a href="{}">audit trail of this request</a>', _history_url(promotion))
+        return format_html('<a href="{}">audit trail of this request</a>', audit_trail_url(promotion))
 
     def get_urls(self):
         return [
@@ -580,10 +518,3 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         except ApplicationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         return redirect("admin:registry_promotionrequest_change", promotion.pk)
-
-
-def stage_history(version):
-    """The audit entries of a version's stage changes, oldest first."""
-    return AuditEntry.objects.filter(
-        object_type="registry.modelversion", object_id=str(version.pk), action="version.stage_changed"
-    ).order_by("id")

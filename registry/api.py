@@ -7,8 +7,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlops_site.errors import InvalidInput
-from mlops_site.permissions import require_perm
+from core.errors import InvalidInput
+from core.permissions import require_perm
 from registry import selectors, services
 from registry.models import PromotionRequest
 

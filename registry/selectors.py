@@ -2,7 +2,7 @@
 
 from django.db.models import Count, OuterRef, Prefetch, Subquery
 
-from mlops_site.errors import NotFound
+from core.errors import NotFound
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 
 

@@ -5,3 +5,7 @@ from django.dispatch import Signal
 # Sent after a version's stage changed: sender=ModelVersion, version, from_stage, to_stage, by.
 # Serving follows it with deployments; receivers run in the same transaction and must audit their changes.
 version_stage_changed = Signal()
+
+# Sent after a version's fast inference form was rebuilt: sender=ModelVersion, version, by.
+# Serving drops the loaded copy so the new form is served; receivers run in the same transaction.
+version_serving_form_changed = Signal()

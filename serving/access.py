@@ -1,36 +1,16 @@
-"""Authentication and throttling for the prediction APIs, cheap enough for every request.
+"""Throttling for the prediction APIs, cheap enough for every request.
 
-DRF's token lookup is a database query per request and its throttle keeps every request's
-timestamp; here a token is remembered for a minute per process, and the throttle is a
-fixed-window counter in process memory.
+DRF's throttle keeps every request's timestamp in a cache; here it is a fixed-window counter in
+process memory.
 """
 
 import threading
 import time
 
 from django.conf import settings
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.throttling import BaseThrottle
 
-_TOKEN_TTL = 60.0
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class CachedTokenAuthentication(TokenAuthentication):
-    """TokenAuthentication remembering valid tokens for a minute (a revoked token stops within a minute)."""
-
-    _known = {}
-
-    def authenticate_credentials(self, key):
-        found = self._known.get(key)
-        now = time.monotonic()
-        if found is not None and found[1] > now:
-            return found[0]
-        result = super().authenticate_credentials(key)
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[key] = (result, now + _TOKEN_TTL)
-        return result
 
 
 def _parse_rate(rate):

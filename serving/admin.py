@@ -7,8 +7,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from mlops_site.admin import ServiceWrittenAdmin
-from mlops_site.errors import ApplicationError
+from core.admin import ServiceWrittenAdmin
+from core.errors import ApplicationError
 from registry.models import ModelVersion
 from serving import services
 from serving.models import Deployment, PredictionLog

@@ -17,9 +17,10 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mlops_site.errors import ApplicationError, InvalidInput
+from core.auth import CachedTokenAuthentication
+from core.errors import ApplicationError, InvalidInput
 from serving import services
-from serving.access import CachedTokenAuthentication, PredictionRateThrottle
+from serving.access import PredictionRateThrottle
 from serving.predict import error_logged, predict
 from serving.runtime import runtime
 

@@ -6,10 +6,18 @@ class ServingConfig(AppConfig):
     name = "serving"
 
     def ready(self):
-        from registry.signals import version_stage_changed
+        from django.db import transaction
+
+        from registry.signals import version_serving_form_changed, version_stage_changed
         from serving.services import deployments_follow_stage
+        from serving.signal import signal_bump
 
         def follow(sender, version, from_stage, to_stage, by, **kwargs):
             deployments_follow_stage(version=version, from_stage=from_stage, to_stage=to_stage, by=by)
 
+        def reload(sender, version, by, **kwargs):
+            # Serving processes load a version once: moving the signal makes them load the new form.
+            transaction.on_commit(signal_bump)
+
         version_stage_changed.connect(follow, dispatch_uid="serving.deployments_follow_stage", weak=False)
+        version_serving_form_changed.connect(reload, dispatch_uid="serving.reload_on_new_form", weak=False)

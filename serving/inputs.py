@@ -6,7 +6,7 @@ online traffic is faster than building a DataFrame.
 
 import math
 
-from mlops_site.errors import InvalidInput, Unprocessable
+from core.errors import InvalidInput, Unprocessable
 
 _FLOAT32_MAX = 3.4028234663852886e38
 

@@ -7,14 +7,14 @@ import uuid
 from django.conf import settings
 from django.utils import timezone
 
-from mlops_site.errors import ApplicationError
-from monitoring.metrics import (
+from core.errors import ApplicationError
+from serving import inputs
+from serving.metrics import (
     prediction_confidence,
     prediction_errors_total,
     prediction_latency_seconds,
     prediction_requests_total,
 )
-from serving import inputs
 from serving.predlog import LogRecord, writer
 from serving.runtime import runtime
 

@@ -171,6 +171,7 @@ class PredictionLogWriter:
                 records = self._drain(limit)
 
     def _write(self, records):
+        # Imported here: gunicorn.conf.py imports this module before Django's apps are loaded.
         from serving.models import PredictionLog
 
         records = records + [_shadow_record(r) for r in records if r.shadow is not None]

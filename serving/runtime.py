@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from experiments.storage import artifact_read_verified
-from mlops_site.errors import ApplicationError, NotFound
+from core.errors import ApplicationError, NotFound
+from core.storage import artifact_read_verified
 from registry.fast_inference import MISSING_CATEGORY, onnx_session
+from registry.models import RegisteredModel
+from registry.selectors import version_get
+from serving.selectors import active_deployments
 from serving.signal import signal_read
 
 logger = logging.getLogger(__name__)
@@ -132,13 +135,9 @@ class ServingRuntime:
             raise route  # remembered until the signal moves: a broken file is not re-read per request
         if route is not None:
             return route
-        from serving.selectors import active_deployments
-
         deployments = active_deployments(model_name=model_name, environment=environment)
         primary = next((d for d in deployments if d.mode == "primary"), None)
         if primary is None:
-            from registry.models import RegisteredModel
-
             if not RegisteredModel.objects.filter(name=model_name).exists():
                 raise NotFound(f"model {model_name!r} does not exist", field="model")
             raise NotFound(f"{model_name} has no version in {environment}", field="model")
@@ -175,8 +174,6 @@ class ServingRuntime:
         key = (model_name, number)
         model = self._by_number.get(key)
         if model is None:
-            from registry.selectors import version_get
-
             model = self._loaded(version_get(model_name=model_name, version=number))
             self._by_number[key] = model
         return model

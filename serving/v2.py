@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from mlops_site.errors import InvalidInput, Unprocessable
+from core.errors import InvalidInput, Unprocessable
 from serving.api import OpenPredictionView, PredictionApiView, json_body
 from serving.runtime import runtime
 

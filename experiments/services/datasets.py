@@ -3,11 +3,11 @@
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from core.errors import InvalidInput
+from core.storage import artifact_read_verified, artifact_write
 from experiments import datasets as data
 from experiments.models import DatasetVersion
-from experiments.storage import artifact_read_verified, artifact_write
 from governance.services import audit_record
-from mlops_site.errors import InvalidInput
 
 
 def _dataset_version_store(*, name, source, frame, content, target, build_params, by):

@@ -9,24 +9,23 @@ the run and retried by the `mirror_pending_runs` beat task.
 import contextlib
 import logging
 import math
-import threading
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.mlflow import fluent_lock, mlflow_client
+from core.storage import artifact_path, artifact_read_verified
 from experiments.models import Experiment, Metric, Param, Run, RunTag
+from experiments.services.datasets import dataset_frame_load
 from experiments.services.runs import run_name_fit
-from experiments.storage import artifact_path, artifact_read_verified
 from governance.services import audit_record
 
 logger = logging.getLogger(__name__)
 
 RUN_ID_TAG = "mlops_site.run_id"
 _BATCH = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
-# mlflow.sklearn.log_model uses the process-wide tracking URI and active run.
-_fluent_lock = threading.Lock()
 
 _STATUS_FROM_MLFLOW = {
     "RUNNING": Run.Status.RUNNING,
@@ -35,14 +34,6 @@ _STATUS_FROM_MLFLOW = {
     "FAILED": Run.Status.FAILED,
     "KILLED": Run.Status.KILLED,
 }
-
-
-def mlflow_client(tracking_uri=None):
-    """A client of our MLflow store; its model registry lives in the same store (MLflow's own default may not)."""
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or settings.MLFLOW_TRACKING_URI
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _ms(moment):
@@ -161,15 +152,13 @@ def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
     import sklearn
     from mlflow.models import infer_signature
 
-    from experiments.services.datasets import dataset_frame_load
-
     # Only a model whose checksum matches our record is ever unpickled.
     pipeline = joblib.load(io.BytesIO(artifact_read_verified(run.model_path, run.model_sha256)))
     frame = dataset_frame_load(version=run.dataset).drop(columns=[run.dataset.target]).head(5)
     # Integer columns become doubles in the signature, so a client may send a missing value.
     frame = frame.astype({name: "float64" for name in frame.select_dtypes("integer").columns})
     signature = infer_signature(frame, pipeline.predict(frame))
-    with _fluent_lock:
+    with fluent_lock:
         mlflow.set_tracking_uri(tracking_uri)
         with mlflow.start_run(run_id=mlflow_run_id):
             # cloudpickle, not MLflow's default skops: skops refuses pipelines of trusted-but-unlisted

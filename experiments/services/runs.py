@@ -14,22 +14,18 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.errors import ApplicationError, Conflict, InvalidInput, NotFound
+from core.metrics import lower_is_better
+from core.storage import artifact_write
 from experiments import trainers
 from experiments.models import Artifact, Experiment, Metric, Param, Run, RunTag
 from experiments.services.datasets import dataset_frame_load, dataset_resolve
 from experiments.signals import run_progress
-from experiments.storage import artifact_write
 from governance.services import audit_record
-from mlops_site.errors import ApplicationError, Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
 MAX_SWEEP_RUNS = 200
-
-
-def lower_is_better(metric):
-    """Losses, times and sizes are better small; every other metric is better large."""
-    return metric.endswith(("loss", "_seconds", "_ms", "_bytes"))
 
 
 _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress writes to the database

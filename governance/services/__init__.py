@@ -1,7 +1,12 @@
 """Writes of the governance app: the audit trail, compliance evaluations, policies, webhooks."""
 
 from governance.services.audit import GENESIS_HASH, audit_chain_verify, audit_entry_fields, audit_record
-from governance.services.compliance import compliance_evaluate, policy_save
+from governance.services.compliance import (
+    ComplianceSubject,
+    compliance_evaluate,
+    compliance_failures,
+    policy_save,
+)
 from governance.services.webhooks import (
     webhook_deliver,
     webhook_event_emit,
@@ -10,11 +15,13 @@ from governance.services.webhooks import (
 )
 
 __all__ = [
+    "ComplianceSubject",
     "GENESIS_HASH",
     "audit_chain_verify",
     "audit_entry_fields",
     "audit_record",
     "compliance_evaluate",
+    "compliance_failures",
     "policy_save",
     "webhook_deliver",
     "webhook_event_emit",

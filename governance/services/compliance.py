@@ -1,36 +1,47 @@
-"""Policies and the compliance evaluation of a model version against them."""
+"""Policies and the compliance evaluation of a model version against them.
+
+Governance is the lowest app: it reads no registry or experiments code. The registry hands it the
+facts a policy looks at as a ComplianceSubject, and gets back a stored evaluation.
+"""
+
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import Q
 from django.forms.models import model_to_dict
 
+from core.metrics import metric_threshold_check
 from governance.models import ComplianceEvaluation, Policy
 from governance.services.audit import audit_record
-from mlops_site.errors import ApplicationError
+
+
+@dataclass(frozen=True)
+class ComplianceSubject:
+    """What the policies look at for one model version, gathered by the registry."""
+
+    version_id: int
+    model_id: int
+    metrics: dict
+    dataset: str
+    dataset_rows: int
+    # Whether the training data still matches its checksum and schema, and if not, why.
+    dataset_valid: bool
+    dataset_problem: str = ""
+    null_percent: dict = field(default_factory=dict)  # column -> % of nulls
+    documented: dict = field(default_factory=dict)  # "description" / "owner" / "intended_use" -> filled in
 
 
 def _check(name, passed, detail):
     return {"check": name, "passed": bool(passed), "detail": detail}
 
 
-def metric_threshold_check(metric, value, threshold):
-    """(passed, detail) for a metric against a threshold: a minimum, or a maximum for losses, times and sizes."""
-    from experiments.services.runs import lower_is_better
-
-    if value is None:
-        return False, f"no {metric} metric"
-    if lower_is_better(metric):
-        return value <= threshold, f"{metric} {value:.4g} (at most {threshold:g})"
-    return value >= threshold, f"{metric} {value:.4g} (at least {threshold:g})"
-
-
-def _performance_checks(policy, version):
+def _performance_checks(policy, subject):
     checks = [
-        _check(metric, *metric_threshold_check(metric, version.metrics.get(metric), threshold))
+        _check(metric, *metric_threshold_check(metric, subject.metrics.get(metric), threshold))
         for metric, threshold in sorted(policy.min_metrics.items())
     ]
     if policy.max_latency_ms is not None:
-        latency = version.metrics.get("inference_time_ms")
+        latency = subject.metrics.get("inference_time_ms")
         if latency is None:
             checks.append(_check("latency", False, "the version has no inference_time_ms metric"))
         else:
@@ -44,28 +55,21 @@ def _performance_checks(policy, version):
     return checks
 
 
-def _data_quality_checks(policy, version):
-    from experiments.services import dataset_frame_load
-
-    dataset = version.dataset
+def _data_quality_checks(policy, subject):
     checks = []
     if policy.require_validated_dataset:
-        try:
-            dataset_frame_load(version=dataset)
-        except ApplicationError as exc:
-            checks.append(_check("validated", False, f"{dataset}: {exc.message}"))
+        if subject.dataset_valid:
+            checks.append(_check("validated", True, f"{subject.dataset} matches its checksum and schema"))
         else:
-            checks.append(_check("validated", True, f"{dataset} matches its checksum and schema"))
+            checks.append(_check("validated", False, f"{subject.dataset}: {subject.dataset_problem}"))
     if policy.min_rows is not None:
-        checks.append(
-            _check("rows", dataset.n_rows >= policy.min_rows, f"{dataset.n_rows} rows (at least {policy.min_rows})")
-        )
+        rows = subject.dataset_rows
+        checks.append(_check("rows", rows >= policy.min_rows, f"{rows} rows (at least {policy.min_rows})"))
     if policy.max_null_percent is not None:
         worst_name, worst = "", 0.0
-        for column in dataset.schema["columns"]:
-            percent = 100.0 * column["null_count"] / max(dataset.n_rows, 1)
+        for name, percent in subject.null_percent.items():
             if percent > worst or not worst_name:
-                worst_name, worst = column["name"], percent
+                worst_name, worst = name, percent
         checks.append(
             _check(
                 "nulls",
@@ -76,16 +80,11 @@ def _data_quality_checks(policy, version):
     return checks
 
 
-def _documentation_checks(policy, version):
-    model = version.model
-    present = {
-        "description": bool(model.description.strip() or version.description.strip()),
-        "owner": model.owner_id is not None,
-        "intended_use": bool(model.intended_use.strip()),
-    }
+def _documentation_checks(policy, subject):
+    present = subject.documented
     return [
-        _check(field, present[field], f"{field.replace('_', ' ')} {'filled in' if present[field] else 'missing'}")
-        for field in policy.required_fields
+        _check(name, present.get(name), f"{name.replace('_', ' ')} {'filled in' if present.get(name) else 'missing'}")
+        for name in policy.required_fields
     ]
 
 
@@ -96,19 +95,20 @@ _CHECKS = {
 }
 
 
-def policies_for(model):
-    return Policy.objects.filter(Q(model__isnull=True) | Q(model=model), enabled=True).order_by("kind", "name")
+def policies_for(*, model_id):
+    """The enabled policies that apply to a registered model: its own and the global ones."""
+    return Policy.objects.filter(Q(model__isnull=True) | Q(model_id=model_id), enabled=True).order_by("kind", "name")
 
 
-def compliance_evaluate(*, version, by=None):
+def compliance_evaluate(*, subject: ComplianceSubject, by=None) -> ComplianceEvaluation:
     """Check a version against every enabled policy that applies to its model; stores and returns the result.
 
     A policy passes when all its checks pass; the score is the share of policies passed.
     With no policy, a version is compliant with a score of 100.
     """
     results = []
-    for policy in policies_for(version.model):
-        checks = _CHECKS[policy.kind](policy, version)
+    for policy in policies_for(model_id=subject.model_id):
+        checks = _CHECKS[policy.kind](policy, subject)
         results.append(
             {
                 "policy": policy.name,
@@ -121,7 +121,7 @@ def compliance_evaluate(*, version, by=None):
     passed = sum(result["passed"] for result in results)
     score = 100.0 * passed / len(results) if results else 100.0
     return ComplianceEvaluation.objects.create(
-        version=version,
+        version_id=subject.version_id,
         results=results,
         score=score,
         compliant=passed == len(results),

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from governance.models import WebhookDelivery, WebhookSubscription
+from governance.services.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,6 @@ def webhooks_retry_stalled(*, now=None):
 
 def webhook_subscription_save(*, subscription, by):
     """Create or edit a subscription, audited (the secret itself is never written to the trail)."""
-    from governance.services.audit import audit_record
-
     subscription.full_clean()
 
     def snapshot(obj):

@@ -11,8 +11,8 @@ import logging
 from django.conf import settings
 from django.utils import timezone
 
+from core.mlflow import fluent_lock, mlflow_client
 from experiments.services import run_mirror_to_mlflow
-from experiments.services.mlflow_sync import _fluent_lock, mlflow_client
 from registry.models import ModelVersion, RegisteredModel
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ def model_mirror_to_mlflow(*, model_id):
         import mlflow
 
         # create_model_version resolves a models:/ source through the process-wide tracking URI.
-        with _fluent_lock:
+        with fluent_lock:
             mlflow.set_tracking_uri(settings.MLFLOW_TRACKING_URI)
             mlflow.set_registry_uri(settings.MLFLOW_TRACKING_URI)
             _mirror(model, mlflow_client())

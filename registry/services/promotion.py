@@ -8,12 +8,13 @@ then model, then versions), so concurrent decisions on one model run one after a
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from experiments.storage import artifact_read_verified
-from governance.services import audit_record, compliance_evaluate
-from governance.services.compliance import compliance_failures
-from mlops_site.errors import Conflict, InvalidInput, NotFound, NotPermitted
+from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, NotPermitted
+from core.permissions import permission_require
+from core.storage import artifact_read_verified
+from experiments.services import dataset_frame_load
+from governance.services import ComplianceSubject, audit_record, compliance_evaluate, compliance_failures
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
-from registry.services.common import event_emit, model_sync_later, require_permission
+from registry.services.common import event_emit, model_sync_later
 from registry.signals import version_stage_changed
 
 Stage = ModelVersion.Stage
@@ -82,6 +83,36 @@ def _stage_write(version, to_stage, *, by, now, reason, request):
     version_stage_changed.send(sender=ModelVersion, version=version, from_stage=before, to_stage=to_stage, by=by)
 
 
+def _compliance_subject(version):
+    """The facts the governance policies check about a version, gathered here (governance reads no registry)."""
+    dataset = version.dataset
+    try:
+        dataset_frame_load(version=dataset)
+    except ApplicationError as exc:
+        valid, problem = False, exc.message
+    else:
+        valid, problem = True, ""
+    model = version.model
+    return ComplianceSubject(
+        version_id=version.pk,
+        model_id=model.pk,
+        metrics=version.metrics,
+        dataset=str(dataset),
+        dataset_rows=dataset.n_rows,
+        dataset_valid=valid,
+        dataset_problem=problem,
+        null_percent={
+            column["name"]: 100.0 * column["null_count"] / max(dataset.n_rows, 1)
+            for column in dataset.schema["columns"]
+        },
+        documented={
+            "description": bool(model.description.strip() or version.description.strip()),
+            "owner": model.owner_id is not None,
+            "intended_use": bool(model.intended_use.strip()),
+        },
+    )
+
+
 def _request_snapshot(request):
     return {
         "kind": request.kind,
@@ -94,7 +125,7 @@ def _request_snapshot(request):
 
 
 def _request_open(*, version, to_stage, kind, reason, by):
-    evaluation = compliance_evaluate(version=version, by=by)
+    evaluation = compliance_evaluate(subject=_compliance_subject(version), by=by)
     try:
         with transaction.atomic():  # a savepoint: a duplicate is refused without undoing the caller's work
             request = PromotionRequest.objects.create(
@@ -125,7 +156,7 @@ def _request_open(*, version, to_stage, kind, reason, by):
 
 def promotion_request_create(*, version, to_stage, reason, by):
     """Ask for `version` to move to `to_stage`; runs the compliance evaluation and returns the pending request."""
-    require_permission(by, "registry.request_promotion", doing="request promotions")
+    permission_require(by, "registry.request_promotion", doing="request promotions")
     to_stage = stage_parse(to_stage)
     reason = _text_required(reason, "reason")
     with transaction.atomic():
@@ -163,7 +194,7 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
     Production needs a compliant version (evaluated again now), or the override permission and
     a written justification, which is audited as an override.
     """
-    require_permission(by, "registry.approve_promotion", doing="approve promotions")
+    permission_require(by, "registry.approve_promotion", doing="approve promotions")
     override_justification = (override_justification or "").strip()
     with transaction.atomic():
         request = _request_locked(request_id)
@@ -177,7 +208,7 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
         if version.stage == Stage.ARCHIVED and request.kind != PromotionRequest.Kind.ROLLBACK:
             raise Conflict(f"{version} is archived; only a rollback brings it back")
         artifact_read_verified(version.artifact_path, version.artifact_sha256)
-        evaluation = compliance_evaluate(version=version, by=by)
+        evaluation = compliance_evaluate(subject=_compliance_subject(version), by=by)
         override = request.to_stage == Stage.PRODUCTION and not evaluation.compliant
         if override:
             failures = "; ".join(compliance_failures(evaluation))
@@ -225,7 +256,7 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
 
 def promotion_request_reject(*, request_id, by, comment):
     """Reject a pending request with a comment; the version stays where it is."""
-    require_permission(by, "registry.approve_promotion", doing="reject promotions")
+    permission_require(by, "registry.approve_promotion", doing="reject promotions")
     comment = _text_required(comment, "comment")
     with transaction.atomic():
         request = _request_locked(request_id)
@@ -284,9 +315,9 @@ def production_rollback(*, model_name, by, reason, emergency=False):
     with emergency=True a user holding emergency_rollback does it at once (returns the version).
     """
     if emergency:
-        require_permission(by, "registry.emergency_rollback", doing="roll back production without approval")
+        permission_require(by, "registry.emergency_rollback", doing="roll back production without approval")
     else:
-        require_permission(by, "registry.request_promotion", "registry.approve_promotion", doing="request a rollback")
+        permission_require(by, "registry.request_promotion", "registry.approve_promotion", doing="request a rollback")
     reason = _text_required(reason, "reason")
     model = RegisteredModel.objects.filter(name=model_name).first()
     if model is None:

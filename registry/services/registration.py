@@ -8,15 +8,17 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from core.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from core.metrics import lower_is_better
+from core.permissions import permission_require
+from core.storage import artifact_read_verified, artifact_write
 from experiments.models import Run
 from experiments.services import dataset_frame_load
-from experiments.services.runs import lower_is_better
-from experiments.storage import artifact_read_verified, artifact_write
 from governance.services import audit_record
-from mlops_site.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from registry.fast_inference import onnx_convert
 from registry.models import ModelVersion, RegisteredModel, model_name_validator
-from registry.services.common import event_emit, model_sync_later, require_permission
+from registry.services.common import event_emit, model_sync_later
+from registry.signals import version_serving_form_changed
 from registry.signature import reference_stats_compute, signature_build
 
 
@@ -54,7 +56,7 @@ def model_version_register(*, run_id, model_name, description="", by=None):
     matches its checksum, or its metrics miss the model's thresholds. Nothing is written then.
     """
     if by is not None:
-        require_permission(by, "registry.add_modelversion", doing="register model versions")
+        permission_require(by, "registry.add_modelversion", doing="register model versions")
     model_name = (model_name or "").strip()
     try:
         model_name_validator(model_name)
@@ -130,10 +132,7 @@ def version_fast_form_rebuild(*, version, by=None):
             after={"serving_form": locked.serving_form, "onnx_sha256": locked.onnx_sha256},
             reason=locked.serving_note,
         )
-        # Serving processes load versions once: the new form is picked up when they reload routes.
-        from serving.signal import signal_bump
-
-        transaction.on_commit(signal_bump)
+        version_serving_form_changed.send(sender=ModelVersion, version=locked, by=by)
     return locked
 
 
@@ -186,7 +185,7 @@ _EDITABLE = ("description", "owner", "intended_use", "tags", "metric_thresholds"
 
 def registered_model_update(*, model, by, changes):
     """Edit a model's documentation, tags or registration gate; audited with before and after."""
-    require_permission(by, "registry.change_registeredmodel", doing="edit registered models")
+    permission_require(by, "registry.change_registeredmodel", doing="edit registered models")
     unknown = set(changes) - set(_EDITABLE)
     if unknown:
         raise InvalidInput(f"cannot be edited; editable: {', '.join(_EDITABLE)}", field=sorted(unknown)[0])

@@ -3,10 +3,10 @@
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import Conflict, InvalidInput
+from core.permissions import permission_require
 from governance.services import audit_record
-from mlops_site.errors import Conflict, InvalidInput
 from registry.models import ModelVersion
-from registry.services.common import require_permission
 from serving.models import Deployment
 from serving.signal import signal_bump
 
@@ -101,7 +101,7 @@ def deployments_follow_stage(*, version, from_stage, to_stage, by):
 
 
 def _side_deployment(*, version, mode, percent, by, reason, environment):
-    require_permission(by, "serving.add_deployment", doing=f"set a {mode} deployment")
+    permission_require(by, "serving.add_deployment", doing=f"set a {mode} deployment")
     if environment not in Deployment.Environment.values:
         raise InvalidInput(f"must be one of {', '.join(Deployment.Environment.values)}", field="environment")
     with transaction.atomic():
@@ -138,7 +138,7 @@ def deployment_set_shadow(*, version, by, reason="", environment=Deployment.Envi
 
 def deployment_retire(*, deployment, by, reason=""):
     """Stop a canary or shadow (a primary leaves only by a stage change)."""
-    require_permission(by, "serving.change_deployment", doing="retire deployments")
+    permission_require(by, "serving.change_deployment", doing="retire deployments")
     if deployment.mode == Deployment.Mode.PRIMARY:
         raise Conflict("a primary deployment follows the registry: change the version's stage instead")
     with transaction.atomic():

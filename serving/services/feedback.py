@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from mlops_site.errors import Conflict, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from serving.models import PredictionLog
 
 

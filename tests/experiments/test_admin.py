@@ -5,9 +5,9 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from core.storage import artifact_path
 from experiments import services
 from experiments.models import DatasetVersion, Run
-from experiments.storage import artifact_path
 from governance.models import AuditEntry
 
 pytestmark = pytest.mark.django_db

@@ -127,8 +127,8 @@ def test_bad_input_exits_non_zero_from_the_shell():
 
 
 def test_a_failed_run_exits_non_zero_with_its_id_printed():
+    from core.storage import artifact_path
     from experiments.services import dataset_version_builtin
-    from experiments.storage import artifact_path
 
     version, _ = dataset_version_builtin(name="wine")
     artifact_path(version.path).write_bytes(b"not the data")

@@ -2,12 +2,12 @@
 
 import pytest
 
+from core.errors import InvalidInput
+from core.storage import ArtifactIntegrityError, artifact_path
 from experiments import services
 from experiments.datasets import make_customer_churn
 from experiments.models import DatasetVersion
-from experiments.storage import ArtifactIntegrityError, artifact_path
 from governance.models import AuditEntry
-from mlops_site.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,10 @@ from django.db import IntegrityError
 from mlflow import MlflowClient
 from mlflow.entities import Metric as MlflowMetric
 
+from core.errors import InvalidInput
 from experiments import services, trainers
 from experiments.models import DatasetVersion, Experiment, Run
 from governance.models import AuditEntry
-from mlops_site.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

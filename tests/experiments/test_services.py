@@ -8,11 +8,11 @@ from django.utils import timezone
 from mlflow import MlflowClient
 from mlflow.entities import Metric as MlflowMetric
 
+from core.errors import InvalidInput
+from core.storage import artifact_path
 from experiments import services
 from experiments.models import Experiment, Metric, Run
-from experiments.storage import artifact_path
 from governance.models import AuditEntry
-from mlops_site.errors import InvalidInput
 
 pytestmark = pytest.mark.django_db
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from core.errors import InvalidInput
 from experiments.datasets import builtin_frame, make_customer_churn
 from experiments.trainers import TRAINERS, params_validate, train
-from mlops_site.errors import InvalidInput
 
 
 def test_defaults_are_filled_and_cli_strings_are_typed():

@@ -1,9 +1,9 @@
 import pytest
 
+from core.errors import Conflict, InvalidInput, NotFound, NotPermitted, Unprocessable
 from experiments.models import Run
 from governance.models import AuditEntry, Policy
 from governance.services import audit_chain_verify, policy_save
-from mlops_site.errors import Conflict, InvalidInput, NotFound, NotPermitted, Unprocessable
 from registry import selectors, services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 

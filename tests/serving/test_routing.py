@@ -91,7 +91,7 @@ def test_shadow_predicts_and_is_logged_but_never_answers(
 
 
 def test_canary_and_shadow_need_the_engineer_role_and_a_primary(register, production, scientist, engineer):
-    from mlops_site.errors import Conflict, InvalidInput, NotPermitted
+    from core.errors import Conflict, InvalidInput, NotPermitted
 
     v2 = register()
     with pytest.raises(NotPermitted):
@@ -153,7 +153,7 @@ def test_two_models_of_one_run_keep_their_own_onnx_file(train, register, setting
     ModelVersion.objects.filter(pk=first.pk).update(serving_form="sklearn")
     call_command("build_fast_forms", "--model", "model-a")
     second.refresh_from_db()
-    from experiments.storage import artifact_read_verified
+    from core.storage import artifact_read_verified
 
     assert artifact_read_verified(second.onnx_path, second.onnx_sha256)
 

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
-from mlops_site.errors import ApplicationError
+from core.errors import ApplicationError
 from registry.models import ModelVersion
 from registry.services.registration import version_fast_form_rebuild
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mlops_site.cli import add_user_argument, user_resolve
-from mlops_site.errors import ApplicationError
+from core.cli import add_user_argument, user_resolve
+from core.errors import ApplicationError
 from registry import services
 
 

@@ -3,11 +3,17 @@ through the same request → approve path a team uses, so a fresh `make run` has
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
 from experiments import services
 from experiments.models import Run
+from governance.models import Policy
+from governance.services import policy_save
+from registry import selectors as registry_selectors
+from registry import services as registry_services
+from registry.models import RegisteredModel
 
 DEMO_EXPERIMENT = "demo-churn"
 DEMO_MODEL = "churn"
@@ -46,8 +52,6 @@ class Command(BaseCommand):
         self._register_and_promote(run, roles)
 
     def _users(self, password):
-        from django.contrib.auth.models import Group
-
         users = get_user_model()
         made = {}
         for username, role in DEMO_USERS.items():
@@ -60,18 +64,11 @@ class Command(BaseCommand):
         return made
 
     def _policies(self, admin_user):
-        from governance.models import Policy
-        from governance.services import policy_save
-
         for spec in DEMO_POLICIES:
             if not Policy.objects.filter(name=spec["name"]).exists():
                 policy_save(policy=Policy(**spec), by=admin_user)
 
     def _register_and_promote(self, run, roles):
-        from registry import selectors as registry_selectors
-        from registry import services as registry_services
-        from registry.models import RegisteredModel
-
         if run.status != Run.Status.FINISHED or RegisteredModel.objects.filter(name=DEMO_MODEL).exists():
             return
         scientist, approver = roles["scientist"], roles["approver"]

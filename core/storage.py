@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from mlops_site.errors import Conflict
+from core.errors import Conflict
 
 
 class ArtifactIntegrityError(Conflict):

@@ -5,13 +5,14 @@ import logging
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from core.cli import add_user_argument, user_resolve
+from core.errors import ApplicationError
 from experiments import services
 from experiments.models import Run
 from experiments.selectors import MAIN_METRICS
 from experiments.signals import run_progress
 from experiments.trainers import TRAINERS
-from mlops_site.cli import add_user_argument, user_resolve
-from mlops_site.errors import ApplicationError
+from registry.services import model_version_register
 
 
 def _key_value(text):
@@ -113,8 +114,6 @@ class Command(BaseCommand):
         self.stdout.write(str(run.pk))
 
     def _register(self, run, model_name, by):
-        from registry.services import model_version_register
-
         target = run.best_child if run.is_sweep else run
         if target is None:
             raise CommandError(f"sweep {run.pk} has no finished run to register")
