@@ -2,6 +2,10 @@
 
 from django.dispatch import Signal
 
+# Sent after a version was registered: sender=ModelVersion, version, by. Receivers run inside the
+# registration's transaction; heavy work belongs in transaction.on_commit (e.g. a task).
+version_registered = Signal()
+
 # Sent after a version's stage changed: sender=ModelVersion, version, from_stage, to_stage, by.
 # Serving follows it with deployments; receivers run in the same transaction and must audit their changes.
 version_stage_changed = Signal()

@@ -18,7 +18,7 @@ from governance.services import audit_record
 from registry.fast_inference import onnx_convert
 from registry.models import ModelVersion, RegisteredModel, model_name_validator
 from registry.services.common import event_emit, model_sync_later
-from registry.signals import version_serving_form_changed
+from registry.signals import version_registered, version_serving_form_changed
 from registry.signature import reference_stats_compute, signature_build
 
 
@@ -177,6 +177,7 @@ def _version_create(*, run, model_name, description, by, signature, reference, f
     )
     event_emit("version.registered", version)
     model_sync_later(model)
+    version_registered.send(sender=ModelVersion, version=version, by=by)
     return version
 
 
