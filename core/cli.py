@@ -18,7 +18,10 @@ def user_resolve(username, *, required):
     """The user named by --user; CommandError if it is missing (when required) or unknown."""
     if not username:
         if required:
-            raise CommandError("say who you are with --user USERNAME (or set MLOPS_USER): approvals need two people")
+            raise CommandError(
+                "say who you are with --user USERNAME (or set MLOPS_USER): every change is checked against "
+                "your role and audited under your name"
+            )
         return None
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:

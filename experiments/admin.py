@@ -68,6 +68,13 @@ class ExperimentAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # runs point at experiments; the trail stays whole
 
+    def save_model(self, request, obj, form, change):
+        """Through the service, which checks the role and audits the change."""
+        try:
+            services.experiment_save(experiment=obj, by=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+
 
 @admin.register(DatasetVersion)
 class DatasetVersionAdmin(admin.ModelAdmin):
@@ -125,9 +132,7 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         return False
 
     def add_view(self, request, form_url="", extra_context=None):
-        """Upload a CSV: the service validates it, infers its schema and stores it by content hash."""
-        if not self.has_add_permission(request):
-            raise PermissionDenied
+        """Upload a CSV: the service checks the role, validates it, infers its schema and stores it by content hash."""
         form = DatasetUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -295,8 +300,6 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.action(description="Register the selected run as a model version")
     def register_version(self, request, queryset):
-        if not request.user.has_perm("registry.add_modelversion"):
-            raise PermissionDenied
         runs = list(queryset.values_list("pk", flat=True)[:2])
         if len(runs) != 1:
             self.message_user(request, "Select exactly one finished run to register.", messages.WARNING)
@@ -305,13 +308,11 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.action(description="Stop selected runs")
     def kill_runs(self, request, queryset):
-        if not self.has_launch_permission(request):
-            raise PermissionDenied
         stopped = []
         for run in queryset.exclude(status__in=Run.TERMINAL_STATUSES).order_by("id"):
             try:
                 services.run_kill(run_id=run.pk, by=request.user)
-            except ApplicationError as exc:  # it ended meanwhile
+            except ApplicationError as exc:  # it ended meanwhile, or it is someone else's
                 self.message_user(request, str(exc), messages.WARNING)
             else:
                 stopped.append(f"#{run.pk}")
@@ -322,9 +323,13 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.action(description="Mirror selected runs to MLflow now")
     def mirror_to_mlflow(self, request, queryset):
-        if not request.user.has_perm("experiments.add_run"):
-            raise PermissionDenied
-        done, failed = services.runs_mirror_pending(run_ids=list(queryset.values_list("pk", flat=True)))
+        try:
+            done, failed = services.runs_mirror_now(
+                run_ids=list(queryset.values_list("pk", flat=True)), by=request.user
+            )
+        except ApplicationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
         self.message_user(
             request,
             f"{done} run(s) mirrored to MLflow." + (f" {failed} failed: see each run." if failed else ""),
@@ -332,9 +337,7 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         )
 
     def launch_view(self, request):
-        """Launch a run or a sweep; the service validates and queues it on the workers."""
-        if not self.has_launch_permission(request):
-            raise PermissionDenied
+        """Launch a run or a sweep; the service checks the role, validates and queues it on the workers."""
         form = LaunchRunForm(request.POST or None, initial={"experiment": request.GET.get("experiment", "")})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data

@@ -103,6 +103,7 @@ class Run(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(progress__gte=0) & Q(progress__lte=1), name="run_progress_0_1"),
         ]
+        permissions = [("stop_any_run", "Can stop a run someone else launched")]
 
     def __str__(self):
         return f"#{self.pk} {self.name}"

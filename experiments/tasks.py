@@ -22,7 +22,7 @@ def train_run(self, run_id):
     run = services.run_execute(run_id=run_id, task_id=self.request.id or "")
     if run is None:
         return None
-    if run.is_terminal and not run.mlflow_synced:
+    if settings.MLFLOW_MIRROR_ENABLED and run.is_terminal and not run.mlflow_synced:
         services.run_mirror_to_mlflow(run_id=run.pk)
     return run.pk
 
@@ -33,7 +33,7 @@ def sweep_finalize(run_id):
     run = services.sweep_finalize(parent_id=run_id)
     if run is None:
         return None
-    if run.is_terminal and not run.mlflow_synced:
+    if settings.MLFLOW_MIRROR_ENABLED and run.is_terminal and not run.mlflow_synced:
         services.run_mirror_to_mlflow(run_id=run.pk)
     return run.pk
 
@@ -41,7 +41,7 @@ def sweep_finalize(run_id):
 @shared_task(name="experiments.mirror_pending_runs", queue="default", time_limit=1800)
 def mirror_pending_runs():
     """Retry the MLflow mirror of ended runs that are not yet there; returns how many made it."""
-    return services.runs_mirror_pending()[0]
+    return services.runs_mirror_pending()[0] if settings.MLFLOW_MIRROR_ENABLED else 0
 
 
 @shared_task(name="experiments.reap_lost_runs", queue="default", time_limit=300)

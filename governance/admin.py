@@ -2,7 +2,7 @@ import csv
 import json
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import StreamingHttpResponse
@@ -11,6 +11,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from core.admin import ServiceWrittenAdmin, badge
+from core.errors import ApplicationError
 from governance.models import AuditEntry, ComplianceEvaluation, Policy, WebhookDelivery, WebhookSubscription
 from governance.services import policy_save, webhook_redeliver, webhook_subscription_save
 
@@ -180,7 +181,10 @@ class PolicyAdmin(admin.ModelAdmin):
         return ", ".join(parts)
 
     def save_model(self, request, obj, form, change):
-        policy_save(policy=obj, by=request.user)
+        try:
+            policy_save(policy=obj, by=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
     def has_delete_permission(self, request, obj=None):
         return False  # switch a policy off with "enabled": evaluations that cite it stay readable
@@ -244,7 +248,10 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
         return subscription.failed
 
     def save_model(self, request, obj, form, change):
-        webhook_subscription_save(subscription=obj, by=request.user)
+        try:
+            webhook_subscription_save(subscription=obj, by=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(WebhookDelivery)
@@ -275,7 +282,9 @@ class WebhookDeliveryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.action(description="Redeliver selected deliveries")
     def redeliver(self, request, queryset):
-        if not request.user.has_perm("governance.change_webhooksubscription"):
-            raise PermissionDenied
-        count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)))
-        self.message_user(request, f"{count} deliveries queued again.")
+        try:
+            count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)), by=request.user)
+        except ApplicationError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.message_user(request, f"{count} deliveries queued again.")

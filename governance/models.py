@@ -3,6 +3,44 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 
+class AuditAction(models.TextChoices):
+    """Every action the audit log records, once, with what it means. Services write these names; the
+    admin's filter and the API documentation read this list."""
+
+    DATASET_CREATED = "dataset.created", "A dataset version was stored (built-in or uploaded CSV)"
+    EXPERIMENT_CREATED = "experiment.created", "An experiment was created by hand"
+    EXPERIMENT_UPDATED = "experiment.updated", "An experiment's name, description or tags were edited"
+    RUN_LAUNCHED = "run.launched", "A training run or sweep was launched"
+    RUN_STARTED = "run.started", "A worker started (or restarted) a run"
+    RUN_FINISHED = "run.finished", "A run finished and recorded its metrics and model"
+    RUN_FAILED = "run.failed", "A run failed, with the reason"
+    RUN_KILLED = "run.killed", "A run was stopped by a user"
+    RUN_IMPORTED = "run.imported", "A run was imported from an MLflow store"
+    MODEL_CREATED = "model.created", "A registered model was created by its first registration"
+    MODEL_UPDATED = "model.updated", "A model's documentation, tags or registration gate were edited"
+    VERSION_REGISTERED = "version.registered", "A finished run was registered as a model version"
+    VERSION_FAST_FORM_BUILT = "version.fast_form_built", "A version's fast inference (ONNX) form was rebuilt"
+    VERSION_STAGE_CHANGED = "version.stage_changed", "A version moved to another stage"
+    PROMOTION_REQUESTED = "promotion.requested", "A stage change was requested"
+    ROLLBACK_REQUESTED = "rollback.requested", "A rollback of production was requested"
+    TRAFFIC_REQUESTED = "traffic.requested", "A canary or shadow deployment was requested"
+    PROMOTION_APPROVED = "promotion.approved", "A second person approved a request"
+    PROMOTION_REJECTED = "promotion.rejected", "A second person rejected a request"
+    PROMOTION_OVERRIDDEN = "promotion.overridden", "A non-compliant version was approved with a justification"
+    PRODUCTION_ROLLED_BACK = "production.rolled_back", "Production went back to an earlier version"
+    DEPLOYMENT_CREATED = "deployment.created", "A version started answering an environment's traffic"
+    DEPLOYMENT_RETIRED = "deployment.retired", "A deployment stopped answering traffic"
+    FEEDBACK_CORRECTED = "feedback.corrected", "The true label of a logged prediction was corrected"
+    POLICY_CREATED = "policy.created", "A governance policy was created"
+    POLICY_UPDATED = "policy.updated", "A governance policy was edited"
+    WEBHOOK_CREATED = "webhook.created", "A webhook subscription was created"
+    WEBHOOK_UPDATED = "webhook.updated", "A webhook subscription was edited"
+    WEBHOOK_REDELIVERED = "webhook.redelivered", "Webhook deliveries were sent again by hand"
+    ROLE_GRANTED = "role.granted", "A user was given a role"
+    ROLE_REVOKED = "role.revoked", "A user lost a role"
+    AUDIT_RESEALED = "audit.resealed", "Entries written before the audit key existed were sealed with it"
+
+
 class AuditEntryQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise PermissionError("Audit entries are append-only.")
@@ -23,7 +61,7 @@ class AuditEntry(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     actor_name = models.CharField(max_length=150, help_text="Username, or the system component.")
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64, choices=AuditAction.choices, db_index=True)
     object_type = models.CharField(max_length=100, db_index=True)
     object_id = models.CharField(max_length=64, db_index=True)
     object_repr = models.CharField(max_length=200)
@@ -161,11 +199,12 @@ class WebhookSubscription(models.Model):
         PROMOTION_REQUESTED = "promotion.requested"
         PROMOTION_DECIDED = "promotion.decided"
         ROLLBACK = "production.rolled_back"
+        AUDIT_ANCHORED = "audit.anchored"
 
     name = models.CharField(max_length=200, unique=True)
     url = models.URLField(max_length=500)
     secret = models.CharField(max_length=200, help_text="Key of the HMAC-SHA256 X-Signature header over the body.")
-    events = models.JSONField(default=list, help_text="Event names; empty means every event.")
+    events = models.JSONField(default=list, blank=True, help_text="Event names; empty means every event.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

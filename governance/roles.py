@@ -1,24 +1,29 @@
-"""The roles: Django groups and the permissions each holds. Made by governance migration 0005 and
-completed by later apps' migrations (serving 0002); kept here so the migrations and anything that
-must restore them (tests that flush the database) share one definition."""
+"""The roles: Django groups and exactly the permissions each holds.
 
-_VIEW_REGISTRY = [
+Made by governance migration 0005 and brought up to date by later apps' migrations (serving 0002, 0004);
+kept here so the migrations and anything that must restore them (tests that flush the database) share
+one definition. The README's role table says the same, and tests/governance/test_roles.py checks every
+operation on every surface against it. Services decide every permission; these groups only hold them.
+"""
+
+_READ_REGISTRY = [
     "registry.view_registeredmodel",
     "registry.view_modelversion",
     "registry.view_promotionrequest",
     "governance.view_policy",
     "governance.view_complianceevaluation",
+    "experiments.view_experiment",
+    "experiments.view_run",
+    "experiments.view_datasetversion",
+    "serving.view_deployment",
 ]
 
 ROLES = {
     "Data scientist": [
-        *_VIEW_REGISTRY,
-        "experiments.view_experiment",
+        *_READ_REGISTRY,
         "experiments.add_experiment",
         "experiments.change_experiment",
-        "experiments.view_run",
         "experiments.add_run",
-        "experiments.view_datasetversion",
         "experiments.add_datasetversion",
         "registry.add_registeredmodel",
         "registry.change_registeredmodel",
@@ -26,36 +31,31 @@ ROLES = {
         "registry.request_promotion",
     ],
     "Approver": [
-        *_VIEW_REGISTRY,
-        "experiments.view_experiment",
-        "experiments.view_run",
-        "experiments.view_datasetversion",
+        *_READ_REGISTRY,
         "registry.approve_promotion",
         "registry.emergency_rollback",
         "governance.add_policy",
         "governance.change_policy",
     ],
     "Auditor": [
-        *_VIEW_REGISTRY,
+        *_READ_REGISTRY,
         "governance.view_auditentry",
+        "governance.view_webhooksubscription",
         "governance.view_webhookdelivery",
-        "experiments.view_experiment",
-        "experiments.view_run",
-        "experiments.view_datasetversion",
+        "django_celery_beat.view_periodictask",
     ],
     "ML engineer": [
-        *_VIEW_REGISTRY,
-        "experiments.view_experiment",
-        "experiments.view_run",
-        "experiments.view_datasetversion",
+        *_READ_REGISTRY,
+        "experiments.stop_any_run",
         "governance.view_webhooksubscription",
         "governance.add_webhooksubscription",
         "governance.change_webhooksubscription",
         "governance.delete_webhooksubscription",
         "governance.view_webhookdelivery",
-        "serving.view_deployment",
         "serving.add_deployment",
         "serving.change_deployment",
+        "serving.predict_any_version",
+        "serving.give_feedback",
         "serving.view_predictionlog",
         "django_celery_beat.view_periodictask",
         "django_celery_beat.add_periodictask",
@@ -68,22 +68,31 @@ ROLES = {
         "django_celery_beat.add_crontabschedule",
         "django_celery_beat.change_crontabschedule",
     ],
+    # The account an application's backend calls the prediction API with: it predicts (as any signed-in
+    # user may) and sends back the true labels.
+    "Application": [
+        "serving.give_feedback",
+    ],
 }
 
 
 def roles_sync(*, group_model=None, permission_model=None):
-    """Create the role groups if missing and give each its permissions (idempotent)."""
+    """Create the role groups if missing and give each exactly its permissions (idempotent).
+
+    A permission of an app not migrated yet is left out; that app's migration syncs again.
+    """
     if group_model is None:
         from django.contrib.auth.models import Group as group_model
         from django.contrib.auth.models import Permission as permission_model
     for role, perms in ROLES.items():
         group, _ = group_model.objects.get_or_create(name=role)
+        found = []
         for perm in perms:
             app_label, codename = perm.split(".")
-            # A permission of an app not migrated yet is skipped; that app's migration syncs again.
-            found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
-            if found is not None:
-                group.permissions.add(found)
+            permission = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if permission is not None:
+                found.append(permission)
+        group.permissions.set(found)
 
 
 def roles_sync_in_migration(apps, schema_editor):

@@ -7,9 +7,10 @@ from django.db.models.signals import m2m_changed
 from django.dispatch import receiver
 
 from governance.context import current_user
+from governance.models import AuditAction
 from governance.services import audit_record
 
-_ACTIONS = {"post_add": "role.granted", "post_remove": "role.revoked"}
+_ACTIONS = {"post_add": AuditAction.ROLE_GRANTED, "post_remove": AuditAction.ROLE_REVOKED}
 
 
 @receiver(m2m_changed, sender=get_user_model().groups.through)
@@ -27,7 +28,7 @@ def audit_role_change(sender, instance, action, reverse, pk_set, **kwargs):
             for user_pk, group_pks in getattr(instance, "_roles_cleared", {}).items()
             for group_pk in group_pks
         ]
-        name = "role.revoked"
+        name = AuditAction.ROLE_REVOKED
     elif action in _ACTIONS:
         pairs = [(pk, instance.pk) for pk in pk_set] if reverse else [(instance.pk, pk) for pk in pk_set]
         name = _ACTIONS[action]

@@ -17,6 +17,12 @@ def deliver_webhook(self, delivery_id):
     return status
 
 
+@shared_task(name="governance.anchor_audit_head", queue="default", time_limit=120)
+def anchor_audit_head():
+    """Send the audit chain's head out of the database (webhook event and log line)."""
+    return services.audit_head_anchor()
+
+
 @shared_task(name="governance.retry_stalled_webhooks", queue="default", time_limit=300)
 def retry_stalled_webhooks():
     """Queue again the pending deliveries whose task was lost."""

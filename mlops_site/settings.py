@@ -6,10 +6,12 @@ broker is kombu's filesystem transport and MLflow is an SQLite store, all under
 MLFLOW_TRACKING_URI switches to the real services. `.env.example` lists them all.
 """
 
+import hmac
 import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from mlops_site.env import env
 
@@ -198,6 +200,8 @@ MLFLOW_ARTIFACT_LOCATION = env(
     "MLFLOW_ARTIFACT_LOCATION",
     (VAR_DIR / "mlflow-artifacts").as_uri() if MLFLOW_TRACKING_URI.startswith("sqlite:") else "",
 )
+# Off: nothing is copied to MLflow (runs, registered versions, aliases), for teams that do not use it.
+MLFLOW_MIRROR_ENABLED = env("MLFLOW_MIRROR_ENABLED", True, cast=bool)
 # An unreachable MLflow server must not hold a run for minutes: few retries, short timeout.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -227,6 +231,9 @@ CELERY_BEAT_SCHEDULE = {
     # Webhook deliveries whose task never ran (broker down at commit); retries with backoff are the
     # delivery task's own job, this only catches the lost ones.
     "retry-stalled-webhooks": {"task": "governance.retry_stalled_webhooks", "schedule": 300.0},
+    # The head of the audit chain leaves the database once a day (an audit.anchored webhook event and a
+    # log line), so a log cut short or rewritten since fails `verify_audit_log --expect-head`.
+    "anchor-audit-head": {"task": "governance.anchor_audit_head", "schedule": crontab(minute=5, hour=0)},
 }
 
 # --- Serving ------------------------------------------------------------------------------
@@ -248,6 +255,12 @@ PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
 PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
 PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
 PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
+
+# --- Audit log ------------------------------------------------------------------------------
+# The key of the audit chain's HMAC seals. Keep it out of the database and its backups (the environment,
+# a secret store): whoever holds the database but not the key cannot rewrite the log unnoticed. Unset, it
+# is derived from SECRET_KEY, which is fine for local use only.
+AUDIT_LOG_KEY = env("AUDIT_LOG_KEY", "") or hmac.new(SECRET_KEY.encode(), b"mlops-site audit log", "sha256").hexdigest()
 
 # --- Webhooks -----------------------------------------------------------------------------
 # A delivery is tried this many times, waiting WEBHOOK_RETRY_BASE_SECONDS × 2^(attempt-1) between tries.

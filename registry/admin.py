@@ -6,7 +6,6 @@ their role's permissions (an auditor reads, a data scientist requests, an approv
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
@@ -17,7 +16,7 @@ from core.charts import histogram_svg
 from core.errors import ApplicationError
 from experiments.models import Run
 from governance.admin import compliance_html
-from governance.models import ComplianceEvaluation
+from governance.models import AuditAction, ComplianceEvaluation
 from governance.selectors import audit_entries_of
 from registry import selectors, services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
@@ -35,8 +34,27 @@ _STATUS_COLORS = {
 }
 
 
-def stagebadge(stage):
+def _allowed(check, **kwargs):
+    """Whether a service's permission check lets this through (the admin asks the service, never copies it)."""
+    try:
+        check(**kwargs)
+    except ApplicationError:
+        return False
+    return True
+
+
+def stage_badge(stage):
     return badge(stage, _STAGE_COLORS.get(stage, GREY))
+
+
+def breaking_change_html(version):
+    """What an approver must know about a version whose signature differs from its model's."""
+    if not version.breaking_change:
+        return "no: same features, target and classes as the version it was compared with at registration"
+    return format_html(
+        '<strong style="color:#dc2626">Breaking change</strong>: {}. Clients of the model must change too.',
+        "; ".join(version.signature_changes),
+    )
 
 
 class RegisteredModelForm(forms.ModelForm):
@@ -76,7 +94,7 @@ class VersionInline(admin.TabularInline):
 
     @admin.display(description="stage")
     def stage_column(self, version):
-        return stagebadge(version.stage)
+        return stage_badge(version.stage)
 
     @admin.display(description="accuracy")
     def accuracy(self, version):
@@ -104,7 +122,7 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="Production", ordering="production_version")
     def production(self, model):
-        return "–" if model.production_version is None else stagebadge(f"v{model.production_version}")
+        return "–" if model.production_version is None else stage_badge(f"v{model.production_version}")
 
     @admin.display(description="Staging", ordering="staging_version")
     def staging(self, model):
@@ -156,9 +174,8 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         extra = {}
         if model is not None:
             extra = {
-                "can_rollback": request.user.has_perm("registry.request_promotion")
-                or request.user.has_perm("registry.approve_promotion")
-                or request.user.has_perm("registry.emergency_rollback"),
+                "can_rollback": _allowed(services.production_rollback_check, by=request.user)
+                or _allowed(services.production_rollback_check, by=request.user, emergency=True),
                 "rollback_target": services.rollback_target(model),
                 "production_version": selectors.production_version_get(model_name=model.name),
             }
@@ -198,6 +215,11 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 class RegisterForm(forms.Form):
     name = forms.CharField(max_length=100, label="Model name", help_text="An existing model, or a new one.")
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+    breaking_change = forms.BooleanField(
+        required=False,
+        help_text="Its features, target or classes differ from the model's Production version on purpose: "
+        "clients must change too. Audited, and shown to whoever approves it.",
+    )
 
 
 class PromotionRequestForm(forms.Form):
@@ -227,7 +249,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         (None, {"fields": ["model", "version", "stage_column", "description", "created_by", "created_at"]}),
         ("Compliance", {"fields": ["compliance"]}),
         ("Lineage", {"fields": ["run_link", "dataset", "artifact_path", "artifact_sha256"]}),
-        ("Signature", {"fields": ["signature_table"]}),
+        ("Signature", {"fields": ["signature_table", "breaking_change_note"]}),
         ("Serving", {"fields": ["serving_form", "onnx_max_abs_diff", "serving_note"]}),
         ("MLflow", {"fields": ["mlflow_version"]}),
         ("Trail", {"fields": ["stage_changed_at", "production_entered_at", "history"]}),
@@ -252,7 +274,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="stage", ordering="stage")
     def stage_column(self, version):
-        return stagebadge(version.stage)
+        return stage_badge(version.stage)
 
     @admin.display(description="compliance")
     def compliance_column(self, version):
@@ -287,6 +309,10 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             ", ".join(version.signature["classes"]),
         )
 
+    @admin.display(description="breaking change")
+    def breaking_change_note(self, version):
+        return breaking_change_html(version)
+
     @admin.display(description="history")
     def history(self, version):
         return format_html('<a href="{}">audit trail of this version</a>', audit_trail_url(version))
@@ -317,16 +343,19 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 "histograms": histograms,
                 "reference_rows": sorted(version.reference_stats["features"].items()),
                 "requests": version.promotion_requests.select_related("requested_by", "decided_by")[:20],
-                "stage_history": audit_entries_of(version, action="version.stage_changed"),
+                "stage_history": audit_entries_of(version, action=AuditAction.VERSION_STAGE_CHANGED),
                 "can_request": request.user.has_perm("registry.request_promotion")
-                and version.stage != ModelVersion.Stage.ARCHIVED,
+                and version.stage not in (ModelVersion.Stage.ARCHIVED, ModelVersion.Stage.PRODUCTION),
+                "can_request_traffic": version.stage != ModelVersion.Stage.ARCHIVED
+                and (
+                    request.user.has_perm("registry.request_promotion")
+                    or request.user.has_perm("serving.add_deployment")
+                ),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def register_view(self, request):
         """Register a finished run (?run=ID, from the runs list's action) as the next version of a model."""
-        if not request.user.has_perm("registry.add_modelversion"):
-            raise PermissionDenied
         run = get_object_or_404(Run, pk=request.GET.get("run") if str(request.GET.get("run", "")).isdigit() else 0)
         form = RegisterForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -335,6 +364,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                     run_id=run.pk,
                     model_name=form.cleaned_data["name"],
                     description=form.cleaned_data["description"],
+                    breaking_change=form.cleaned_data["breaking_change"],
                     by=request.user,
                 )
             except ApplicationError as exc:
@@ -361,8 +391,6 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     def request_promotion_view(self, request, version_id):
         version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
-        if not request.user.has_perm("registry.request_promotion"):
-            raise PermissionDenied
         form = PromotionRequestForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
@@ -385,7 +413,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             "admin/registry/action_form.html",
             form=form,
             object=version,
-            intro=format_html("{} is in {} now.", version, stagebadge(version.stage)),
+            intro=format_html("{} is in {} now.", version, stage_badge(version.stage)),
             submit="Request promotion",
         )
 
@@ -420,7 +448,7 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_select_related = ["version", "version__model", "requested_by", "decided_by", "compliance"]
     change_form_template = "admin/registry/promotionrequest/change_form.html"
     fieldsets = [
-        (None, {"fields": ["version_link", "kind", "transition", "status_column", "reason"]}),
+        (None, {"fields": ["version_link", "kind", "transition", "status_column", "reason", "breaking_change"]}),
         ("Requested", {"fields": ["requested_by", "requested_at"]}),
         ("Compliance", {"fields": ["compliance_table"]}),
         ("Decision", {"fields": ["decided_by", "decided_at", "comment", "override_justification", "history"]}),
@@ -429,9 +457,17 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
 
-    @admin.display(description="stage change")
+    @admin.display(description="asks for")
     def transition(self, promotion):
-        return format_html("{} → {}", stagebadge(promotion.from_stage), stagebadge(promotion.to_stage))
+        if promotion.is_traffic:
+            return format_html(
+                "{} stays {}, as {}", promotion.version, stage_badge(promotion.from_stage), promotion.target
+            )
+        return format_html("{} → {}", stage_badge(promotion.from_stage), stage_badge(promotion.to_stage))
+
+    @admin.display(description="breaking change")
+    def breaking_change(self, promotion):
+        return breaking_change_html(promotion.version)
 
     @admin.display(description="status", ordering="status")
     def status_column(self, promotion):
@@ -471,13 +507,11 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         ]
 
     def _decision_block(self, request, promotion):
-        """Why this user cannot decide this request, or "" if they can."""
-        if promotion.status != PromotionRequest.Status.PENDING:
-            return f"This request was {promotion.status.lower()}."
-        if not request.user.has_perm("registry.approve_promotion"):
-            return "Deciding needs the approver role."
-        if promotion.requested_by_id == request.user.pk:
-            return "You asked for this promotion: another approver must decide it."
+        """Why this user cannot decide this request (the service's own words), or "" if they can."""
+        try:
+            services.promotion_decision_check(request=promotion, by=request.user)
+        except ApplicationError as exc:
+            return exc.message
         return ""
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -489,6 +523,8 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 "decision_form": DecisionForm(),
                 "decision_block": self._decision_block(request, promotion),
                 "can_override": request.user.has_perm("registry.override_compliance"),
+                "production_traffic": promotion.to_stage == ModelVersion.Stage.PRODUCTION
+                or promotion.environment == "production",
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
@@ -512,9 +548,10 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                     override_justification=data["override_justification"],
                 )
                 promotion.refresh_from_db()
-                self.message_user(
-                    request, f"Approved #{promotion.pk}: {promotion.version} is now in {promotion.to_stage}."
+                outcome = (
+                    f"answers as {promotion.target}" if promotion.is_traffic else f"is now in {promotion.to_stage}"
                 )
+                self.message_user(request, f"Approved #{promotion.pk}: {promotion.version} {outcome}.")
         except ApplicationError as exc:
             self.message_user(request, str(exc), messages.ERROR)
         return redirect("admin:registry_promotionrequest_change", promotion.pk)

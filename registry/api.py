@@ -48,6 +48,8 @@ class VersionOutput(serializers.Serializer):
     artifact_path = serializers.CharField()
     artifact_sha256 = serializers.CharField()
     signature = serializers.JSONField()
+    breaking_change = serializers.BooleanField()
+    signature_changes = serializers.ListField(child=serializers.CharField())
     stage_changed_at = serializers.DateTimeField(allow_null=True)
     mlflow_version = serializers.CharField()
     created_by = serializers.CharField(source="created_by.username", allow_null=True, default=None)
@@ -70,6 +72,10 @@ class PromotionRequestOutput(serializers.Serializer):
     kind = serializers.CharField()
     from_stage = serializers.CharField()
     to_stage = serializers.CharField()
+    environment = serializers.CharField()
+    traffic_percent = serializers.FloatField(allow_null=True)
+    breaking_change = serializers.BooleanField(source="version.breaking_change")
+    signature_changes = serializers.ListField(source="version.signature_changes", child=serializers.CharField())
     reason = serializers.CharField()
     status = serializers.CharField()
     requested_by = serializers.CharField(source="requested_by.username")
@@ -101,8 +107,11 @@ class VersionListCreateApi(APIView):
     """List a model's versions, or register a finished run as its next version (the model is created if new)."""
 
     class RegisterInput(serializers.Serializer):
-        run_id = serializers.IntegerField()
+        run_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
         description = serializers.CharField(required=False, default="", allow_blank=True, max_length=5000)
+        breaking_change = serializers.BooleanField(
+            required=False, default=False, help_text="Register it although its signature differs (audited)."
+        )
 
     def get_permissions(self):
         return [IsAuthenticated()] if self.request.method == "POST" else [CanViewRegistry()]
@@ -145,6 +154,28 @@ class PromotionRequestCreateApi(APIView):
             **serializer.validated_data,
         )
         return Response(PromotionRequestOutput(promotion).data, status=status.HTTP_201_CREATED)
+
+
+class TrafficRequestCreateApi(APIView):
+    """Ask for a version to take a canary share (or a shadow copy) of an environment's traffic: 201 with the
+    request and its compliance; it takes traffic once another person approves it."""
+
+    class TrafficInput(serializers.Serializer):
+        mode = serializers.ChoiceField(choices=["canary", "shadow"])
+        environment = serializers.ChoiceField(choices=["production", "staging"], required=False, default="production")
+        traffic_percent = serializers.FloatField(required=False, allow_null=True, default=None)
+        reason = serializers.CharField(max_length=5000)
+
+    @extend_schema(request=TrafficInput, responses={201: PromotionRequestOutput})
+    def post(self, request, name, version):
+        serializer = self.TrafficInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        traffic_request = services.traffic_request_create(
+            version=selectors.version_get(model_name=name, version=version),
+            by=request.user,
+            **serializer.validated_data,
+        )
+        return Response(PromotionRequestOutput(traffic_request).data, status=status.HTTP_201_CREATED)
 
 
 class PromotionRequestListApi(APIView):
@@ -222,6 +253,11 @@ urlpatterns = [
         "models/<str:name>/versions/<int:version>/promotion-requests",
         PromotionRequestCreateApi.as_view(),
         name="model-version-promotion-requests",
+    ),
+    path(
+        "models/<str:name>/versions/<int:version>/traffic-requests",
+        TrafficRequestCreateApi.as_view(),
+        name="model-version-traffic-requests",
     ),
     path("promotion-requests", PromotionRequestListApi.as_view(), name="promotion-request-list"),
     path("promotion-requests/<int:request_id>", PromotionRequestDetailApi.as_view(), name="promotion-request-detail"),

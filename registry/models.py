@@ -10,6 +10,13 @@ model_name_validator = RegexValidator(
 )
 
 
+class Environment(models.TextChoices):
+    """Where a version answers traffic: each environment has one primary, and may have a canary and a shadow."""
+
+    PRODUCTION = "production"
+    STAGING = "staging"
+
+
 class RegisteredModel(models.Model):
     """A named model whose versions move through stages; mirrored to the MLflow registry under the same name."""
 
@@ -80,6 +87,13 @@ class ModelVersion(models.Model):
     # When it last entered Production: a rollback goes back to the most recent one before the current.
     production_entered_at = models.DateTimeField(null=True, blank=True)
     description = models.TextField(blank=True)
+    # Registered deliberately with features, classes or target unlike the model's other versions.
+    breaking_change = models.BooleanField(
+        default=False, help_text="Its signature differs from the version it was compared with at registration."
+    )
+    signature_changes = models.JSONField(
+        default=list, blank=True, help_text="How its signature differs from the model's production (or latest) version."
+    )
     mlflow_version = models.CharField(max_length=32, blank=True, help_text="Its version number in MLflow.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -118,8 +132,12 @@ class PromotionRequest(models.Model):
         REJECTED = "REJECTED"
 
     class Kind(models.TextChoices):
-        PROMOTION = "promotion"
-        ROLLBACK = "rollback"
+        PROMOTION = "promotion", "Promotion (stage change)"
+        ROLLBACK = "rollback", "Rollback of production"
+        CANARY = "canary", "Canary (a share of an environment's traffic)"
+        SHADOW = "shadow", "Shadow (predicts on every request, never answers)"
+
+    TRAFFIC_KINDS = (Kind.CANARY, Kind.SHADOW)
 
     class TargetStage(models.TextChoices):
         STAGING = "Staging"
@@ -128,7 +146,11 @@ class PromotionRequest(models.Model):
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="promotion_requests")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PROMOTION)
-    to_stage = models.CharField(max_length=16, choices=TargetStage.choices)
+    # Promotions and rollbacks move the version to a stage; canary and shadow requests put it on
+    # an environment's traffic beside the primary and leave its stage alone.
+    to_stage = models.CharField(max_length=16, choices=TargetStage.choices, blank=True)
+    environment = models.CharField(max_length=16, choices=Environment.choices, blank=True)
+    traffic_percent = models.FloatField(null=True, blank=True, help_text="Canary: the share of requests it answers.")
     from_stage = models.CharField(max_length=16, choices=ModelVersion.Stage.choices)
     reason = models.TextField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
@@ -151,9 +173,29 @@ class PromotionRequest(models.Model):
         constraints = [
             # One open request per version and target: a second one would be decided twice.
             models.UniqueConstraint(
-                fields=["version", "to_stage"], condition=Q(status="PENDING"), name="one_pending_request_per_target"
+                fields=["version", "to_stage"],
+                condition=Q(status="PENDING", kind__in=["promotion", "rollback"]),
+                name="one_pending_request_per_target",
+            ),
+            models.UniqueConstraint(
+                fields=["version", "kind", "environment"],
+                condition=Q(status="PENDING", kind__in=["canary", "shadow"]),
+                name="one_pending_traffic_request",
             ),
         ]
 
     def __str__(self):
-        return f"#{self.pk} {self.version} → {self.to_stage}"
+        return f"#{self.pk} {self.version} → {self.target}"
+
+    @property
+    def target(self):
+        """What the request asks for: a stage, or a share of an environment's traffic."""
+        if self.kind == self.Kind.CANARY:
+            return f"{self.traffic_percent:g}% canary in {self.environment}"
+        if self.kind == self.Kind.SHADOW:
+            return f"shadow in {self.environment}"
+        return self.to_stage
+
+    @property
+    def is_traffic(self):
+        return self.kind in self.TRAFFIC_KINDS

@@ -2,19 +2,18 @@
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
-from django.template.response import TemplateResponse
 from django.urls import path
 
-from core.admin import ServiceWrittenAdmin
+from core.admin import ServiceWrittenAdmin, admin_page
 from core.errors import ApplicationError
+from registry import services as registry_services
 from registry.models import ModelVersion
 from serving import services
 from serving.models import Deployment, PredictionLog
 
 
-class SideDeploymentForm(forms.Form):
+class TrafficRequestForm(forms.Form):
     version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.select_related("model").exclude(stage=ModelVersion.Stage.ARCHIVED)
     )
@@ -24,7 +23,8 @@ class SideDeploymentForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
 
 
-# Primaries follow the stages; canaries and shadows are set with "Set canary or shadow".
+# Primaries follow the stages; a canary or shadow is requested here and approved by a second person
+# (like a promotion) before it takes any traffic. Retiring one needs no approval.
 @admin.register(Deployment)
 class DeploymentAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     list_display = [
@@ -44,12 +44,13 @@ class DeploymentAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("set/", self.admin_site.admin_view(self.set_view), name="serving_deployment_set"),
+            path("request/", self.admin_site.admin_view(self.request_view), name="serving_deployment_request"),
             *super().get_urls(),
         ]
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"can_set": request.user.has_perm("serving.add_deployment")}
+        user = request.user
+        extra = {"can_request": user.has_perm("registry.request_promotion") or user.has_perm("serving.add_deployment")}
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
     @admin.action(description="Retire selected canary / shadow deployments")
@@ -62,38 +63,40 @@ class DeploymentAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             else:
                 self.message_user(request, f"Retired {deployment}.")
 
-    def set_view(self, request):
-        if not request.user.has_perm("serving.add_deployment"):
-            raise PermissionDenied
-        form = SideDeploymentForm(request.POST or None)
+    def request_view(self, request):
+        """Ask for a canary or shadow: a request another person approves, like a promotion."""
+        initial = {"version": request.GET.get("version")} if str(request.GET.get("version", "")).isdigit() else {}
+        form = TrafficRequestForm(request.POST or None, initial=initial)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                if data["mode"] == "canary":
-                    deployment = services.deployment_set_canary(
-                        version=data["version"],
-                        percent=data["traffic_percent"],
-                        by=request.user,
-                        reason=data["reason"],
-                        environment=data["environment"],
-                    )
-                else:
-                    deployment = services.deployment_set_shadow(
-                        version=data["version"], by=request.user, reason=data["reason"], environment=data["environment"]
-                    )
+                traffic_request = registry_services.traffic_request_create(
+                    version=data["version"],
+                    mode=data["mode"],
+                    environment=data["environment"],
+                    traffic_percent=data["traffic_percent"],
+                    reason=data["reason"],
+                    by=request.user,
+                )
             except ApplicationError as exc:
                 self.message_user(request, str(exc), messages.ERROR)
             else:
-                self.message_user(request, f"{deployment} is active; serving processes pick it up within a second.")
-                return redirect("admin:serving_deployment_changelist")
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.model._meta,
-            "title": "Set a canary or shadow deployment",
-            "form": form,
-            "submit": "Set",
-        }
-        return TemplateResponse(request, "admin/registry/action_form.html", context)
+                verdict = "compliant" if traffic_request.compliance.compliant else "NOT compliant"
+                self.message_user(
+                    request,
+                    f"Request #{traffic_request.pk} opened ({verdict}); it takes traffic once another person "
+                    "approves it.",
+                    messages.SUCCESS if traffic_request.compliance.compliant else messages.WARNING,
+                )
+                return redirect("admin:registry_promotionrequest_change", traffic_request.pk)
+        return admin_page(
+            self,
+            request,
+            "Request a canary or shadow deployment",
+            "admin/registry/action_form.html",
+            form=form,
+            submit="Request",
+        )
 
 
 @admin.register(PredictionLog)

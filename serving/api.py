@@ -89,6 +89,7 @@ class PredictionApiView(APIView):
             version=version,
             environment=environment,
             request_id=request.request_id,
+            by=request.user,
         )
 
 
@@ -253,13 +254,18 @@ class PingApi(OpenPredictionView):
 
 
 class FeedbackApi(APIView):
-    """The true label of a logged prediction (row 0 unless "row" says otherwise), for live accuracy."""
+    """The true label of a logged prediction (row 0 unless "row" says otherwise), for live accuracy.
+
+    One of the answering version's classes (422 names them otherwise); a different label for the same
+    row replaces the first only with "correction": true (audited), else 409.
+    """
 
     permission_classes = [IsAuthenticated]
 
     class FeedbackInput(serializers.Serializer):
         actual = serializers.JSONField()
-        row = serializers.IntegerField(required=False, default=0, min_value=0)
+        row = serializers.IntegerField(required=False, default=0, min_value=0, max_value=2**31 - 1)
+        correction = serializers.BooleanField(required=False, default=False)
 
     @extend_schema(
         request=FeedbackInput,
@@ -277,7 +283,7 @@ class FeedbackApi(APIView):
     def post(self, request, request_id):
         serializer = self.FeedbackInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        entry = services.feedback_record(request_id=request_id, **serializer.validated_data)
+        entry = services.feedback_record(request_id=request_id, by=request.user, **serializer.validated_data)
         return Response(
             {
                 "request_id": entry.request_id,

@@ -2,13 +2,13 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from registry.models import Environment
+
 
 class Deployment(models.Model):
     """A version answering traffic of one environment: as the primary, a canary with a share, or a shadow."""
 
-    class Environment(models.TextChoices):
-        PRODUCTION = "production"
-        STAGING = "staging"
+    Environment = Environment
 
     class Mode(models.TextChoices):
         PRIMARY = "primary"
@@ -42,6 +42,10 @@ class Deployment(models.Model):
             models.CheckConstraint(
                 condition=Q(traffic_percent__gte=0) & Q(traffic_percent__lte=100), name="traffic_percent_0_100"
             ),
+        ]
+        permissions = [
+            ("predict_any_version", "Can call any version of a model by number, whatever its stage"),
+            ("give_feedback", "Can send the true label of a logged prediction"),
         ]
 
     def __str__(self):

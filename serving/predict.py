@@ -32,7 +32,7 @@ def _columns(payload, features, kind):
     return payload  # already (columns, n)
 
 
-def predict(*, model_name, payload, kind, version=None, environment="production", request_id=None):
+def predict(*, model_name, payload, kind, version=None, environment="production", request_id=None, by=None):
     """Predict for `payload` (kind: records, rows, dict or split) with the deployed version (or `version`).
 
     Returns (model, labels, probabilities, mode, request_id, latency_ms, rows).
@@ -42,7 +42,7 @@ def predict(*, model_name, payload, kind, version=None, environment="production"
     model, mode, shadow = None, "direct", None
     try:
         if version is not None:
-            model = runtime.version(model_name, version)
+            model = runtime.version(model_name, version, by=by)
         else:
             route = runtime.route(model_name, environment)
             model, mode = route.primary, "primary"

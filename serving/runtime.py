@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.errors import ApplicationError, NotFound
+from core.permissions import permission_require
 from core.storage import artifact_read_verified
 from registry.fast_inference import MISSING_CATEGORY, onnx_session
-from registry.models import RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import version_get
 from serving.selectors import active_deployments
 from serving.signal import signal_read
 
 logger = logging.getLogger(__name__)
+# Versions anyone may call by number; any other stage needs the predict_any_version permission.
+_OPEN_STAGES = (ModelVersion.Stage.STAGING, ModelVersion.Stage.PRODUCTION)
 
 
 class ModelNotServable(ApplicationError):
@@ -37,6 +40,7 @@ class LoadedModel:
     form: str
     features: list  # [(name, is_categorical)]
     classes: list
+    stage: str = ""  # when loaded; the routes and loaded versions are dropped whenever a stage changes
     _predict: object = field(repr=False, default=None)
 
     def predict(self, columns):
@@ -86,6 +90,7 @@ def _load(version):
         form=version.serving_form,
         features=features,
         classes=classes,
+        stage=version.stage,
         _predict=predict,
     )
 
@@ -169,13 +174,21 @@ class ServingRuntime:
         self._last_good.pop(key, None)
         return route
 
-    def version(self, model_name, number):
-        """A given version, whatever its stage (versions never change, so it is cached for good)."""
+    def version(self, model_name, number, *, by=None):
+        """A given version by number: one in Staging or Production for anyone, any other only for a user
+        holding predict_any_version (shadow testing, debugging). Kept until the change signal moves."""
+        self._check_signal()
         key = (model_name, number)
         model = self._by_number.get(key)
         if model is None:
             model = self._loaded(version_get(model_name=model_name, version=number))
             self._by_number[key] = model
+        if model.stage not in _OPEN_STAGES:
+            permission_require(
+                by,
+                "serving.predict_any_version",
+                doing=f"call {model_name} v{number} by number (it is {model.stage}, not in Staging or Production)",
+            )
         return model
 
     def loaded_versions(self):

@@ -35,14 +35,14 @@ class ServerMetadataApi(OpenPredictionView):
         return Response({"name": "mlops-site", "version": "1.0.0", "extensions": []})
 
 
-def _loaded(name, version):
-    return runtime.version(name, version) if version is not None else runtime.route(name).primary
+def _loaded(name, version, user):
+    return runtime.version(name, version, by=user) if version is not None else runtime.route(name).primary
 
 
 class ModelMetadataApi(OpenPredictionView):
     @extend_schema(responses=inline_serializer("V2Model", {"name": serializers.CharField()}))
     def get(self, request, name, version=None):
-        model = _loaded(name, version)
+        model = _loaded(name, version, request.user)
         n = len(model.features)
         return Response(
             {
@@ -74,7 +74,7 @@ class ModelReadyApi(OpenPredictionView):
         )
     )
     def get(self, request, name, version=None):
-        _loaded(name, version)
+        _loaded(name, version, request.user)
         return Response({"name": name, "ready": True})
 
 
@@ -128,7 +128,7 @@ class InferApi(PredictionApiView):
         body = json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
             raise InvalidInput('must be {"inputs": [{"name", "shape", "datatype", "data"}, ...]}', field="inputs")
-        model = _loaded(name, version)
+        model = _loaded(name, version, request.user)
         tensors = [_tensor_values(t, i) + (t["name"],) for i, t in enumerate(body["inputs"])]
         names = [feature for feature, _ in model.features]
         if len(tensors) == 1 and tensors[0][3] not in names:

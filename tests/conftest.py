@@ -1,6 +1,18 @@
-"""Shared fixtures: each test gets its own artifact store; MLflow is one SQLite store per session;
-users in each role, and a trained / registered / promoted model for the registry, serving and e2e tests."""
+"""Shared fixtures: each test gets its own artifact store (and MLflow store, if it is about MLflow);
+users in each role, and a trained / registered / promoted model for the registry, serving and e2e tests.
 
+Training and the ONNX conversion are deterministic (fixed seeds), so each distinct fit or conversion
+runs once per test session and is replayed afterwards: a test still goes through every service, row
+and file of the path it checks, only the minutes of scikit-learn and skl2onnx are not paid twice.
+"""
+
+import hashlib
+import pickle
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
 import pytest
 from django.contrib.auth.models import Group, Permission
 
@@ -10,22 +22,141 @@ from registry import services
 
 
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow")
-    return {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": (root / "artifacts").as_uri()}
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Let the suite flush the test database between transactional tests: on PostgreSQL the audit table
+    refuses TRUNCATE, which is how Django flushes. The test of that refusal switches it back on."""
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ALTER TABLE governance_auditentry DISABLE TRIGGER governance_auditentry_no_truncate")
 
 
 @pytest.fixture(autouse=True)
-def isolated_stores(settings, tmp_path, mlflow_store):
+def fast_password_hashing(request, settings):
+    """A password is hashed in microseconds here, not in the production hasher's deliberate half second
+    (the real processes the end-to-end tests start check passwords with the production hasher)."""
+    if not request.node.nodeid.startswith("tests/e2e/"):
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def in_memory_broker(request):
+    """Unit tests never publish to the machine's broker: what they queue goes to kombu's in-memory transport.
+    The end-to-end tests, whose real workers must receive it, keep the configured broker."""
+    from mlops_site.celery import app
+
+    if request.node.nodeid.startswith("tests/e2e/"):
+        yield
+        return
+    keys = ("broker_url", "broker_read_url", "broker_write_url")
+    configured = {key: app.conf[key] for key in keys}
+    app.conf.update(dict.fromkeys(keys, "memory://"))
+    app._after_fork()  # drops the pooled connections, so the next message goes to the new broker
+    yield
+    app.conf.update(configured)
+    app._after_fork()
+
+
+_FITS = {}
+_CONVERSIONS = {}
+
+
+@pytest.fixture(autouse=True)
+def fit_once_per_session(monkeypatch):
+    """Replay a fit already made in this session (same data, algorithm and params): its model, metrics,
+    artifacts and the history and progress it reported, through the same callbacks."""
+    from experiments import trainers
+
+    real = trainers.train
+
+    def train(frame, *, target, algorithm, params, on_progress=trainers._no_progress, on_history=trainers._no_history):
+        key = (
+            int(pd.util.hash_pandas_object(frame, index=True).sum()),
+            target,
+            algorithm,
+            repr(sorted(params.items())),
+        )
+        if key not in _FITS:
+            calls = []
+            result = real(
+                frame,
+                target=target,
+                algorithm=algorithm,
+                params=params,
+                on_progress=lambda *args: (calls.append(("progress", args)), on_progress(*args)),
+                on_history=lambda *args: (calls.append(("history", args)), on_history(*args)),
+            )
+            _FITS[key] = (result, calls)
+            return result
+        result, calls = _FITS[key]
+        for kind, args in calls:
+            (on_progress if kind == "progress" else on_history)(*args)
+        return result
+
+    monkeypatch.setattr(trainers, "train", train)
+
+
+@pytest.fixture(autouse=True)
+def convert_once_per_session(monkeypatch):
+    """The ONNX form of a pipeline already converted in this session, at the same tolerance."""
+    from registry.services import registration
+
+    real = registration.onnx_convert
+
+    def onnx_convert(*, pipeline, features, frame, tolerance):
+        key = (hashlib.sha256(pickle.dumps(pipeline)).hexdigest(), repr(features), tolerance, len(frame))
+        if key not in _CONVERSIONS:
+            _CONVERSIONS[key] = real(pipeline=pipeline, features=features, frame=frame, tolerance=tolerance)
+        return _CONVERSIONS[key]
+
+    monkeypatch.setattr(registration, "onnx_convert", onnx_convert)
+
+
+@pytest.fixture
+def serving(settings, tmp_path, monkeypatch):
+    """A serving process as freshly started: an empty in-memory runtime, its own change signal, and the
+    prediction log written at once."""
+    from serving.runtime import ServingRuntime
+
+    settings.PREDICTION_LOG_SYNC = True
+    settings.SERVING_SIGNAL_FILE = str(tmp_path / "serving-generation")
+    fresh = ServingRuntime()
+    for module in ("serving.runtime", "serving.predict", "serving.api", "serving.v2"):
+        monkeypatch.setattr(f"{module}.runtime", fresh)
+    return fresh
+
+
+@pytest.fixture
+def mlflow_store(tmp_path):
+    """A fresh MLflow store for one test: what it finds there, it put there."""
+    root = tmp_path / "mlflow"
+    root.mkdir()
+    return {"uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": (root / "artifacts").as_uri()}
+
+
+# MLflow is reached only by the tests marked @pytest.mark.mlflow; elsewhere a run is not mirrored, and an
+# unmarked test that reaches MLflow anyway meets nothing listening.
+_NO_MLFLOW = "http://127.0.0.1:9"
+
+
+@pytest.fixture(autouse=True)
+def isolated_stores(request, settings, tmp_path):
+    """Each test gets its own artifact store, and its own MLflow store if it is about MLflow."""
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    settings.MLFLOW_TRACKING_URI = mlflow_store["uri"]
-    settings.MLFLOW_ARTIFACT_LOCATION = mlflow_store["artifacts"]
+    settings.MLFLOW_MIRROR_ENABLED = request.node.get_closest_marker("mlflow") is not None
+    if settings.MLFLOW_MIRROR_ENABLED:
+        store = request.getfixturevalue("mlflow_store")
+        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_ARTIFACT_LOCATION = store["uri"], store["artifacts"]
+    else:
+        settings.MLFLOW_TRACKING_URI, settings.MLFLOW_ARTIFACT_LOCATION = _NO_MLFLOW, ""
     return settings
 
 
 @pytest.fixture
 def user(django_user_model):
-    return django_user_model.objects.create_user("scientist", password="pw-scientist-1")
+    """A data scientist (the role that launches runs and uploads data), as the API tests act."""
+    return _member(django_user_model, "scientist", "Data scientist", is_staff=False)
 
 
 @pytest.fixture
@@ -41,8 +172,9 @@ SMALL_RUN = {"experiment": "registry-tests", "dataset": "iris", "algorithm": "ra
 
 
 def _member(django_user_model, username, *roles, is_staff=True):
-    # A transactional test flushes every table, the roles a migration made included: bring them back.
-    roles_sync()
+    if Group.objects.filter(name__in=roles).count() < len(roles):
+        # A transactional test flushes every table, the roles a migration made included: bring them back.
+        roles_sync()
     user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=is_staff)
     user.groups.add(*Group.objects.filter(name__in=roles))
     return user
@@ -74,6 +206,12 @@ def engineer(django_user_model):
 
 
 @pytest.fixture
+def application(django_user_model):
+    """The account an application's backend calls the prediction API with."""
+    return _member(django_user_model, "app", "Application", is_staff=False)
+
+
+@pytest.fixture
 def overrider(django_user_model):
     user = _member(django_user_model, "olive", "Approver")
     user.user_permissions.add(Permission.objects.get(codename="override_compliance"))
@@ -81,12 +219,12 @@ def overrider(django_user_model):
 
 
 @pytest.fixture
-def train():
-    """A finished run trained in this process (tiny forest on iris)."""
+def train(scientist):
+    """A finished run trained in this process (tiny forest on iris), launched by the data scientist."""
 
     def _train(n_estimators=5, **kwargs):
         return experiment_services.run_launch(
-            **{**SMALL_RUN, "params": {"n_estimators": n_estimators}, "inline": True, **kwargs}
+            **{**SMALL_RUN, "params": {"n_estimators": n_estimators}, "inline": True, "by": scientist, **kwargs}
         )
 
     return _train
@@ -112,3 +250,52 @@ def promote(scientist, approver):
         return request
 
     return _promote
+
+
+@pytest.fixture
+def production(register, promote, django_capture_on_commit_callbacks):
+    """iris-clf v1 in Production (its deployment made by the promotion), the change signal sent."""
+    with django_capture_on_commit_callbacks(execute=True):
+        version = register()
+        promote(version)
+    return version
+
+
+@pytest.fixture
+def put_on_traffic(engineer, approver):
+    """Request a canary or shadow of `version` (the ML engineer) and approve it (the approver): the only way
+    a version takes traffic beside the primary."""
+
+    def _put(version, mode="canary", percent=None, environment="production", reason="try it"):
+        request = services.traffic_request_create(
+            version=version, mode=mode, environment=environment, traffic_percent=percent, reason=reason, by=engineer
+        )
+        return services.promotion_request_approve(request_id=request.pk, by=approver)
+
+    return _put
+
+
+@pytest.fixture
+def receiver():
+    """An HTTP server that records each POST; `fail_first` answers that many requests with 503."""
+    received = []
+    state = {"fail_first": 0}  # each request is recorded with the time it arrived
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"headers": dict(self.headers), "body": body, "at": time.monotonic()})
+            status = 503 if state["fail_first"] > 0 else 200
+            state["fail_first"] -= 1
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"thanks" if status == 200 else b"busy")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received, "state": state}
+    server.shutdown()

@@ -7,7 +7,8 @@ from experiments.services.datasets import (
     dataset_version_upload,
     dataset_version_upload_file,
 )
-from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow, runs_mirror_pending
+from experiments.services.experiments import experiment_save
+from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow, runs_mirror_now, runs_mirror_pending
 from experiments.services.runs import (
     run_execute,
     run_fail,
@@ -24,12 +25,14 @@ __all__ = [
     "dataset_version_builtin",
     "dataset_version_upload",
     "dataset_version_upload_file",
+    "experiment_save",
     "mlflow_import",
     "run_execute",
     "run_fail",
     "run_kill",
     "run_launch",
     "run_mirror_to_mlflow",
+    "runs_mirror_now",
     "runs_mirror_pending",
     "runs_reap_lost",
     "sweep_finalize",

@@ -4,9 +4,11 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.errors import InvalidInput
+from core.permissions import permission_require
 from core.storage import artifact_read_verified, artifact_write
 from experiments import datasets as data
 from experiments.models import DatasetVersion
+from governance.models import AuditAction
 from governance.services import audit_record
 
 
@@ -41,7 +43,7 @@ def _dataset_version_store(*, name, source, frame, content, target, build_params
             )
             audit_record(
                 actor=by,
-                action="dataset.created",
+                action=AuditAction.DATASET_CREATED,
                 obj=version,
                 after={"name": name, "sha256": sha256, "rows": len(frame), "source": source},
             )
@@ -69,8 +71,9 @@ def dataset_version_builtin(*, name, n_samples=None, seed=None, by=None):
     )
 
 
-def dataset_version_upload(*, name, content, target, by=None):
+def dataset_version_upload(*, name, content, target, by):
     """A version from uploaded CSV bytes, validated and schema-inferred; returns (version, created)."""
+    permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
     name = (name or "").strip()
     if not name:
         raise InvalidInput("is required", field="name")
@@ -91,8 +94,9 @@ def dataset_version_upload(*, name, content, target, by=None):
     )
 
 
-def dataset_version_upload_file(*, name, file, target, by=None):
+def dataset_version_upload_file(*, name, file, target, by):
     """Like dataset_version_upload, from an uploaded file; an oversized file is refused before it is read."""
+    permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
     data.check_size(file.size, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
     return dataset_version_upload(name=name, content=file.read(), target=target, by=by)
 

@@ -16,10 +16,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.mlflow import fluent_lock, mlflow_client
+from core.permissions import permission_require
 from core.storage import artifact_path, artifact_read_verified
 from experiments.models import Experiment, Metric, Param, Run, RunTag
 from experiments.services.datasets import dataset_frame_load
 from experiments.services.runs import run_name_fit
+from governance.models import AuditAction
 from governance.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -187,11 +189,18 @@ def runs_mirror_pending(*, run_ids=None, limit=100):
     return results.count(True), results.count(False)
 
 
-def mlflow_import(*, tracking_uri=None, by=None, on_progress=None):
+def runs_mirror_now(*, run_ids, by):
+    """Mirror these ended runs to MLflow now (the admin's action), for a user who may launch runs."""
+    permission_require(by, "experiments.add_run", doing="mirror runs to MLflow")
+    return runs_mirror_pending(run_ids=run_ids)
+
+
+def mlflow_import(*, tracking_uri=None, by, on_progress=None):
     """Import the experiments and runs of an MLflow store; runs already here are skipped.
 
     Returns a dict of counts: experiments created, runs created, runs skipped.
     """
+    permission_require(by, "experiments.add_run", doing="import runs from MLflow")
     from mlflow.entities import ViewType
 
     client = mlflow_client(tracking_uri)
@@ -289,7 +298,7 @@ def _import_run(client, remote_experiment, remote, *, by):
         audit_record(
             actor=by,
             actor_name=None if by else "import_mlflow",
-            action="run.imported",
+            action=AuditAction.RUN_IMPORTED,
             obj=run,
             after=after,
         )

@@ -16,11 +16,13 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, InvalidInput, NotFound
 from core.metrics import lower_is_better
+from core.permissions import permission_require
 from core.storage import artifact_write
 from experiments import trainers
 from experiments.models import Artifact, Experiment, Metric, Param, Run, RunTag
 from experiments.services.datasets import dataset_frame_load, dataset_resolve
 from experiments.signals import run_progress
+from governance.models import AuditAction
 from governance.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -116,11 +118,13 @@ def run_launch(
 ):
     """Validate, record and start a training run (or a sweep of them) on the workers.
 
-    Everything is checked before anything is written: a bad dataset, algorithm, param
-    or grid raises InvalidInput and leaves no row behind. With inline=True the same
+    Everything is checked before anything is written: a user without the add_run permission is
+    refused (NotPermitted), a bad dataset, algorithm, param or grid raises InvalidInput and leaves no
+    row behind. With inline=True the same
     Celery task runs in this process (the CLI without --queue); otherwise it is queued
     once the transaction commits. Returns the run, or the sweep's parent run.
     """
+    permission_require(by, "experiments.add_run", doing="launch training runs")
     experiment_name = (experiment or "").strip()
     if not experiment_name:
         raise InvalidInput("is required", field="experiment")
@@ -176,7 +180,7 @@ def run_launch(
             _params_create(run, validated)
         audit_record(
             actor=by,
-            action="run.launched",
+            action=AuditAction.RUN_LAUNCHED,
             obj=run,
             after={
                 "experiment": experiment_name,
@@ -307,7 +311,7 @@ def run_start(*, run_id, task_id=""):
         audit_record(
             actor=None,
             actor_name="worker",
-            action="run.started",
+            action=AuditAction.RUN_STARTED,
             obj=run,
             before={"status": previous_status},
             after={"status": run.status, "attempt": run.attempts},
@@ -390,7 +394,7 @@ def _run_finish(run, *, result, history):
         audit_record(
             actor=None,
             actor_name="worker",
-            action="run.finished",
+            action=AuditAction.RUN_FINISHED,
             obj=locked,
             before={"status": Run.Status.RUNNING},
             after={"status": Run.Status.FINISHED, "metrics": result.metrics, "model_sha256": result.model_sha256},
@@ -410,7 +414,7 @@ def _run_fail_locked(run, *, reason, status=Run.Status.FAILED, by=None):
     audit_record(
         actor=by,
         actor_name=None if by else "worker",
-        action=f"run.{status.lower()}",
+        action=AuditAction.RUN_FAILED if status == Run.Status.FAILED else AuditAction.RUN_KILLED,
         obj=run,
         before={"status": previous},
         after={"status": status},
@@ -432,15 +436,19 @@ def run_kill(*, run_id, by, reason=""):
     """Stop a queued or running run (and a sweep's unfinished members): status KILLED, audited.
 
     A queued task finds the run ended and does nothing; a training one notices at its next
-    progress write and stops. Conflict if the run has already ended.
+    progress write and stops. Whoever launched a run (and may still launch runs) can stop it;
+    stopping someone else's needs stop_any_run. Conflict if the run has already ended.
     """
+    permission_require(by, "experiments.add_run", "experiments.stop_any_run", doing="stop runs")
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None:
             raise NotFound(f"run {run_id} does not exist", field="run_id")
+        if run.created_by_id != by.pk:
+            permission_require(by, "experiments.stop_any_run", doing=f"stop run {run.pk}, launched by someone else")
         if run.is_terminal:
             raise Conflict(f"run {run.pk} already ended ({run.status})")
-        reason = reason or f"stopped by {by.get_username() if by else 'the system'}"
+        reason = reason or f"stopped by {by.get_username()}"
         for child in run.children.select_for_update().exclude(status__in=Run.TERMINAL_STATUSES):
             _run_fail_locked(child, reason=reason, status=Run.Status.KILLED, by=by)
         _run_fail_locked(run, reason=reason, status=Run.Status.KILLED, by=by)
@@ -494,7 +502,7 @@ def sweep_finalize(*, parent_id):
         audit_record(
             actor=None,
             actor_name="worker",
-            action="run.finished",
+            action=AuditAction.RUN_FINISHED,
             obj=parent,
             after={
                 "status": parent.status,

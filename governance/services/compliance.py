@@ -11,7 +11,8 @@ from django.db.models import Q
 from django.forms.models import model_to_dict
 
 from core.metrics import metric_threshold_check
-from governance.models import ComplianceEvaluation, Policy
+from core.permissions import permission_require
+from governance.models import AuditAction, ComplianceEvaluation, Policy
 from governance.services.audit import audit_record
 
 
@@ -146,6 +147,12 @@ def _policy_snapshot(policy):
 
 def policy_save(*, policy, by, reason=""):
     """Create or edit a policy (validated), audited as policy.created / policy.updated."""
+    creating = policy.pk is None
+    permission_require(
+        by,
+        "governance.add_policy" if creating else "governance.change_policy",
+        doing="create policies" if creating else "edit policies",
+    )
     policy.full_clean()
     with transaction.atomic():
         before = None
@@ -154,7 +161,7 @@ def policy_save(*, policy, by, reason=""):
         policy.save()
         audit_record(
             actor=by,
-            action="policy.updated" if before is not None else "policy.created",
+            action=AuditAction.POLICY_UPDATED if before is not None else AuditAction.POLICY_CREATED,
             obj=policy,
             before=before,
             after=_policy_snapshot(policy),

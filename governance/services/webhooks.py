@@ -18,8 +18,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from governance.models import WebhookDelivery, WebhookSubscription
-from governance.services.audit import audit_record
+from core.permissions import permission_require
+from governance.models import AuditAction, AuditEntry, WebhookDelivery, WebhookSubscription
+from governance.services.audit import audit_head, audit_record, head_logger
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +119,25 @@ def webhook_deliver(*, delivery_id):
     return status
 
 
-def webhook_redeliver(*, delivery_ids):
-    """Send these deliveries again from scratch (the admin's "Redeliver" action); returns how many."""
+def webhook_redeliver(*, delivery_ids, by):
+    """Send these deliveries again from scratch (the admin's "Redeliver" action), audited; returns how many."""
+    permission_require(by, "governance.change_webhooksubscription", doing="redeliver webhooks")
     with transaction.atomic():
-        count = WebhookDelivery.objects.filter(pk__in=delivery_ids).update(
+        deliveries = list(WebhookDelivery.objects.select_for_update().filter(pk__in=delivery_ids).order_by("id"))
+        ids = [delivery.pk for delivery in deliveries]
+        WebhookDelivery.objects.filter(pk__in=ids).update(
             status=WebhookDelivery.Status.PENDING, attempts=0, error="", delivered_at=None
         )
-        ids = list(delivery_ids)
+        for delivery in deliveries:
+            audit_record(
+                actor=by,
+                action=AuditAction.WEBHOOK_REDELIVERED,
+                obj=delivery,
+                before={"status": delivery.status, "attempts": delivery.attempts},
+                after={"status": WebhookDelivery.Status.PENDING, "event": delivery.event},
+            )
         transaction.on_commit(lambda: _enqueue(ids))
-    return count
+    return len(ids)
 
 
 def webhooks_retry_stalled(*, now=None):
@@ -142,8 +153,30 @@ def webhooks_retry_stalled(*, now=None):
     return len(ids)
 
 
+def audit_head_anchor():
+    """Send the audit chain's head out of the database: an audit.anchored event and a log line.
+
+    Receivers keep the hashes; `verify_audit_log --expect-head HASH` then proves the log still holds
+    that entry, so a log truncated or cut short since fails. Returns the anchored (id, hash).
+    """
+    with transaction.atomic():
+        head_id, head_hash = audit_head()
+        webhook_event_emit(
+            event=WebhookSubscription.Event.AUDIT_ANCHORED,
+            data={"entry_id": head_id, "entry_hash": head_hash, "entries": AuditEntry.objects.count()},
+        )
+    head_logger.info("audit anchor #%s %s", head_id, head_hash)
+    return head_id, head_hash
+
+
 def webhook_subscription_save(*, subscription, by):
     """Create or edit a subscription, audited (the secret itself is never written to the trail)."""
+    creating = subscription.pk is None
+    permission_require(
+        by,
+        "governance.add_webhooksubscription" if creating else "governance.change_webhooksubscription",
+        doing="create webhook subscriptions" if creating else "edit webhook subscriptions",
+    )
     subscription.full_clean()
 
     def snapshot(obj):
@@ -162,7 +195,7 @@ def webhook_subscription_save(*, subscription, by):
         subscription.save()
         audit_record(
             actor=by,
-            action="webhook.updated" if before else "webhook.created",
+            action=AuditAction.WEBHOOK_UPDATED if before else AuditAction.WEBHOOK_CREATED,
             obj=subscription,
             before=before,
             after=snapshot(subscription),

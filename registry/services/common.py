@@ -2,11 +2,23 @@
 
 import logging
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.storage import artifact_read_verified
 from governance.services import webhook_event_emit
 from registry.models import RegisteredModel
+
+
+def version_files_verify(version):
+    """Check every file a version is served from (the model and its ONNX form) against its recorded sha256.
+
+    ArtifactIntegrityError (409) names the file that is missing or changed: what is approved is what serves.
+    """
+    artifact_read_verified(version.artifact_path, version.artifact_sha256)
+    if version.onnx_path:
+        artifact_read_verified(version.onnx_path, version.onnx_sha256)
 
 
 def version_payload(version):
@@ -23,8 +35,9 @@ def model_sync_later(model):
     """Mark the model's MLflow copy stale and queue its sync once the change commits."""
     # updated_at moves too: a sync that started before this change must not mark it synced.
     RegisteredModel.objects.filter(pk=model.pk).update(mlflow_synced_at=None, updated_at=timezone.now())
-    model_id = model.pk
-    transaction.on_commit(lambda: _queue_sync(model_id))
+    if settings.MLFLOW_MIRROR_ENABLED:
+        model_id = model.pk
+        transaction.on_commit(lambda: _queue_sync(model_id))
 
 
 def _queue_sync(model_id):

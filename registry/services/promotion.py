@@ -1,8 +1,12 @@
-"""Stage changes: requested by one person, checked against the policies, decided by another.
+"""Stage changes and traffic: requested by one person, checked against the policies, decided by another.
 
-Every function here runs in one transaction that also writes its audit entries and webhook
-deliveries; the MLflow aliases follow once it commits. Locks are taken in one order (request,
-then model, then versions), so concurrent decisions on one model run one after another.
+A version reaches an environment's traffic only through here: as its primary by a promotion (or a
+rollback) to the environment's stage, or as a canary or shadow beside the primary by a traffic request.
+Every request is decided by someone other than its requester, with the compliance evaluated again and
+every file of the version checked against its sha256. Every function runs in one transaction that also
+writes its audit entries and webhook deliveries; the MLflow aliases and the serving processes follow
+once it commits. Locks are taken in one order (request, then model, then versions), so concurrent
+decisions on one model run one after another.
 """
 
 from django.db import IntegrityError, transaction
@@ -10,16 +14,23 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, Conflict, InvalidInput, NotFound, NotPermitted
 from core.permissions import permission_require
-from core.storage import artifact_read_verified
 from experiments.services import dataset_frame_load
+from governance.models import AuditAction
+from governance.models import WebhookSubscription as _Subscription
 from governance.services import ComplianceSubject, audit_record, compliance_evaluate, compliance_failures
-from registry.models import ModelVersion, PromotionRequest, RegisteredModel
-from registry.services.common import event_emit, model_sync_later
-from registry.signals import version_stage_changed
+from registry.models import Environment, ModelVersion, PromotionRequest, RegisteredModel
+from registry.services.common import event_emit, model_sync_later, version_files_verify
+from registry.signals import traffic_approved, version_stage_changed
 
 Stage = ModelVersion.Stage
+Kind = PromotionRequest.Kind
+Event = _Subscription.Event
 
 _STAGE_NAMES = {stage.lower(): stage for stage in PromotionRequest.TargetStage.values}
+# The stage whose version is an environment's primary.
+STAGE_OF_ENVIRONMENT = {Environment.PRODUCTION: Stage.PRODUCTION, Environment.STAGING: Stage.STAGING}
+# Who may ask for a canary or a shadow: the data scientist who made the version, or an ML engineer.
+_TRAFFIC_REQUESTERS = ("registry.request_promotion", "serving.add_deployment")
 
 
 def stage_parse(value):
@@ -28,6 +39,14 @@ def stage_parse(value):
     if stage is None:
         raise InvalidInput(f"must be one of {', '.join(sorted(_STAGE_NAMES))}", field="to_stage")
     return stage
+
+
+def environment_parse(value) -> Environment:
+    """ "production" / "staging" → Environment; InvalidInput naming the choices otherwise."""
+    value = str(value or "").strip().lower()
+    if value not in Environment.values:
+        raise InvalidInput(f"must be one of {', '.join(Environment.values)}", field="environment")
+    return Environment(value)
 
 
 def _text_required(value, field):
@@ -73,14 +92,44 @@ def _stage_write(version, to_stage, *, by, now, reason, request):
     version.save(update_fields=fields)
     audit_record(
         actor=by,
-        action="version.stage_changed",
+        action=AuditAction.VERSION_STAGE_CHANGED,
         obj=version,
         before={"stage": before},
         after={"stage": to_stage, "promotion_request": request.pk if request else None},
         reason=reason,
     )
-    event_emit("version.stage_changed", version, from_stage=before)
+    event_emit(Event.STAGE_CHANGED, version, from_stage=before)
     version_stage_changed.send(sender=ModelVersion, version=version, from_stage=before, to_stage=to_stage, by=by)
+
+
+def _compliance_subject(version):
+    """The facts the governance policies check about a version, gathered here (governance reads no registry)."""
+    dataset = version.dataset
+    try:
+        dataset_frame_load(version=dataset)
+    except ApplicationError as exc:
+        valid, problem = False, exc.message
+    else:
+        valid, problem = True, ""
+    model = version.model
+    return ComplianceSubject(
+        version_id=version.pk,
+        model_id=model.pk,
+        metrics=version.metrics,
+        dataset=str(dataset),
+        dataset_rows=dataset.n_rows,
+        dataset_valid=valid,
+        dataset_problem=problem,
+        null_percent={
+            column["name"]: 100.0 * column["null_count"] / max(dataset.n_rows, 1)
+            for column in dataset.schema["columns"]
+        },
+        documented={
+            "description": bool(model.description.strip() or version.description.strip()),
+            "owner": model.owner_id is not None,
+            "intended_use": bool(model.intended_use.strip()),
+        },
+    )
 
 
 def _compliance_subject(version):
@@ -118,13 +167,26 @@ def _request_snapshot(request):
         "kind": request.kind,
         "to_stage": request.to_stage,
         "from_stage": request.from_stage,
+        "environment": request.environment,
+        "traffic_percent": request.traffic_percent,
         "status": request.status,
+        "requested_by": request.requested_by.get_username(),
+        "decided_by": request.decided_by.get_username() if request.decided_by else None,
         "compliance_score": request.compliance.score if request.compliance else None,
         "compliant": request.compliance.compliant if request.compliance else None,
+        "breaking_change": request.version.breaking_change,
     }
 
 
-def _request_open(*, version, to_stage, kind, reason, by):
+_REQUESTED_ACTION = {
+    Kind.PROMOTION: AuditAction.PROMOTION_REQUESTED,
+    Kind.ROLLBACK: AuditAction.ROLLBACK_REQUESTED,
+    Kind.CANARY: AuditAction.TRAFFIC_REQUESTED,
+    Kind.SHADOW: AuditAction.TRAFFIC_REQUESTED,
+}
+
+
+def _request_open(*, version, kind, reason, by, to_stage="", environment="", traffic_percent=None):
     evaluation = compliance_evaluate(subject=_compliance_subject(version), by=by)
     try:
         with transaction.atomic():  # a savepoint: a duplicate is refused without undoing the caller's work
@@ -132,29 +194,45 @@ def _request_open(*, version, to_stage, kind, reason, by):
                 version=version,
                 kind=kind,
                 to_stage=to_stage,
+                environment=environment,
+                traffic_percent=traffic_percent,
                 from_stage=version.stage,
                 reason=reason,
                 requested_by=by,
                 compliance=evaluation,
             )
     except IntegrityError:
-        pending = PromotionRequest.objects.filter(version=version, to_stage=to_stage, status="PENDING").first()
+        pending = PromotionRequest.objects.filter(version=version, status=PromotionRequest.Status.PENDING)
+        if kind in PromotionRequest.TRAFFIC_KINDS:
+            pending = pending.filter(kind=kind, environment=environment)
+        else:
+            pending = pending.filter(kind__in=[Kind.PROMOTION, Kind.ROLLBACK], to_stage=to_stage)
+        found = pending.first()
         raise Conflict(
-            f"request #{pending.pk if pending else '?'} to move {version} to {to_stage} is already pending",
-            field="to_stage",
+            f"request #{found.pk if found else '?'} for {version} ({found.target if found else to_stage}) "
+            "is already pending",
+            field="environment" if environment else "to_stage",
         ) from None
     audit_record(
         actor=by,
-        action="rollback.requested" if kind == PromotionRequest.Kind.ROLLBACK else "promotion.requested",
+        action=_REQUESTED_ACTION[kind],
         obj=request,
         after={**_request_snapshot(request), "version": str(version)},
         reason=reason,
     )
-    event_emit("promotion.requested", version, request_id=request.pk, to_stage=to_stage, kind=kind)
+    event_emit(
+        Event.PROMOTION_REQUESTED,
+        version,
+        request_id=request.pk,
+        kind=kind,
+        to_stage=to_stage,
+        environment=environment,
+        traffic_percent=traffic_percent,
+    )
     return request
 
 
-def promotion_request_create(*, version, to_stage, reason, by):
+def promotion_request_create(*, version, to_stage, reason, by) -> PromotionRequest:
     """Ask for `version` to move to `to_stage`; runs the compliance evaluation and returns the pending request."""
     permission_require(by, "registry.request_promotion", doing="request promotions")
     to_stage = stage_parse(to_stage)
@@ -168,9 +246,56 @@ def promotion_request_create(*, version, to_stage, reason, by):
             )
         if version.stage == to_stage:
             raise Conflict(f"{version} is already in {to_stage}", field="to_stage")
-        artifact_read_verified(version.artifact_path, version.artifact_sha256)
+        version_files_verify(version)
+        return _request_open(version=version, kind=Kind.PROMOTION, to_stage=to_stage, reason=reason, by=by)
+
+
+def traffic_request_create(*, version, mode, environment, reason, by, traffic_percent=None) -> PromotionRequest:
+    """Ask for `version` to take a canary share (or a shadow copy) of an environment's traffic.
+
+    Decided like a promotion: compliance evaluated, another person approves; only then does serving
+    put it beside the primary. An archived version cannot be put on traffic at all.
+    """
+    permission_require(by, *_TRAFFIC_REQUESTERS, doing="request canary or shadow deployments")
+    if mode not in PromotionRequest.TRAFFIC_KINDS:
+        raise InvalidInput("must be canary or shadow", field="mode")
+    mode = Kind(mode)
+    environment = environment_parse(environment)
+    reason = _text_required(reason, "reason")
+    if mode == Kind.CANARY:
+        try:
+            traffic_percent = float(traffic_percent)
+        except (TypeError, ValueError):
+            raise InvalidInput("must be a number more than 0 and at most 100", field="traffic_percent") from None
+        if not 0 < traffic_percent <= 100:
+            raise InvalidInput("must be more than 0 and at most 100", field="traffic_percent")
+    else:
+        traffic_percent = None
+    with transaction.atomic():
+        version = _locked_version(version.pk)
+        _traffic_check(version, mode=mode, environment=environment)
+        version_files_verify(version)
         return _request_open(
-            version=version, to_stage=to_stage, kind=PromotionRequest.Kind.PROMOTION, reason=reason, by=by
+            version=version,
+            kind=mode,
+            environment=environment,
+            traffic_percent=traffic_percent,
+            reason=reason,
+            by=by,
+        )
+
+
+def _traffic_check(version, *, mode, environment):
+    """Refuse a canary or shadow that cannot be: an archived version, the primary itself, no primary."""
+    if version.stage == Stage.ARCHIVED:
+        raise Conflict(f"{version} is archived: it cannot be put on traffic", field="version")
+    stage = STAGE_OF_ENVIRONMENT[environment]
+    if version.stage == stage:
+        raise Conflict(f"{version} is already the primary in {environment}", field="version")
+    if not version.model.versions.filter(stage=stage).exists():
+        raise Conflict(
+            f"{version.model.name} has no version in {stage}: nothing answers {environment} to put a {mode} beside",
+            field="environment",
         )
 
 
@@ -181,41 +306,52 @@ def _request_locked(request_id):
         raise NotFound(f"promotion request {request_id} does not exist") from None
 
 
-def _decision_checks(request, by, verb):
+def promotion_decision_check(*, request, by) -> None:
+    """Raise the reason `by` may not decide `request` now (already decided, no approver role, their own).
+
+    The services call it before deciding; the admin calls it to say why it offers no buttons.
+    """
     if request.status != PromotionRequest.Status.PENDING:
-        raise Conflict(f"request #{request.pk} is already {request.status.lower()}; it cannot be {verb} now")
+        raise Conflict(f"request #{request.pk} is already {request.status.lower()}; it cannot be decided now")
+    permission_require(by, "registry.approve_promotion", doing="decide promotion requests")
     if request.requested_by_id == by.pk:
         raise NotPermitted(f"{by.get_username()} asked for request #{request.pk}; another approver must decide it")
 
 
-def promotion_request_approve(*, request_id, by, comment="", override_justification=""):
-    """Approve a pending request and move the version; the approver must not be the requester.
+def promotion_request_approve(*, request_id, by, comment="", override_justification="") -> PromotionRequest:
+    """Approve a pending request and carry it out; the approver must not be the requester.
 
-    Production needs a compliant version (evaluated again now), or the override permission and
-    a written justification, which is audited as an override.
+    A promotion or rollback moves the version's stage; a canary or shadow request puts the version on
+    its environment's traffic (serving follows the `traffic_approved` signal in this transaction).
+    Production, and any traffic in production, needs a compliant version (evaluated again now), or the
+    override permission and a written justification, which is audited as an override. Every file of
+    the version must still match its sha256.
     """
     permission_require(by, "registry.approve_promotion", doing="approve promotions")
     override_justification = (override_justification or "").strip()
     with transaction.atomic():
         request = _request_locked(request_id)
-        _decision_checks(request, by, "approved")
+        promotion_decision_check(request=request, by=by)
         version = _locked_version(request.version_id)
         if version.stage != request.from_stage:
             raise Conflict(
                 f"{version} moved from {request.from_stage} to {version.stage} since request #{request.pk}; "
                 "reject it and ask again"
             )
-        if version.stage == Stage.ARCHIVED and request.kind != PromotionRequest.Kind.ROLLBACK:
+        if request.is_traffic:
+            _traffic_check(version, mode=request.kind, environment=request.environment)
+        elif version.stage == Stage.ARCHIVED and request.kind != Kind.ROLLBACK:
             raise Conflict(f"{version} is archived; only a rollback brings it back")
-        artifact_read_verified(version.artifact_path, version.artifact_sha256)
+        version_files_verify(version)
         evaluation = compliance_evaluate(subject=_compliance_subject(version), by=by)
-        override = request.to_stage == Stage.PRODUCTION and not evaluation.compliant
+        production = request.to_stage == Stage.PRODUCTION or request.environment == Environment.PRODUCTION
+        override = production and not evaluation.compliant
         if override:
             failures = "; ".join(compliance_failures(evaluation))
             if not by.has_perm("registry.override_compliance"):
                 raise NotPermitted(
                     f"{version} is not compliant ({failures}); only a user with the override_compliance "
-                    "permission can promote it to Production"
+                    "permission can put it on production traffic"
                 )
             if not override_justification:
                 raise Conflict(
@@ -232,7 +368,7 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
         request.save()
         audit_record(
             actor=by,
-            action="promotion.approved",
+            action=AuditAction.PROMOTION_APPROVED,
             obj=request,
             before=before,
             after=_request_snapshot(request),
@@ -241,26 +377,37 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
         if override:
             audit_record(
                 actor=by,
-                action="promotion.overridden",
+                action=AuditAction.PROMOTION_OVERRIDDEN,
                 obj=request,
                 after={"failures": compliance_failures(evaluation), "compliance_score": evaluation.score},
                 reason=override_justification,
             )
-        event_emit("promotion.decided", version, request_id=request.pk, decision="approved", to_stage=request.to_stage)
+        event_emit(
+            Event.PROMOTION_DECIDED,
+            version,
+            request_id=request.pk,
+            decision="approved",
+            kind=request.kind,
+            to_stage=request.to_stage,
+            environment=request.environment,
+        )
+        if request.is_traffic:
+            traffic_approved.send(sender=PromotionRequest, request=request, version=version, by=by)
+            return request
         previous = version.model.versions.filter(stage=Stage.PRODUCTION).exclude(pk=version.pk).first()
         _stage_set(version, request.to_stage, by=by, reason=request.reason, request=request)
-        if request.kind == PromotionRequest.Kind.ROLLBACK:
+        if request.kind == Kind.ROLLBACK:
             _rollback_record(version, previous, by=by, reason=request.reason, emergency=False, request=request)
     return request
 
 
-def promotion_request_reject(*, request_id, by, comment):
-    """Reject a pending request with a comment; the version stays where it is."""
+def promotion_request_reject(*, request_id, by, comment) -> PromotionRequest:
+    """Reject a pending request with a comment; the version stays where it is. Not by its requester."""
     permission_require(by, "registry.approve_promotion", doing="reject promotions")
     comment = _text_required(comment, "comment")
     with transaction.atomic():
         request = _request_locked(request_id)
-        _decision_checks(request, by, "rejected")
+        promotion_decision_check(request=request, by=by)
         before = _request_snapshot(request)
         request.status = PromotionRequest.Status.REJECTED
         request.decided_by = by
@@ -269,14 +416,20 @@ def promotion_request_reject(*, request_id, by, comment):
         request.save()
         audit_record(
             actor=by,
-            action="promotion.rejected",
+            action=AuditAction.PROMOTION_REJECTED,
             obj=request,
             before=before,
             after=_request_snapshot(request),
             reason=comment,
         )
         event_emit(
-            "promotion.decided", request.version, request_id=request.pk, decision="rejected", to_stage=request.to_stage
+            Event.PROMOTION_DECIDED,
+            request.version,
+            request_id=request.pk,
+            decision="rejected",
+            kind=request.kind,
+            to_stage=request.to_stage,
+            environment=request.environment,
         )
     return request
 
@@ -284,7 +437,7 @@ def promotion_request_reject(*, request_id, by, comment):
 def _rollback_record(version, previous, *, by, reason, emergency, request=None):
     audit_record(
         actor=by,
-        action="production.rolled_back",
+        action=AuditAction.PRODUCTION_ROLLED_BACK,
         obj=version.model,
         before={"production_version": previous.version if previous else None},
         after={
@@ -294,9 +447,7 @@ def _rollback_record(version, previous, *, by, reason, emergency, request=None):
         },
         reason=reason,
     )
-    event_emit(
-        "production.rolled_back", version, replaced_version=previous.version if previous else None, emergency=emergency
-    )
+    event_emit(Event.ROLLBACK, version, replaced_version=previous.version if previous else None, emergency=emergency)
 
 
 def rollback_target(model):
@@ -308,16 +459,21 @@ def rollback_target(model):
     return earlier.first()
 
 
+def production_rollback_check(*, by, emergency=False) -> None:
+    """Raise the reason `by` may not roll production back (at once, with `emergency`); the admin asks too."""
+    if emergency:
+        permission_require(by, "registry.emergency_rollback", doing="roll back production without approval")
+    else:
+        permission_require(by, "registry.request_promotion", "registry.approve_promotion", doing="request a rollback")
+
+
 def production_rollback(*, model_name, by, reason, emergency=False):
     """Put the previous production version back.
 
     Normally this opens a rollback request that a second approver decides (returns the request);
     with emergency=True a user holding emergency_rollback does it at once (returns the version).
     """
-    if emergency:
-        permission_require(by, "registry.emergency_rollback", doing="roll back production without approval")
-    else:
-        permission_require(by, "registry.request_promotion", "registry.approve_promotion", doing="request a rollback")
+    production_rollback_check(by=by, emergency=emergency)
     reason = _text_required(reason, "reason")
     model = RegisteredModel.objects.filter(name=model_name).first()
     if model is None:
@@ -331,11 +487,9 @@ def production_rollback(*, model_name, by, reason, emergency=False):
         if target is None:
             raise Conflict(f"{model.name} v{current.version} is the only version that was ever in Production")
         target = _locked_version(target.pk)
-        artifact_read_verified(target.artifact_path, target.artifact_sha256)
+        version_files_verify(target)
         if not emergency:
-            return _request_open(
-                version=target, to_stage=Stage.PRODUCTION, kind=PromotionRequest.Kind.ROLLBACK, reason=reason, by=by
-            )
+            return _request_open(version=target, kind=Kind.ROLLBACK, to_stage=Stage.PRODUCTION, reason=reason, by=by)
         _stage_set(target, Stage.PRODUCTION, by=by, reason=reason)
         _rollback_record(target, current, by=by, reason=reason, emergency=True)
         return target

@@ -14,6 +14,7 @@ from core.permissions import permission_require
 from core.storage import artifact_read_verified, artifact_write
 from experiments.models import Run
 from experiments.services import dataset_frame_load
+from governance.models import AuditAction, WebhookSubscription
 from governance.services import audit_record
 from registry.fast_inference import onnx_convert
 from registry.models import ModelVersion, RegisteredModel, model_name_validator
@@ -49,14 +50,47 @@ def _run_registrable(run_id):
     return run
 
 
-def model_version_register(*, run_id, model_name, description="", by=None):
+def signature_differences(*, current, candidate) -> list[str]:
+    """How `candidate` differs from `current` (features, their types and order, target, classes), in words."""
+    changes = []
+    old = {f["name"]: f["dtype"] for f in current["features"]}
+    new = {f["name"]: f["dtype"] for f in candidate["features"]}
+    if added := [name for name in new if name not in old]:
+        changes.append(f"features added: {', '.join(added)}")
+    if removed := [name for name in old if name not in new]:
+        changes.append(f"features removed: {', '.join(removed)}")
+    for name in old.keys() & new.keys():
+        if old[name] != new[name]:
+            changes.append(f"feature {name} is {new[name]}, was {old[name]}")
+    if not added and not removed and list(old) != list(new):
+        changes.append("the features are in another order")
+    if current["target"] != candidate["target"]:
+        changes.append(f"target is {candidate['target']}, was {current['target']}")
+    if list(current["classes"]) != list(candidate["classes"]):
+        changes.append(f"classes are {', '.join(candidate['classes'])}; were {', '.join(current['classes'])}")
+    return sorted(changes)
+
+
+def _compared_version(model):
+    """What a new version must fit: the model's Production version, or its latest."""
+    if model is None:
+        return None
+    return (
+        model.versions.filter(stage=ModelVersion.Stage.PRODUCTION).first()
+        or model.versions.order_by("-version").first()
+    )
+
+
+def model_version_register(*, run_id, model_name, by, description="", breaking_change=False) -> ModelVersion:
     """Register a finished run as the next version of `model_name` (created if new); returns the version.
 
     Refused with the reason when the run is not a finished training run, its model file no longer
-    matches its checksum, or its metrics miss the model's thresholds. Nothing is written then.
+    matches its checksum, its metrics miss the model's thresholds, or its features, target or classes
+    differ from the model's Production (or latest) version: a version must fit its model, unless it
+    is registered deliberately as a breaking change (audited, and shown to whoever approves it).
+    Nothing is written then.
     """
-    if by is not None:
-        permission_require(by, "registry.add_modelversion", doing="register model versions")
+    permission_require(by, "registry.add_modelversion", doing="register model versions")
     model_name = (model_name or "").strip()
     try:
         model_name_validator(model_name)
@@ -77,6 +111,15 @@ def model_version_register(*, run_id, model_name, description="", by=None):
 
     pipeline = joblib.load(io.BytesIO(model_bytes))  # safe: its sha256 matches our record
     signature = signature_build(dataset=run.dataset, classes=pipeline.classes_)
+    compared = _compared_version(existing)
+    changes = signature_differences(current=compared.signature, candidate=signature) if compared else []
+    if changes and not breaking_change:
+        raise Unprocessable(
+            f"run {run.pk} does not fit {compared}: " + "; ".join(changes) + ". Register it as a breaking change "
+            "if this is deliberate (clients of the model must change too).",
+            field="run_id",
+            extra={"compared_with": str(compared), "differences": changes},
+        )
     frame = dataset_frame_load(version=run.dataset)
     reference = reference_stats_compute(frame, features=[f["name"] for f in signature["features"]])
     fast = fast_form_build(pipeline=pipeline, signature=signature, frame=frame.drop(columns=[run.dataset.target]))
@@ -90,6 +133,7 @@ def model_version_register(*, run_id, model_name, description="", by=None):
                 signature=signature,
                 reference=reference,
                 fast=fast,
+                breaking_change=breaking_change,
             )
     except IntegrityError:
         # Another registration of this model took the same number at the same moment.
@@ -111,8 +155,9 @@ def fast_form_build(*, pipeline, signature, frame):
     return fast
 
 
-def version_fast_form_rebuild(*, version, by=None):
+def version_fast_form_rebuild(*, version, by):
     """Make the fast form of a version registered before it existed (or after a converter upgrade); audited."""
+    permission_require(by, "registry.add_modelversion", doing="rebuild the fast form of versions")
     import joblib
 
     pipeline = joblib.load(io.BytesIO(artifact_read_verified(version.artifact_path, version.artifact_sha256)))
@@ -126,7 +171,7 @@ def version_fast_form_rebuild(*, version, by=None):
         locked.save(update_fields=list(fast))
         audit_record(
             actor=by,
-            action="version.fast_form_built",
+            action=AuditAction.VERSION_FAST_FORM_BUILT,
             obj=locked,
             before=before,
             after={"serving_form": locked.serving_form, "onnx_sha256": locked.onnx_sha256},
@@ -136,15 +181,19 @@ def version_fast_form_rebuild(*, version, by=None):
     return locked
 
 
-def _version_create(*, run, model_name, description, by, signature, reference, fast):
+def _version_create(*, run, model_name, description, by, signature, reference, fast, breaking_change):
     model, created = RegisteredModel.objects.get_or_create(name=model_name, defaults={"owner": by, "created_by": by})
     if created:
-        audit_record(actor=by, action="model.created", obj=model, after={"name": model.name})
+        audit_record(actor=by, action=AuditAction.MODEL_CREATED, obj=model, after={"name": model.name})
     # The row lock numbers versions one after another, also under concurrent registrations.
     model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
     failures = gate_failures(thresholds=model.metric_thresholds, metrics=run.latest_metrics)
     if failures:  # the thresholds changed since the check above
         raise Unprocessable(f"run {run.pk} misses the registration gate of {model_name}: " + "; ".join(failures))
+    compared = _compared_version(model)  # again under the lock: Production may have moved meanwhile
+    changes = signature_differences(current=compared.signature, candidate=signature) if compared else []
+    if changes and not breaking_change:
+        raise Unprocessable(f"run {run.pk} does not fit {compared}: " + "; ".join(changes), field="run_id")
     already = model.versions.filter(run=run).first()
     if already is not None:
         raise Conflict(f"run {run.pk} is already {already}", field="run_id")
@@ -161,11 +210,13 @@ def _version_create(*, run, model_name, description, by, signature, reference, f
         reference_stats=reference,
         description=description,
         created_by=by,
+        breaking_change=bool(changes),
+        signature_changes=changes,
         **fast,
     )
     audit_record(
         actor=by,
-        action="version.registered",
+        action=AuditAction.VERSION_REGISTERED,
         obj=version,
         after={
             "run_id": run.pk,
@@ -173,9 +224,12 @@ def _version_create(*, run, model_name, description, by, signature, reference, f
             "artifact_sha256": version.artifact_sha256,
             "metrics": version.metrics,
             "serving_form": version.serving_form,
+            "breaking_change": version.breaking_change,
+            "signature_changes": changes,
+            "compared_with": str(compared) if compared else None,
         },
     )
-    event_emit("version.registered", version)
+    event_emit(WebhookSubscription.Event.VERSION_REGISTERED, version)
     model_sync_later(model)
     version_registered.send(sender=ModelVersion, version=version, by=by)
     return version
@@ -211,6 +265,6 @@ def registered_model_update(*, model, by, changes):
         if before == after:
             return locked
         locked.save()
-        audit_record(actor=by, action="model.updated", obj=locked, before=before, after=after)
+        audit_record(actor=by, action=AuditAction.MODEL_UPDATED, obj=locked, before=before, after=after)
         model_sync_later(locked)
     return locked

@@ -2,16 +2,14 @@
 
 from serving.services.deployments import (
     deployment_retire,
-    deployment_set_canary,
-    deployment_set_shadow,
     deployments_follow_stage,
+    deployments_follow_traffic_approval,
 )
 from serving.services.feedback import feedback_record
 
 __all__ = [
     "deployment_retire",
-    "deployment_set_canary",
-    "deployment_set_shadow",
     "deployments_follow_stage",
+    "deployments_follow_traffic_approval",
     "feedback_record",
 ]

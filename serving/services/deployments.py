@@ -1,24 +1,31 @@
-"""Deployments: they follow the registry's stages, and an ML engineer adds a canary or a shadow."""
+"""Deployments: what answers each environment's traffic.
+
+Nothing here puts a version on traffic by itself. A primary follows the registry's stages (a promotion
+or rollback approved by a second person); a canary or shadow follows an approved traffic request
+(registry.signals.traffic_approved). Taking traffic away (retiring a canary or shadow) needs only the
+ML engineer's permission: it can never put an unapproved version in front of users.
+"""
 
 from django.db import transaction
 from django.utils import timezone
 
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict
 from core.permissions import permission_require
+from governance.models import AuditAction
 from governance.services import audit_record
-from registry.models import ModelVersion
+from registry.models import Environment, ModelVersion, PromotionRequest
 from serving.models import Deployment
 from serving.signal import signal_bump
 
 _ENVIRONMENT_OF_STAGE = {
-    ModelVersion.Stage.PRODUCTION: Deployment.Environment.PRODUCTION,
-    ModelVersion.Stage.STAGING: Deployment.Environment.STAGING,
+    ModelVersion.Stage.PRODUCTION: Environment.PRODUCTION,
+    ModelVersion.Stage.STAGING: Environment.STAGING,
 }
 
 
 def _endpoint(model, environment):
     base = f"/api/v1/models/{model.name}/predict"
-    return base if environment == Deployment.Environment.PRODUCTION else f"{base}?environment=staging"
+    return base if environment == Environment.PRODUCTION else f"{base}?environment=staging"
 
 
 def _retire(deployments, *, by, reason):
@@ -29,7 +36,7 @@ def _retire(deployments, *, by, reason):
         deployment.save(update_fields=["status", "retired_at"])
         audit_record(
             actor=by,
-            action="deployment.retired",
+            action=AuditAction.DEPLOYMENT_RETIRED,
             obj=deployment,
             before={"status": Deployment.Status.ACTIVE},
             after={"status": Deployment.Status.RETIRED},
@@ -37,7 +44,7 @@ def _retire(deployments, *, by, reason):
         )
 
 
-def _create(*, version, environment, mode, percent, by, reason):
+def _create(*, version, environment, mode, percent, by, reason, request=None):
     deployment = Deployment.objects.create(
         model=version.model,
         version=version,
@@ -47,13 +54,14 @@ def _create(*, version, environment, mode, percent, by, reason):
         endpoint_url=_endpoint(version.model, environment),
         created_by=by if by is not None and by.is_authenticated else None,
     )
-    audit_record(
-        actor=by,
-        action="deployment.created",
-        obj=deployment,
-        after={"version": version.version, "environment": environment, "mode": mode, "traffic_percent": percent},
-        reason=reason,
-    )
+    after = {"version": version.version, "environment": environment, "mode": mode, "traffic_percent": percent}
+    if request is not None:
+        after.update(
+            promotion_request=request.pk,
+            requested_by=request.requested_by.get_username(),
+            approved_by=request.decided_by.get_username() if request.decided_by else None,
+        )
+    audit_record(actor=by, action=AuditAction.DEPLOYMENT_CREATED, obj=deployment, after=after, reason=reason)
     return deployment
 
 
@@ -64,11 +72,18 @@ def _active(model, environment, mode=None):
     return deployments.filter(mode=mode) if mode else deployments
 
 
-def deployments_follow_stage(*, version, from_stage, to_stage, by):
-    """A version entering Production or Staging becomes that environment's primary; one leaving is retired.
+def deployments_follow_stage(*, version, from_stage, to_stage, by) -> None:
+    """A version entering Production or Staging becomes that environment's primary; one leaving is retired,
+    and an archived version answers no traffic at all (its canaries and shadows go too).
 
     Runs inside the registry's stage-change transaction; serving processes reload once it commits.
     """
+    if to_stage == ModelVersion.Stage.ARCHIVED:
+        _retire(
+            Deployment.objects.select_for_update().filter(version=version, status=Deployment.Status.ACTIVE),
+            by=by,
+            reason=f"v{version.version} was archived",
+        )
     left = _ENVIRONMENT_OF_STAGE.get(from_stage)
     if left:
         _retire(
@@ -100,43 +115,32 @@ def deployments_follow_stage(*, version, from_stage, to_stage, by):
     transaction.on_commit(signal_bump)
 
 
-def _side_deployment(*, version, mode, percent, by, reason, environment):
-    permission_require(by, "serving.add_deployment", doing=f"set a {mode} deployment")
-    if environment not in Deployment.Environment.values:
-        raise InvalidInput(f"must be one of {', '.join(Deployment.Environment.values)}", field="environment")
-    with transaction.atomic():
-        primary = _active(version.model, environment, Deployment.Mode.PRIMARY).first()
-        if primary is None:
-            raise Conflict(f"{version.model.name} has nothing deployed in {environment} to put a {mode} beside")
-        if primary.version_id == version.pk:
-            raise Conflict(f"{version} is already the primary in {environment}", field="version")
-        _retire(_active(version.model, environment, mode), by=by, reason=reason or f"{mode} replaced")
-        deployment = _create(version=version, environment=environment, mode=mode, percent=percent, by=by, reason=reason)
-        transaction.on_commit(signal_bump)
+def deployments_follow_traffic_approval(*, request: PromotionRequest, version: ModelVersion, by) -> Deployment:
+    """Put the version of an approved canary or shadow request beside its environment's primary (audited
+    with both people), replacing the canary (or shadow) there. Runs in the approval's transaction."""
+    mode = Deployment.Mode(request.kind)
+    environment = request.environment
+    primary = _active(version.model, environment, Deployment.Mode.PRIMARY).first()
+    if primary is None:
+        raise Conflict(f"{version.model.name} has nothing deployed in {environment} to put a {mode} beside")
+    if primary.version_id == version.pk:
+        raise Conflict(f"{version} is already the primary in {environment}", field="version")
+    reason = f"request #{request.pk}: {request.reason}"
+    _retire(_active(version.model, environment, mode), by=by, reason=f"replaced by {version} ({reason})")
+    deployment = _create(
+        version=version,
+        environment=environment,
+        mode=mode,
+        percent=request.traffic_percent if mode == Deployment.Mode.CANARY else 0.0,
+        by=by,
+        reason=reason,
+        request=request,
+    )
+    transaction.on_commit(signal_bump)
     return deployment
 
 
-def deployment_set_canary(*, version, percent, by, reason="", environment=Deployment.Environment.PRODUCTION):
-    """Send `percent` % of `environment`'s requests to `version` beside the primary (audited)."""
-    try:
-        percent = float(percent)
-    except (TypeError, ValueError):
-        raise InvalidInput("must be a number from 0 to 100", field="traffic_percent") from None
-    if not 0 < percent <= 100:
-        raise InvalidInput("must be more than 0 and at most 100", field="traffic_percent")
-    return _side_deployment(
-        version=version, mode=Deployment.Mode.CANARY, percent=percent, by=by, reason=reason, environment=environment
-    )
-
-
-def deployment_set_shadow(*, version, by, reason="", environment=Deployment.Environment.PRODUCTION):
-    """Have `version` also predict on every request of `environment`, logged but never returned (audited)."""
-    return _side_deployment(
-        version=version, mode=Deployment.Mode.SHADOW, percent=0.0, by=by, reason=reason, environment=environment
-    )
-
-
-def deployment_retire(*, deployment, by, reason=""):
+def deployment_retire(*, deployment, by, reason="") -> Deployment:
     """Stop a canary or shadow (a primary leaves only by a stage change)."""
     permission_require(by, "serving.change_deployment", doing="retire deployments")
     if deployment.mode == Deployment.Mode.PRIMARY:
@@ -147,3 +151,4 @@ def deployment_retire(*, deployment, by, reason=""):
             raise Conflict(f"{locked} is already retired")
         _retire([locked], by=by, reason=reason)
         transaction.on_commit(signal_bump)
+    return locked

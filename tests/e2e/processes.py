@@ -36,6 +36,7 @@ def start(*args, log, **extra_env):
         "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
         "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
         "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
+        "MLFLOW_MIRROR_ENABLED": "1" if settings.MLFLOW_MIRROR_ENABLED else "0",
         **extra_env,
     }
     with log.open("wb") as output:

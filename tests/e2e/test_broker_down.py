@@ -9,7 +9,7 @@ from tests.e2e import processes
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_queueing_with_the_broker_down_fails_the_run_with_the_reason(tmp_path):
+def test_queueing_with_the_broker_down_fails_the_run_with_the_reason(tmp_path, scientist):
     process = processes.start(
         "django",
         "train",
@@ -22,6 +22,8 @@ def test_queueing_with_the_broker_down_fails_the_run_with_the_reason(tmp_path):
         "--algorithm",
         "random_forest",
         "--queue",
+        "--user",
+        scientist.username,
         log=tmp_path / "train.log",
         CELERY_BROKER_URL="redis://127.0.0.1:1/0",  # nothing listens on port 1
     )

@@ -9,6 +9,7 @@ from core.storage import artifact_path
 from experiments import services
 from experiments.models import DatasetVersion, Run
 from governance.models import AuditEntry
+from tests.helpers import run_dispatches
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def admin_client(client, django_user_model):
 
 
 @pytest.fixture
-def finished_runs(django_capture_on_commit_callbacks):
+def finished_runs(admin_client, django_capture_on_commit_callbacks):
     runs = []
     for depth in (2, 3):
         run = services.run_launch(
@@ -32,6 +33,7 @@ def finished_runs(django_capture_on_commit_callbacks):
             algorithm="gradient_boosting",
             params={"n_estimators": 10, "max_depth": depth},
             inline=True,
+            by=admin_client.user,
         )
         runs.append(run)
     return runs
@@ -80,7 +82,7 @@ def test_launch_form_queues_a_run_through_the_service(admin_client, django_captu
     assert response["Location"] == reverse("admin:experiments_run_change", args=[run.pk])
     assert run.status == Run.Status.QUEUED
     assert dict(run.params.values_list("key", "value"))["n_estimators"] == "15"
-    assert len(callbacks) == 1  # the Celery dispatch, sent once the transaction commits
+    assert len(run_dispatches(callbacks)) == 1  # the Celery dispatch, sent once the transaction commits
     entry = AuditEntry.objects.get(action="run.launched", object_id=str(run.pk))
     assert entry.actor == admin_client.user
 
@@ -120,12 +122,21 @@ def test_launch_form_sweep_creates_a_parent_and_children(admin_client, django_ca
     assert parent.sweep_metric == "f1_macro"
 
 
-def test_launch_is_forbidden_without_the_add_run_permission(client, django_user_model):
+def test_launch_is_refused_by_the_service_without_the_add_run_permission(client, django_user_model):
     viewer = django_user_model.objects.create_user("viewer", password="pw-viewer-1", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_run"))
     client.force_login(viewer)
-    assert client.get(reverse("admin:experiments_run_launch")).status_code == 403
     assert "Launch training run" not in client.get(reverse("admin:experiments_run_changelist")).content.decode()
+    form = {
+        "experiment": "e",
+        "dataset": "iris",
+        "algorithm": "random_forest",
+        "params": "",
+        "sweep_metric": "accuracy",
+    }
+    response = client.post(reverse("admin:experiments_run_launch"), form)
+    assert "viewer may not launch training runs: it needs the add_run permission" in response.content.decode()
+    assert not Run.objects.exists()
 
 
 def test_compare_view_puts_params_and_metrics_side_by_side_with_history_charts(admin_client, finished_runs):
@@ -184,7 +195,7 @@ def test_artifact_download_checks_the_checksum(admin_client, finished_runs):
 
 def test_running_run_page_refreshes_and_shows_progress(admin_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
-        run = services.run_launch(experiment="live", dataset="iris", algorithm="random_forest")
+        run = services.run_launch(experiment="live", dataset="iris", algorithm="random_forest", by=admin_client.user)
     Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING, progress=0.4, progress_message="40/100 trees")
     html = admin_client.get(reverse("admin:experiments_run_change", args=[run.pk])).content.decode()
     assert 'http-equiv="refresh"' in html
@@ -208,9 +219,12 @@ def test_dataset_upload_in_the_admin(admin_client):
     assert not DatasetVersion.objects.filter(name="broken").exists()
 
 
+@pytest.mark.mlflow
 def test_mirror_action_mirrors_only_runs_not_yet_in_mlflow(admin_client, settings, mlflow_store):
     settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:9"  # MLflow down while the run ends
-    run = services.run_launch(experiment="late-mirror", dataset="iris", algorithm="random_forest", inline=True)
+    run = services.run_launch(
+        experiment="late-mirror", dataset="iris", algorithm="random_forest", inline=True, by=admin_client.user
+    )
     assert not run.mlflow_synced
     settings.MLFLOW_TRACKING_URI = mlflow_store["uri"]
     changelist = reverse("admin:experiments_run_changelist")

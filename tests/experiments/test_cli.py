@@ -7,8 +7,16 @@ from django.core.management import CommandError, call_command
 from mlflow import MlflowClient
 
 from experiments.models import Run
+from tests.helpers import run_dispatches
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def acting_user(user, monkeypatch):
+    """The commands act as the data scientist named by MLOPS_USER, as the README sets it."""
+    monkeypatch.setenv("MLOPS_USER", user.username)
+    return user
 
 
 def _train(*args):
@@ -100,10 +108,11 @@ def test_bad_input_is_a_command_error_and_creates_nothing(args, message):
     assert not Run.objects.exists()
 
 
-def test_bad_input_exits_non_zero_from_the_shell():
+def test_bad_input_exits_non_zero_from_the_shell(monkeypatch):
     import subprocess
     import sys
 
+    monkeypatch.delenv("MLOPS_USER")
     result = subprocess.run(
         [
             sys.executable,
@@ -123,7 +132,15 @@ def test_bad_input_exits_non_zero_from_the_shell():
         timeout=120,
     )
     assert result.returncode == 1
-    assert "params.n_estimators: must be an integer" in result.stderr
+    assert "say who you are with --user" in result.stderr
+
+
+def test_a_user_without_the_role_is_refused_and_nothing_is_created(django_user_model, monkeypatch):
+    django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    monkeypatch.setenv("MLOPS_USER", "nobody")
+    with pytest.raises(CommandError, match="nobody may not launch training runs: it needs the add_run permission"):
+        _train("--experiment", "cli", "--dataset", "iris", "--algorithm", "random_forest")
+    assert not Run.objects.exists()
 
 
 def test_a_failed_run_exits_non_zero_with_its_id_printed():
@@ -154,7 +171,7 @@ def test_queue_hands_the_run_to_the_workers(django_capture_on_commit_callbacks):
     run = Run.objects.get()
     assert run.status == Run.Status.QUEUED
     assert out.strip().splitlines()[-1] == str(run.pk)
-    assert len(callbacks) == 1
+    assert len(run_dispatches(callbacks)) == 1
 
 
 def test_import_mlflow_command(tmp_path):

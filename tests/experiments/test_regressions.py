@@ -31,10 +31,10 @@ def _csv(rows, header="age,plan,label"):
 # --- 1. training reads the CSV as the upload read it ------------------------------------------
 
 
-def test_na_and_none_categories_and_spaces_after_commas_train_as_uploaded(launch):
+def test_na_and_none_categories_and_spaces_after_commas_train_as_uploaded(launch, user):
     plans = ["NA", " None", "basic", " NA", "None", ""]
     rows = [f"{20 + i}, {plans[i % len(plans)]},{'yes' if i % 2 else 'no'}" for i in range(24)]
-    version, _ = services.dataset_version_upload(name="plans", content=_csv(rows), target="label")
+    version, _ = services.dataset_version_upload(name="plans", content=_csv(rows), target="label", by=user)
 
     run = launch(dataset="plans", params={"n_estimators": 5})
 
@@ -67,19 +67,19 @@ def test_huge_finite_numbers_upload_with_their_overflowing_mean_left_out(api_cli
     assert (float(width["max"]), width["mean"]) == (1e308, None)  # PostgreSQL's jsonb gives 1e308 back as an int
 
 
-def test_a_constraint_the_new_dataset_row_breaks_is_not_taken_for_a_concurrent_upload(monkeypatch):
+def test_a_constraint_the_new_dataset_row_breaks_is_not_taken_for_a_concurrent_upload(monkeypatch, user):
     def broken_create(**kwargs):
         raise IntegrityError("CHECK constraint failed: JSON_VALID(schema)")
 
     monkeypatch.setattr(DatasetVersion.objects, "create", broken_create)
     with pytest.raises(IntegrityError, match="JSON_VALID"):
-        services.dataset_version_upload(name="x", content=_csv(["1,a,x", "2,b,y"]), target="label")
+        services.dataset_version_upload(name="x", content=_csv(["1,a,x", "2,b,y"]), target="label", by=user)
 
 
 # --- 3. an MLflow run with a NaN metric imports -----------------------------------------------
 
 
-def test_import_of_an_mlflow_run_with_a_nan_metric(tmp_path, api_client):
+def test_import_of_an_mlflow_run_with_a_nan_metric(tmp_path, api_client, user):
     uri = f"sqlite:///{tmp_path / 'nan.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("diverged", artifact_location=(tmp_path / "a").as_uri())
@@ -95,7 +95,7 @@ def test_import_of_an_mlflow_run_with_a_nan_metric(tmp_path, api_client):
     )
     client.set_terminated(remote.info.run_id)
 
-    assert services.mlflow_import(tracking_uri=uri) == {"experiments": 1, "runs": 1, "skipped": 0}
+    assert services.mlflow_import(tracking_uri=uri, by=user) == {"experiments": 1, "runs": 1, "skipped": 0}
 
     run = Run.objects.get(mlflow_run_id=remote.info.run_id)
     assert run.latest_metrics == {"loss": None, "accuracy": 0.75}
@@ -114,9 +114,9 @@ def test_import_of_an_mlflow_run_with_a_nan_metric(tmp_path, api_client):
 # --- 4. names near 200 characters -------------------------------------------------------------
 
 
-def test_a_default_run_name_and_sweep_member_names_fit_and_stay_distinct(queue):
+def test_a_default_run_name_and_sweep_member_names_fit_and_stay_distinct(queue, user):
     long_name = "d" * 200
-    services.dataset_version_upload(name=long_name, content=_csv(["1,a,x", "2,b,y", "3,a,x"]), target="label")
+    services.dataset_version_upload(name=long_name, content=_csv(["1,a,x", "2,b,y", "3,a,x"]), target="label", by=user)
 
     parent = queue(dataset=long_name, sweep={"max_depth": [2, 3]})
 
@@ -139,14 +139,14 @@ def test_a_given_run_name_of_200_characters_keeps_its_sweep_suffix_and_longer_is
     assert error.value.field == "name"
 
 
-def test_an_imported_run_name_longer_than_200_characters_is_shortened(tmp_path):
+def test_an_imported_run_name_longer_than_200_characters_is_shortened(tmp_path, user):
     uri = f"sqlite:///{tmp_path / 'long.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("long-names", artifact_location=(tmp_path / "a").as_uri())
     remote = client.create_run(experiment_id, run_name="r" * 250)
     client.set_terminated(remote.info.run_id)
 
-    services.mlflow_import(tracking_uri=uri)
+    services.mlflow_import(tracking_uri=uri, by=user)
 
     assert Run.objects.get(mlflow_run_id=remote.info.run_id).name == "r" * 199 + "…"
 
@@ -201,8 +201,8 @@ def test_random_state_above_2_to_the_32_is_refused_and_the_largest_allowed_train
     ],
     ids=["blank-lines", "blank-lines-before-header", "whitespace-line", "quoted-newline", "crlf", "cr"],
 )
-def test_text_in_a_numeric_column_is_reported_at_its_line_in_the_file(content, line):
+def test_text_in_a_numeric_column_is_reported_at_its_line_in_the_file(user, content, line):
     with pytest.raises(InvalidInput) as error:
-        services.dataset_version_upload(name="bad", content=content, target="label")
+        services.dataset_version_upload(name="bad", content=content, target="label", by=user)
     assert error.value.field == "file"
     assert f"column 'age' is numeric but line {line} holds 'abc'" in error.value.message

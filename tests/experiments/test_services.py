@@ -73,6 +73,7 @@ def test_sweep_grid_parse():
             services.sweep_grid_parse(bad)
 
 
+@pytest.mark.mlflow
 def test_a_sweep_runs_every_combination_and_records_the_best(launch, settings):
     parent = launch(
         dataset="customer_churn",
@@ -111,6 +112,7 @@ def test_a_sweep_whose_runs_all_fail_fails(queue, user):
     assert "none of the 2 runs finished" in parent.error
 
 
+@pytest.mark.mlflow
 def test_every_run_is_mirrored_to_mlflow(launch, settings):
     run = launch(experiment="mirror-me", params={"n_estimators": 8})
     assert run.mlflow_synced
@@ -127,6 +129,7 @@ def test_every_run_is_mirrored_to_mlflow(launch, settings):
     assert list(model.predict(frame)) == list(__import__("joblib").load(artifact_path(run.model_path)).predict(frame))
 
 
+@pytest.mark.mlflow
 def test_an_unreachable_mlflow_does_not_stop_the_run_and_the_mirror_is_retried(launch, settings, mlflow_store):
     settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:9"  # nothing listens there
     run = launch(experiment="mlflow-down")
@@ -214,9 +217,9 @@ def _make_foreign_store(tmp_path):
     return uri, parent.info.run_id, child.info.run_id
 
 
-def test_import_from_an_existing_mlflow_store_is_idempotent(tmp_path):
+def test_import_from_an_existing_mlflow_store_is_idempotent(tmp_path, user):
     uri, parent_id, child_id = _make_foreign_store(tmp_path)
-    counts = services.mlflow_import(tracking_uri=uri)
+    counts = services.mlflow_import(tracking_uri=uri, by=user)
     assert counts == {"experiments": 1, "runs": 2, "skipped": 0}
     child = Run.objects.get(mlflow_run_id=child_id)
     assert child.parent.mlflow_run_id == parent_id
@@ -225,14 +228,15 @@ def test_import_from_an_existing_mlflow_store_is_idempotent(tmp_path):
     assert list(child.metrics.filter(key="loss").values_list("step", flat=True)) == [0, 1, 2, 3, 4]
     assert child.status == Run.Status.FINISHED
 
-    assert services.mlflow_import(tracking_uri=uri) == {"experiments": 0, "runs": 0, "skipped": 2}
+    assert services.mlflow_import(tracking_uri=uri, by=user) == {"experiments": 0, "runs": 0, "skipped": 2}
     assert Run.objects.count() == 2
 
 
-def test_import_skips_the_runs_we_mirrored_ourselves(launch, settings, tmp_path):
+@pytest.mark.mlflow
+def test_import_skips_the_runs_we_mirrored_ourselves(launch, user, settings, tmp_path):
     settings.MLFLOW_TRACKING_URI = f"sqlite:///{tmp_path / 'own.db'}"
     run = launch(experiment="ours")
-    counts = services.mlflow_import(tracking_uri=settings.MLFLOW_TRACKING_URI)
+    counts = services.mlflow_import(tracking_uri=settings.MLFLOW_TRACKING_URI, by=user)
     assert counts == {"experiments": 0, "runs": 0, "skipped": 1}
     assert Run.objects.filter(experiment__name="ours").count() == 1
     assert Run.objects.get(experiment__name="ours") == run

@@ -10,7 +10,7 @@ from experiments.services import dataset_frame_load
 from registry import services
 from registry.models import RegisteredModel
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.mlflow]
 
 
 def test_aliases_follow_promotions_and_rollbacks(register, promote, approver, settings):

@@ -115,7 +115,7 @@ def test_promotion_needs_a_second_person_and_archives_the_old_production(registe
     approved = AuditEntry.objects.filter(action="promotion.approved").order_by("id").last()
     assert approved.actor_name == "alex"
     assert approved.reason == "looks good"
-    assert audit_chain_verify()[1] is None
+    assert audit_chain_verify().intact
 
 
 def test_staging_holder_steps_down_when_another_version_is_staged(register, promote):
@@ -381,3 +381,60 @@ def test_roles_exist_with_their_permissions(scientist, approver, auditor, engine
     assert not auditor.has_perm("registry.request_promotion")
     assert engineer.has_perm("django_celery_beat.change_periodictask")
     assert not engineer.has_perm("registry.approve_promotion")
+
+
+def test_a_run_whose_features_or_classes_differ_is_refused_with_the_differences_named(register, train, scientist):
+    register()  # iris-clf v1: four flower measurements, three species
+    churn_run = train(dataset="customer_churn", n_samples=200)
+    count = AuditEntry.objects.count()
+    with pytest.raises(Unprocessable) as refused:
+        services.model_version_register(run_id=churn_run.pk, model_name="iris-clf", by=scientist)
+    message = refused.value.message
+    assert "does not fit iris-clf v1" in message
+    assert "features added: tenure_months" in message
+    assert "features removed: sepal_length_cm" in message
+    assert "classes are no, yes; were setosa, versicolor, virginica" in message
+    assert "breaking change" in message
+    assert refused.value.extra["compared_with"] == "iris-clf v1"
+    assert (ModelVersion.objects.count(), AuditEntry.objects.count()) == (1, count)
+
+
+def test_a_deliberate_breaking_change_is_registered_audited_and_shown_to_the_approver(
+    register, train, scientist, approver, api_client
+):
+    register()
+    run = train(dataset="customer_churn", n_samples=200)
+    version = services.model_version_register(run_id=run.pk, model_name="iris-clf", by=scientist, breaking_change=True)
+    assert version.breaking_change
+    assert "features added: tenure_months" in "; ".join(version.signature_changes)
+    entry = AuditEntry.objects.get(action="version.registered", object_id=str(version.pk))
+    assert entry.after["breaking_change"] is True
+    assert entry.after["compared_with"] == "iris-clf v1"
+    request = services.promotion_request_create(version=version, to_stage="staging", reason="new schema", by=scientist)
+    api_client.force_authenticate(approver)
+    shown = api_client.get(f"/api/v1/promotion-requests/{request.pk}").json()
+    assert shown["breaking_change"] is True
+    assert any("classes are no, yes" in change for change in shown["signature_changes"])
+    # A version that fits its model again is compared with the latest one when nothing is in Production.
+    assert (
+        services.model_version_register(
+            run_id=train(dataset="customer_churn", n_samples=200, seed=3).pk, model_name="iris-clf", by=scientist
+        ).breaking_change
+        is False
+    )
+
+
+def test_approval_checks_every_file_that_will_serve_and_names_the_changed_one(register, scientist, approver, settings):
+    version = register()
+    request = services.promotion_request_create(version=version, to_stage="production", reason="r", by=scientist)
+    onnx = settings.ARTIFACT_ROOT / version.onnx_path
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit in the form that answers traffic
+    onnx.write_bytes(bytes(data))
+    with pytest.raises(Conflict, match=rf"{version.onnx_path} has sha256"):
+        services.promotion_request_approve(request_id=request.pk, by=approver)
+    version.refresh_from_db()
+    request.refresh_from_db()
+    assert (version.stage, request.status) == (Stage.NONE, "PENDING")
+    with pytest.raises(Conflict, match=version.onnx_path):
+        services.promotion_request_create(version=version, to_stage="staging", reason="r", by=scientist)

@@ -3,48 +3,27 @@
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from governance.models import WebhookDelivery, WebhookSubscription
-from governance.services import webhook_deliver
+from governance.services import webhook_deliver, webhook_subscription_save
 from governance.tasks import deliver_webhook
+from registry import services
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "s3cret-for-tests"
+User = get_user_model()
 
 
-@pytest.fixture
-def receiver():
-    """An HTTP server that records each POST; `fail_first` answers that many requests with 503."""
-    received = []
-    state = {"fail_first": 0}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"headers": dict(self.headers), "body": body})
-            status = 503 if state["fail_first"] > 0 else 200
-            state["fail_first"] -= 1
-            self.send_response(status)
-            self.end_headers()
-            self.wfile.write(b"thanks" if status == 200 else b"busy")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield {"url": f"http://127.0.0.1:{server.server_port}/hook", "received": received, "state": state}
-    server.shutdown()
-
-
-def _subscribe(url, events=()):
-    return WebhookSubscription.objects.create(name="gitops", url=url, secret=SECRET, events=list(events))
+def _subscribe(url, events=(), by=None):
+    """A subscription made the way the admin makes it: through the service, validated and audited."""
+    by = by or User.objects.create_superuser(f"hooks-{User.objects.count()}", password="pw-hooks-1")
+    return webhook_subscription_save(
+        subscription=WebhookSubscription(name="gitops", url=url, secret=SECRET, events=list(events)), by=by
+    )
 
 
 def test_registration_and_promotion_are_delivered_signed(
@@ -120,3 +99,80 @@ def test_retry_delay_doubles(settings):
 
     settings.WEBHOOK_RETRY_BASE_SECONDS = 30
     assert [retry_delay(n) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+
+
+def test_a_rollback_is_announced(receiver, register, promote, approver):
+    _subscribe(receiver["url"], events=["production.rolled_back"])
+    v1, v2 = register(), register()
+    promote(v1)
+    promote(v2)
+    services.production_rollback(model_name="iris-clf", by=approver, reason="v2 misroutes", emergency=True)
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.event == "production.rolled_back"
+    assert (delivery.payload["data"]["version"], delivery.payload["data"]["replaced_version"]) == (1, 2)
+    assert delivery.payload["data"]["emergency"] is True
+
+
+def test_deliveries_are_queued_only_once_the_change_commits(receiver, register, django_capture_on_commit_callbacks):
+    _subscribe(receiver["url"], events=["version.registered"])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        register()
+    delivery = WebhookDelivery.objects.get()
+    sends = [callback for callback in callbacks if "webhook_event_emit" in callback.__qualname__]
+    assert len(sends) == 1  # nothing is sent from inside the transaction...
+    assert delivery.attempts == 0
+    sends[0]()  # ...and on commit, its delivery task is queued (a worker sends it: tests/e2e/test_webhooks.py)
+
+
+def test_stalled_deliveries_are_queued_again_but_not_those_in_their_backoff(register, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from governance.services.webhooks import retry_delay, webhooks_retry_stalled
+
+    _subscribe("http://127.0.0.1:9/", events=["version.registered", "promotion.requested"])
+    register()
+    lost = WebhookDelivery.objects.get(event="version.registered")
+    now = timezone.now() + timedelta(minutes=5)
+    assert webhooks_retry_stalled(now=now) == 1
+    WebhookDelivery.objects.filter(pk=lost.pk).update(attempts=1, last_attempt_at=now)  # a worker took it
+    assert webhooks_retry_stalled(now=now) == 0  # still within its backoff: its own retry will come
+    later = now + timedelta(seconds=retry_delay(settings.WEBHOOK_MAX_ATTEMPTS) + 61)
+    assert webhooks_retry_stalled(now=later) == 1  # its retry never came: queued again
+
+
+def test_redeliver_in_the_admin_resets_the_delivery_and_is_audited(register, client, engineer, auditor):
+    from django.urls import reverse
+
+    from governance.models import AuditEntry
+
+    _subscribe("http://127.0.0.1:9/", events=["version.registered"], by=engineer)
+    register()
+    delivery = WebhookDelivery.objects.get()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="FAILED", attempts=5, error="refused")
+    changelist = reverse("admin:governance_webhookdelivery_changelist")
+    client.force_login(auditor)  # may read deliveries, not send them again
+    refused = client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
+    assert "may not redeliver webhooks" in refused.content.decode()
+    client.force_login(engineer)
+    client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.error) == ("PENDING", 0, "")
+    entry = AuditEntry.objects.get(action="webhook.redelivered")
+    assert (entry.actor_name, entry.before) == ("eli", {"status": "FAILED", "attempts": 5})
+
+
+def test_a_subscription_to_every_event_is_made_in_the_admin(client, engineer, register):
+    from django.urls import reverse
+
+    client.force_login(engineer)
+    response = client.post(
+        reverse("admin:governance_webhooksubscription_add"),
+        {"name": "everything", "url": "http://127.0.0.1:9/all", "secret": "s", "enabled": "on"},  # none ticked
+    )
+    assert response.status_code == 302
+    subscription = WebhookSubscription.objects.get(name="everything")
+    assert subscription.events == []
+    register()
+    assert WebhookDelivery.objects.filter(subscription=subscription, event="version.registered").exists()

@@ -40,11 +40,26 @@ def test_native_predict_with_instances_and_inputs(production, client):
     assert logged[0].deployment_mode == "primary"
 
 
-def test_a_given_version_answers_whatever_is_in_production(register, production, client):
-    register()
-    response = client.post("/api/v1/models/iris-clf/versions/2/predict", {"instances": [IRIS_ROW]}, format="json")
-    assert response.json()["version"] == 2
-    assert response.json()["deployment"] == "direct"
+def test_a_version_by_number_answers_in_staging_or_production_and_any_other_only_with_the_permission(
+    register, production, promote, client, engineer, scientist, django_capture_on_commit_callbacks
+):
+    v2 = register()
+    url = "/api/v1/models/iris-clf/versions/{}/predict"
+    ok = client.post(url.format(1), {"instances": [IRIS_ROW]}, format="json")
+    assert (ok.status_code, ok.json()["version"], ok.json()["deployment"]) == (200, 1, "direct")
+    client.force_authenticate(scientist)
+    refused = client.post(url.format(2), {"instances": [IRIS_ROW]}, format="json")
+    assert refused.status_code == 403
+    assert "v2 by number (it is None, not in Staging or Production)" in refused.json()["error"]
+    client.force_authenticate(engineer)  # predict_any_version: shadow testing, debugging
+    assert client.post(url.format(2), {"instances": [IRIS_ROW]}, format="json").json()["version"] == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(v2)  # v1 is archived now
+    client.force_authenticate(scientist)
+    archived = client.post(url.format(1), {"instances": [IRIS_ROW]}, format="json")
+    assert archived.status_code == 403
+    assert "it is Archived" in archived.json()["error"]
+    assert client.post(url.format(2), {"instances": [IRIS_ROW]}, format="json").status_code == 200
 
 
 BAD_BODIES = [
@@ -152,28 +167,97 @@ def test_auth_when_required(production, client, settings, django_user_model):
     assert response.status_code == 200
 
 
-def test_throttling_per_client(production, client, settings):
-    settings.SERVING_THROTTLE_RATE = "3/minute"
-    statuses = [
-        client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").status_code
-        for _ in range(4)
-    ]
-    assert statuses == [200, 200, 200, 429]
+def test_throttling_counts_each_client_on_its_own(production, settings, scientist, engineer):
+    import time
+
+    from rest_framework.test import APIClient
+
+    from serving.access import PredictionRateThrottle
+
+    settings.SERVING_THROTTLE_RATE = "3/hour"
+    PredictionRateThrottle._counts.clear()
+    if 3600 - time.time() % 3600 < 10:  # fixed windows: don't start a count that the hour's end would reset
+        time.sleep(3600 - time.time() % 3600 + 0.1)
+    clients = {}
+    for user in (scientist, engineer):
+        clients[user.username] = APIClient()
+        clients[user.username].force_authenticate(user)
+
+    def ask(name):
+        return clients[name].post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
+
+    assert [ask("dana").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert [ask("eli").status_code for _ in range(3)] == [200, 200, 200]  # another client has its own count
+    assert ask("dana").status_code == 429
 
 
-def test_feedback_is_stored_against_the_prediction(production, client, scientist):
+def test_feedback_is_stored_against_the_prediction(production, client, application):
     request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
         "request_id"
     ]
-    client.force_authenticate(scientist)
-    response = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "setosa"}, format="json")
+    client.force_authenticate(application)
+    feedback = f"/api/v1/predictions/{request_id}/feedback"
+    response = client.post(feedback, {"actual": "setosa"}, format="json")
     assert response.status_code == 200
     assert response.json()["correct"] is True
     assert PredictionLog.objects.get(request_id=request_id).actual == "setosa"
-    conflict = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "virginica"}, format="json")
+    assert client.post(feedback, {"actual": "setosa"}, format="json").status_code == 200  # sent twice: one label
+    conflict = client.post(feedback, {"actual": "virginica"}, format="json")
     assert conflict.status_code == 409
+    assert '"correction": true' in conflict.json()["error"]
     assert client.post("/api/v1/predictions/nope/feedback", {"actual": "x"}, format="json").status_code == 404
-    assert client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": None}, format="json").status_code == 400
+    assert client.post(feedback, {"actual": None}, format="json").status_code == 400
+
+
+def test_a_label_that_is_not_a_class_is_refused_and_the_truth_still_lands(production, client, application):
+    request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
+        "request_id"
+    ]
+    client.force_authenticate(application)
+    feedback = f"/api/v1/predictions/{request_id}/feedback"
+    typo = client.post(feedback, {"actual": "maybe"}, format="json")
+    assert typo.status_code == 422
+    assert typo.json()["field"] == "actual"
+    assert typo.json()["classes"] == ["setosa", "versicolor", "virginica"]
+    assert PredictionLog.objects.get(request_id=request_id).actual is None  # nothing stored, nothing counted
+    assert client.post(feedback, {"actual": "versicolor"}, format="json").status_code == 200
+
+
+def test_a_correction_replaces_the_label_and_is_audited(production, client, application):
+    request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
+        "request_id"
+    ]
+    client.force_authenticate(application)
+    feedback = f"/api/v1/predictions/{request_id}/feedback"
+    client.post(feedback, {"actual": "virginica"}, format="json")
+    corrected = client.post(feedback, {"actual": "setosa", "correction": True}, format="json")
+    assert (corrected.status_code, corrected.json()["actual"], corrected.json()["correct"]) == (200, "setosa", True)
+    entry = AuditEntry.objects.get(action="feedback.corrected")
+    assert (entry.before, entry.after["actual"], entry.actor_name) == ({"actual": "virginica"}, "setosa", "app")
+
+
+def test_feedback_needs_the_permission_to_send_it(production, client, auditor):
+    request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
+        "request_id"
+    ]
+    client.force_authenticate(auditor)
+    refused = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "setosa"}, format="json")
+    assert refused.status_code == 403
+    assert "give_feedback" in refused.json()["error"]
+
+
+def test_feedback_lands_on_the_answer_not_on_the_shadow(
+    production, register, put_on_traffic, client, application, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        put_on_traffic(register(), mode="shadow")
+    request_id = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()[
+        "request_id"
+    ]
+    client.force_authenticate(application)
+    client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "setosa"}, format="json")
+    rows = dict(PredictionLog.objects.filter(request_id=request_id).values_list("deployment_mode", "actual"))
+    assert rows == {"primary": "setosa", "shadow": None}
 
 
 def test_build_fast_forms_converts_older_versions(register):
@@ -183,7 +267,7 @@ def test_build_fast_forms_converts_older_versions(register):
 
     version = register()
     ModelVersion.objects.filter(pk=version.pk).update(serving_form="sklearn", onnx_path="", onnx_sha256="")
-    call_command("build_fast_forms")
+    call_command("build_fast_forms", "--user", "dana")
     version.refresh_from_db()
     assert version.serving_form == "onnx"
     assert version.onnx_sha256
@@ -218,3 +302,19 @@ def test_no_input_gives_a_500(production, client, raw):
         assert response.status_code < 500, (url, response.content[:300])
         if response.status_code >= 400:
             assert "error" in response.json()
+
+
+def test_an_onnx_form_that_disagrees_beyond_the_tolerance_is_not_kept_and_scikit_learn_serves(
+    register, promote, settings, client, django_capture_on_commit_callbacks
+):
+    settings.ONNX_MAX_ABS_DIFF = 0.0  # float32 trees differ from scikit-learn's float64 by ~1e-8: too much now
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
+    with django_capture_on_commit_callbacks(execute=True):
+        version = register()
+        promote(version)
+    assert (version.serving_form, version.onnx_path) == ("sklearn", "")
+    assert "ONNX disagrees with scikit-learn" in version.serving_note
+    assert version.onnx_max_abs_diff > 0
+    answer = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()
+    assert answer["predictions"][0]["label"] == "setosa"
+    assert client.get("/health").json()["serving_form"] == "sklearn"

@@ -9,6 +9,7 @@ from tests.serving.conftest import IRIS_ROW
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.mlflow
 def test_invocations_answer_as_mlflow_pyfunc_does(production, client, settings):
     import mlflow
 

@@ -59,10 +59,11 @@ def test_a_changed_file_with_nothing_to_fall_back_on_is_a_409(register, promote,
     assert "cannot be served" in response.json()["error"]
 
 
-def test_canary_answers_its_share(production, register, engineer, django_capture_on_commit_callbacks):
+def test_canary_answers_its_share(production, register, put_on_traffic, django_capture_on_commit_callbacks):
+    assert _ask()[3] == "primary"  # the route is cached now: only the change signal makes it see the canary
     canary = register()
     with django_capture_on_commit_callbacks(execute=True):
-        services.deployment_set_canary(version=canary, percent=10, by=engineer, reason="try v2 on 10%")
+        put_on_traffic(canary, percent=10, reason="try v2 on 10%")
     answered = [_ask()[3] for _ in range(2000)]
     share = answered.count("canary") / len(answered)
     assert 0.07 < share < 0.13, share
@@ -72,11 +73,12 @@ def test_canary_answers_its_share(production, register, engineer, django_capture
 
 
 def test_shadow_predicts_and_is_logged_but_never_answers(
-    production, register, engineer, django_capture_on_commit_callbacks
+    production, register, put_on_traffic, django_capture_on_commit_callbacks
 ):
+    _ask()  # a warm route
     shadow = register()
     with django_capture_on_commit_callbacks(execute=True):
-        services.deployment_set_shadow(version=shadow, by=engineer, reason="compare v2 quietly")
+        put_on_traffic(shadow, mode="shadow", reason="compare v2 quietly")
     model, labels, _, mode, request_id, _, _ = _ask(3)
     assert (model.version, mode) == (1, "primary")
     logged = PredictionLog.objects.filter(request_id=request_id)
@@ -90,18 +92,29 @@ def test_shadow_predicts_and_is_logged_but_never_answers(
     ]
 
 
-def test_canary_and_shadow_need_the_engineer_role_and_a_primary(register, production, scientist, engineer):
-    from core.errors import Conflict, InvalidInput, NotPermitted
+def test_a_retired_canary_stops_answering_on_a_warm_route(
+    production, register, put_on_traffic, engineer, django_capture_on_commit_callbacks
+):
+    from serving.models import Deployment
+
+    with django_capture_on_commit_callbacks(execute=True):
+        put_on_traffic(register(), percent=100)
+    assert _ask()[3] == "canary"
+    with django_capture_on_commit_callbacks(execute=True):
+        services.deployment_retire(deployment=Deployment.objects.get(mode="canary"), by=engineer, reason="done")
+    assert {_ask()[3] for _ in range(20)} == {"primary"}
+
+
+def test_a_canary_or_shadow_needs_an_approved_request_and_a_primary(register, production, put_on_traffic, engineer):
+    from core.errors import Conflict, InvalidInput
 
     v2 = register()
-    with pytest.raises(NotPermitted):
-        services.deployment_set_canary(version=v2, percent=10, by=scientist)
-    with pytest.raises(InvalidInput):
-        services.deployment_set_canary(version=v2, percent=150, by=engineer)
+    with pytest.raises(InvalidInput, match="at most 100"):
+        put_on_traffic(v2, percent=150)
     with pytest.raises(Conflict, match="already the primary"):
-        services.deployment_set_canary(version=production, percent=10, by=engineer)
-    with pytest.raises(Conflict, match="nothing deployed in staging"):
-        services.deployment_set_shadow(version=v2, by=engineer, environment="staging")
+        put_on_traffic(production, percent=10)
+    with pytest.raises(Conflict, match="nothing answers staging"):
+        put_on_traffic(v2, mode="shadow", environment="staging")
 
 
 def test_retiring_through_a_stage_change(production, register, promote, approver, django_capture_on_commit_callbacks):
@@ -117,20 +130,30 @@ def test_retiring_through_a_stage_change(production, register, promote, approver
     assert _ask()[0].version == 1
 
 
-def test_engineer_sets_a_canary_in_the_admin_and_sees_the_log(production, register, engineer, auditor):
+def test_engineer_requests_a_canary_in_the_admin_and_it_serves_once_approved(
+    production, register, engineer, approver, auditor
+):
     from django.test import Client
     from django.urls import reverse
 
+    from registry.models import PromotionRequest
     from serving.models import Deployment
 
     v2 = register()
     browser = Client()
     browser.force_login(engineer)
-    assert "Set canary or shadow" in browser.get(reverse("admin:serving_deployment_changelist")).content.decode()
-    browser.post(
-        reverse("admin:serving_deployment_set"),
+    changelist = browser.get(reverse("admin:serving_deployment_changelist")).content.decode()
+    assert "Request canary or shadow" in changelist
+    response = browser.post(
+        reverse("admin:serving_deployment_request"),
         {"version": v2.pk, "mode": "canary", "traffic_percent": 25, "environment": "production", "reason": "try it"},
     )
+    request = PromotionRequest.objects.get(kind="canary")
+    assert response["Location"] == reverse("admin:registry_promotionrequest_change", args=[request.pk])
+    assert not Deployment.objects.filter(mode="canary").exists()  # nothing on traffic before a second person
+    approving = Client()
+    approving.force_login(approver)
+    approving.post(reverse("admin:registry_promotionrequest_decide", args=[request.pk]), {"_approve": "1"})
     canary = Deployment.objects.get(mode="canary", status="active")
     assert (canary.version, canary.traffic_percent) == (v2, 25.0)
     _ask()
@@ -139,7 +162,12 @@ def test_engineer_sets_a_canary_in_the_admin_and_sees_the_log(production, regist
     assert "ONNX (onnxruntime)" in page
     auditor_browser = Client()
     auditor_browser.force_login(auditor)
-    assert auditor_browser.get(reverse("admin:serving_deployment_set")).status_code == 403
+    refused = auditor_browser.post(
+        reverse("admin:serving_deployment_request"),
+        {"version": v2.pk, "mode": "shadow", "environment": "production", "reason": "peek"},
+        follow=True,
+    )
+    assert "Audrey may not request canary or shadow deployments" in refused.content.decode()
 
 
 def test_two_models_of_one_run_keep_their_own_onnx_file(train, register, settings):
@@ -151,7 +179,7 @@ def test_two_models_of_one_run_keep_their_own_onnx_file(train, register, setting
     first = register(name="model-a", run=run)
     second = register(name="model-b", run=run)
     ModelVersion.objects.filter(pk=first.pk).update(serving_form="sklearn")
-    call_command("build_fast_forms", "--model", "model-a")
+    call_command("build_fast_forms", "--model", "model-a", "--user", "dana")
     second.refresh_from_db()
     from core.storage import artifact_read_verified
 
@@ -170,3 +198,43 @@ def test_a_refused_version_is_not_reread_per_request(register, promote, settings
     assert client.post(url, {"instances": [IRIS_ROW]}, format="json").status_code == 409  # remembered
     signal_bump()
     assert client.post(url, {"instances": [IRIS_ROW]}, format="json").status_code == 200
+
+
+def test_a_rejected_version_reaches_no_traffic_without_a_second_person(
+    production, register, scientist, engineer, approver, django_capture_on_commit_callbacks
+):
+    from core.errors import NotPermitted
+    from serving.models import Deployment
+
+    v2 = register()
+    rejected = registry_services.promotion_request_create(version=v2, to_stage="production", reason="r", by=scientist)
+    registry_services.promotion_request_reject(request_id=rejected.pk, by=approver, comment="not good enough")
+    asked = registry_services.traffic_request_create(
+        version=v2, mode="canary", environment="production", traffic_percent=30, reason="just 30 %", by=engineer
+    )
+    assert not Deployment.objects.filter(version=v2).exists()  # asking is not deploying
+    with pytest.raises(NotPermitted, match="may not approve promotions"):
+        registry_services.promotion_request_approve(request_id=asked.pk, by=engineer)
+    registry_services.promotion_request_reject(request_id=asked.pk, by=approver, comment="it was rejected already")
+    assert {_ask()[0].version for _ in range(50)} == {1}
+    assert not Deployment.objects.filter(version=v2).exists()
+    assert not hasattr(services, "deployment_set_canary")  # no way around the request
+
+
+def test_the_audit_log_shows_each_canary_request_and_decision_with_both_people(
+    production, register, put_on_traffic, django_capture_on_commit_callbacks
+):
+    from governance.models import AuditEntry
+    from serving.models import Deployment
+
+    v2 = register()
+    request = put_on_traffic(v2, mode="shadow", reason="compare quietly")
+    asked = AuditEntry.objects.get(action="traffic.requested", object_id=str(request.pk))
+    decided = AuditEntry.objects.get(action="promotion.approved", object_id=str(request.pk))
+    deployed = AuditEntry.objects.get(
+        action="deployment.created", object_id=str(Deployment.objects.get(mode="shadow").pk)
+    )
+    assert (asked.actor_name, asked.after["kind"], asked.after["environment"]) == ("eli", "shadow", "production")
+    assert (decided.actor_name, decided.after["requested_by"], decided.after["decided_by"]) == ("alex", "eli", "alex")
+    assert (deployed.after["requested_by"], deployed.after["approved_by"]) == ("eli", "alex")
+    assert deployed.reason == f"request #{request.pk}: compare quietly"

@@ -1,4 +1,6 @@
-"""manage.py verify_audit_log: prove the audit trail was not edited. Exit 0 intact, 1 naming the first broken entry."""
+"""manage.py verify_audit_log [--expect-head HASH]: prove the audit trail was not edited, cut short or rewritten.
+
+Exit 0 when intact, 1 naming the first broken entry (or the missing expected head)."""
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -7,7 +9,18 @@ from governance.services import audit_chain_verify
 
 
 class Command(BaseCommand):
-    help = "Check the hash chain of the audit log; exits 1 naming the first broken entry."
+    help = (
+        "Check every seal of the audit log's hash chain with AUDIT_LOG_KEY; with --expect-head, also that the log "
+        "still holds an entry whose hash was taken outside the database. Exits 1 naming what is broken."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--expect-head",
+            default="",
+            metavar="HASH",
+            help="A head hash kept outside the database (an audit.anchored webhook event, an 'audit head' log line).",
+        )
 
     def handle(self, *args, **options):
         bar = tqdm(total=0, file=self.stderr._out, unit="entry", desc="verifying", disable=None)
@@ -18,13 +31,21 @@ class Command(BaseCommand):
             bar.refresh()
 
         try:
-            checked, broken, why = audit_chain_verify(on_progress=progress)
+            report = audit_chain_verify(expect_head=options["expect_head"], on_progress=progress)
         finally:
             bar.close()
-        if broken is not None:
+        if report.broken is not None:
+            broken = report.broken
             raise CommandError(
                 f"audit log broken at entry #{broken.pk} ({broken.created_at:%Y-%m-%d %H:%M:%S} "
-                f"{broken.actor_name} {broken.action} {broken.object_repr}): {why}. "
-                f"{checked} entries before it are intact."
+                f"{broken.actor_name} {broken.action} {broken.object_repr}): {report.why}. "
+                f"{report.checked} entries before it are intact."
             )
-        self.stdout.write(self.style.SUCCESS(f"Audit log intact: {checked} entries, hash chain verified."))
+        if not report.intact:
+            raise CommandError(f"audit log not intact: {report.why}. {report.checked} entries are sealed correctly.")
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Audit log intact: {report.checked} entries, every seal verified. "
+                f"Head: #{report.head_id} {report.head_hash}"
+            )
+        )

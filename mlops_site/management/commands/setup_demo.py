@@ -18,7 +18,13 @@ from registry.models import RegisteredModel
 DEMO_EXPERIMENT = "demo-churn"
 DEMO_MODEL = "churn"
 # One demo user per role, all with the demo admin's password.
-DEMO_USERS = {"scientist": "Data scientist", "approver": "Approver", "auditor": "Auditor", "engineer": "ML engineer"}
+DEMO_USERS = {
+    "scientist": "Data scientist",
+    "approver": "Approver",
+    "auditor": "Auditor",
+    "engineer": "ML engineer",
+    "app": "Application",
+}
 DEMO_POLICIES = [
     {"name": "Accuracy and latency", "kind": "performance", "min_metrics": {"accuracy": 0.7}, "max_latency_ms": 200},
     {"name": "Enough clean data", "kind": "data_quality", "min_rows": 500, "max_null_percent": 5},
@@ -57,10 +63,13 @@ class Command(BaseCommand):
         for username, role in DEMO_USERS.items():
             member = users.objects.filter(username=username).first()
             if member is None:
-                member = users.objects.create_user(username, password=password, is_staff=True)
+                # The application account calls the API only; people use the admin too.
+                member = users.objects.create_user(username, password=password, is_staff=role != "Application")
                 member.groups.add(Group.objects.get(name=role))
                 self.stdout.write(f"Created {role.lower()} {username!r} (same password as the admin).")
             made[username] = member
+            token, _ = Token.objects.get_or_create(user=member)
+            self.stdout.write(f"API token for {username!r} ({role}): {token.key}")
         return made
 
     def _policies(self, admin_user):

@@ -58,7 +58,7 @@ class Command(BaseCommand):
             metavar="MODEL",
             help="Once the run finishes, register it (a sweep: its best run) as the next version of MODEL.",
         )
-        add_user_argument(parser, required=False)
+        add_user_argument(parser, required=True)
 
     def handle(self, *args, **options):
         # The in-process task's "Task ... succeeded" line would break the progress bar.
@@ -72,7 +72,7 @@ class Command(BaseCommand):
             raise CommandError(
                 "--register needs the finished run: drop --queue, or register later with manage.py register"
             )
-        by = user_resolve(options["user"], required=False)
+        by = user_resolve(options["user"], required=True)
         bar = None if options["queue"] else _ProgressBar(self.stderr)
         try:
             sweep = services.sweep_grid_parse(options["sweep"]) if options["sweep"] else None

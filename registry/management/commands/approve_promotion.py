@@ -32,6 +32,5 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None
         override = " (compliance overridden)" if request.override_justification else ""
-        self.stdout.write(
-            self.style.SUCCESS(f"Approved #{request.pk}: {request.version} is now in {request.to_stage}{override}.")
-        )
+        now = f"answers as {request.target}" if request.is_traffic else f"is now in {request.to_stage}"
+        self.stdout.write(self.style.SUCCESS(f"Approved #{request.pk}: {request.version} {now}{override}."))

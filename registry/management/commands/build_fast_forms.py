@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from core.cli import add_user_argument, user_resolve
 from core.errors import ApplicationError
 from registry.models import ModelVersion
 from registry.services.registration import version_fast_form_rebuild
@@ -13,8 +14,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", help="Only this model's versions.")
+        add_user_argument(parser, required=True)
 
     def handle(self, *args, **options):
+        by = user_resolve(options["user"], required=True)
         versions = (
             ModelVersion.objects.select_related("model", "run", "dataset")
             .filter(serving_form=ModelVersion.ServingForm.SKLEARN)
@@ -25,7 +28,7 @@ class Command(BaseCommand):
         failed = 0
         for version in tqdm(list(versions), file=self.stderr._out, disable=not versions):
             try:
-                rebuilt = version_fast_form_rebuild(version=version)
+                rebuilt = version_fast_form_rebuild(version=version, by=by)
             except ApplicationError as exc:
                 failed += 1
                 self.stderr.write(f"{version}: {exc}")

@@ -14,13 +14,22 @@ class Command(BaseCommand):
         parser.add_argument("run_id", type=int)
         parser.add_argument("name", help="Registered model name.")
         parser.add_argument("--description", default="")
-        add_user_argument(parser, required=False)
+        parser.add_argument(
+            "--breaking-change",
+            action="store_true",
+            help="Register it although its features, target or classes differ from the model's (audited).",
+        )
+        add_user_argument(parser, required=True)
 
     def handle(self, *args, **options):
-        by = user_resolve(options["user"], required=False)
+        by = user_resolve(options["user"], required=True)
         try:
             version = services.model_version_register(
-                run_id=options["run_id"], model_name=options["name"], description=options["description"], by=by
+                run_id=options["run_id"],
+                model_name=options["name"],
+                description=options["description"],
+                by=by,
+                breaking_change=options["breaking_change"],
             )
         except ApplicationError as exc:
             raise CommandError(str(exc)) from None

@@ -1,0 +1,51 @@
+"""The real processes the end-to-end tests start: a Celery worker over the configured broker."""
+
+import contextlib
+import uuid
+
+import pytest
+
+from mlops_site.celery import app as celery_app
+from tests.e2e import processes
+
+
+def _purge_queues():
+    """Drop messages left in the broker by an earlier, interrupted run of the suite."""
+    with celery_app.connection_for_write() as connection:
+        for queue in ("training", "default", "monitoring"):
+            with contextlib.suppress(Exception):  # a queue that was never declared
+                connection.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def worker_env():
+    """Settings the worker process gets from its environment; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture
+def worker(tmp_path, worker_env):
+    """A real `celery worker` process consuming the training and default queues."""
+    _purge_queues()
+    process = processes.start(
+        "celery",
+        "-A",
+        "mlops_site",
+        "worker",
+        "--queues",
+        "training,default",
+        "--concurrency",
+        "2",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"test-{uuid.uuid4().hex[:8]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        log=tmp_path / "worker.log",
+        **worker_env,
+    )
+    yield process
+    processes.stop(process)
