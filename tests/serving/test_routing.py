@@ -5,7 +5,7 @@ import pytest
 from registry import services as registry_services
 from serving import services
 from serving.models import PredictionLog
-from serving.predict import predict
+from serving.predict import ServedBy, predict
 from serving.signal import signal_bump
 from tests.serving.conftest import IRIS_ROW
 
@@ -17,20 +17,20 @@ def _ask(n=1):
 
 
 def test_a_promotion_is_served_on_the_next_request(production, register, promote, django_capture_on_commit_callbacks):
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
     v2 = register()
     with django_capture_on_commit_callbacks(execute=True):
         promote(v2)
-    assert _ask()[0].version == 2
+    assert _ask().model.version == 2
 
 
 def test_without_the_signal_the_route_stays_cached(production, register, promote):
     _ask()
     v2 = register()
     promote(v2)  # on_commit callbacks never run in this test's transaction: no signal
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
     signal_bump()
-    assert _ask()[0].version == 2
+    assert _ask().model.version == 2
 
 
 def test_a_changed_file_is_refused_and_the_previous_version_keeps_serving(
@@ -42,8 +42,7 @@ def test_a_changed_file_is_refused_and_the_previous_version_keeps_serving(
     with django_capture_on_commit_callbacks(execute=True):
         promote(v2)
     (settings.ARTIFACT_ROOT / v2.onnx_path).write_bytes(b"not the registered model")
-    model = _ask()[0]
-    assert model.version == 1
+    assert _ask().model.version == 1
     health = client.get("/health").json()
     assert health["status"] == "degraded"
     assert "v2 refused" in health["error"]
@@ -63,7 +62,7 @@ def test_canary_answers_its_share(production, register, engineer, django_capture
     canary = register()
     with django_capture_on_commit_callbacks(execute=True):
         services.deployment_set_canary(version=canary, percent=10, by=engineer, reason="try v2 on 10%")
-    answered = [_ask()[3] for _ in range(2000)]
+    answered = [_ask().served_by for _ in range(2000)]
     share = answered.count("canary") / len(answered)
     assert 0.07 < share < 0.13, share
     assert {m for m in answered} == {"primary", "canary"}
@@ -77,9 +76,9 @@ def test_shadow_predicts_and_is_logged_but_never_answers(
     shadow = register()
     with django_capture_on_commit_callbacks(execute=True):
         services.deployment_set_shadow(version=shadow, by=engineer, reason="compare v2 quietly")
-    model, labels, _, mode, request_id, _, _ = _ask(3)
-    assert (model.version, mode) == (1, "primary")
-    logged = PredictionLog.objects.filter(request_id=request_id)
+    prediction = _ask(3)
+    assert (prediction.model.version, prediction.served_by) == (1, ServedBy.PRIMARY)
+    logged = PredictionLog.objects.filter(request_id=prediction.request_id)
     assert sorted(logged.values_list("deployment_mode", "version", "row")) == [
         ("primary", 1, 0),
         ("primary", 1, 1),
@@ -114,7 +113,7 @@ def test_retiring_through_a_stage_change(production, register, promote, approver
     assert [(d.version.version, d.mode) for d in active] == [(2, "primary")]
     with django_capture_on_commit_callbacks(execute=True):
         registry_services.production_rollback(model_name="iris-clf", by=approver, reason="r", emergency=True)
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
 
 
 def test_engineer_sets_a_canary_in_the_admin_and_sees_the_log(production, register, engineer, auditor):
