@@ -24,8 +24,8 @@ import shutil
 import tempfile
 import threading
 
-from granian.constants import Interfaces
 from granian import Granian
+from granian.constants import Interfaces
 
 
 def _env_int(name, default):

@@ -121,26 +121,9 @@ def predict(
         prediction_errors_total.labels(model_name, version_label, type(exc).__name__).inc()
         raise
     latency = time.perf_counter() - started
-    version_label = str(model.version)
-    prediction_requests_total.labels(model_name, version_label, "200").inc()
-    prediction_latency_seconds.labels(model_name, version_label).observe(latency)
-    _observe_many(prediction_confidence.labels(model_name, version_label), probabilities.max(axis=1))
+    _count_success(model_name, str(model.version), latency, probabilities)
     if settings.PREDICTION_LOG_ENABLED:
-        writer.submit(
-            LogRecord(
-                request_id=request_id,
-                model_name=model_name,
-                version=model.version,
-                mode=served_by.value,
-                created_at=timezone.now(),
-                latency_ms=latency * 1000,
-                columns=batch.columns,
-                labels=labels,
-                probabilities=probabilities,
-                classes=model.classes,
-                shadow=shadow,
-            )
-        )
+        _log_handoff(request_id, model_name, model, served_by, latency, batch, labels, probabilities, shadow)
     return Prediction(
         model=model,
         labels=labels,
@@ -149,6 +132,30 @@ def predict(
         request_id=request_id,
         latency_ms=latency * 1000,
         rows=batch.rows,
+    )
+
+
+def _count_success(model_name, version_label, latency, probabilities):
+    prediction_requests_total.labels(model_name, version_label, "200").inc()
+    prediction_latency_seconds.labels(model_name, version_label).observe(latency)
+    _observe_many(prediction_confidence.labels(model_name, version_label), probabilities.max(axis=1))
+
+
+def _log_handoff(request_id, model_name, model, served_by, latency, batch, labels, probabilities, shadow):
+    writer.submit(
+        LogRecord(
+            request_id=request_id,
+            model_name=model_name,
+            version=model.version,
+            mode=served_by.value,
+            created_at=timezone.now(),
+            latency_ms=latency * 1000,
+            columns=batch.columns,
+            labels=labels,
+            probabilities=probabilities,
+            classes=model.classes,
+            shadow=shadow,
+        )
     )
 
 

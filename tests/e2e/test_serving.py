@@ -71,7 +71,9 @@ def web(tmp_path, register, promote, django_capture_on_commit_callbacks, setting
             processes.stop(process)
 
 
-def test_two_workers_swap_versions_within_a_request_and_lose_no_log_row(web, register, promote, django_capture_on_commit_callbacks):
+def test_two_workers_swap_versions_within_a_request_and_lose_no_log_row(
+    web, register, promote, django_capture_on_commit_callbacks
+):
     base, process, metrics_dir = web
     with ThreadPoolExecutor(8) as pool:  # concurrent keep-alive-less clients: the kernel spreads them
         answered = list(pool.map(lambda _: _predict(base)["version"], range(160)))
@@ -230,10 +232,13 @@ def test_request_limits_request_id_and_client_ip_behind_a_proxy(web, scientist):
     import base64
 
     form = (
-        b"--b\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nproxied\r\n"
-        b"--b\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\ny\r\n"
-        b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.csv\"\r\n"
-        b"Content-Type: text/csv\r\n\r\n" + b"x,y\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(40)) + b"\r\n--b--\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nproxied\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="target"\r\n\r\ny\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="d.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\n"
+        + b"x,y\n"
+        + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(40))
+        + b"\r\n--b--\r\n"
     )
     request = urllib.request.Request(
         f"{base}/api/v1/datasets",
