@@ -169,6 +169,7 @@ def _plan(model, env, var, args):
             ours_body, mlflow_body = _bodies(rows)
             plan += [
                 (f"ours, {rows} rows", ours_url + predict, ours_body, rows),
+                (f"ours, log off, {rows} rows", off_url + predict, ours_body, rows),
                 (f"mlflow, {rows} rows", mlflow_url + "/invocations", mlflow_body, rows),
             ]
     return processes, plan
@@ -248,6 +249,8 @@ def _summary(results, forms, args):
                 )
         for rows in args.batches:
             if f"ours, {rows} rows" in r:
+                off_ratio = r[f"ours, log off, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
+                check(f"{model} {rows}-row ours (log off)/mlflow rows per second", off_ratio, "-", True)
                 ratio = r[f"ours, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
                 target = rows >= 1000
                 check(
