@@ -127,6 +127,7 @@ def main():
         # One Python thread per worker runs requests, as gthread with one thread did: predictions hold
         # the GIL, and more threads only take turns at it (measured in bench/serving.py --servers).
         blocking_threads=_env_int("WEB_BLOCKING_THREADS", 1),
+        runtime_threads=_env_int("WEB_RUNTIME_THREADS", 1),  # Rust's I/O threads a worker
         # Connections a worker holds at once (granian's "backpressure": a permit per connection, kept
         # while it is open, idle or not). Held by Rust, they cost no Python thread, so the number is
         # high: 200 idle clients must not use them up (at 64 they did, and serving stopped).

@@ -69,6 +69,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rows", type=int, default=1)
+    parser.add_argument("--log-off", action="store_true", help="with the prediction log off")
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="mlops-profile-"))
     env = {
@@ -89,6 +90,8 @@ def main():
     )
     port = bench._free_port()
     server_env = {**env, "PORT": str(port), "WEB_HOST": "127.0.0.1", "WEB_WORKERS": "1"}
+    if args.log_off:
+        server_env["PREDICTION_LOG_ENABLED"] = "0"
     process = bench._start([bench.PYTHON, "serve.py"], server_env, var / "web.log")
     url = f"http://127.0.0.1:{port}/api/v1/models/iris-rf/predict"
     body = json.dumps({"instances": [bench.ROW] * args.rows}).encode()
@@ -114,7 +117,8 @@ def main():
         samples[_part(frames[1:] if frames and frames[0].startswith("thread") else frames)] += int(count)
     total = sum(samples.values())
     requests = rps * args.seconds
-    print(f"\n{args.rows}-row predictions, 1 worker, 8 connections: {rps:.0f} req/s, {len(errors)} errors; ")
+    log = "off" if args.log_off else "on"
+    print(f"\n{args.rows}-row predictions (log {log}), 1 worker, 8 connections: {rps:.0f} req/s, {len(errors)} errors")
     print(f"{total} samples at 500 Hz of the worker's busy Python threads\n")
     print(f"| {'part of the request':<48} | {'share':>6} | {'µs a request':>12} |")
     print(f"| {'-' * 48} | {'-' * 6} | {'-' * 12} |")
