@@ -3,9 +3,10 @@
     python serve.py            # `make serve`; the Dockerfile, compose and the Procfile run the same
 
 Environment: PORT (8000), WEB_HOST (0.0.0.0), WEB_WORKERS (2: one per core suits predictions, which
-hold the GIL), WEB_BLOCKING_THREADS (1 Python thread per worker), WEB_MAX_CONNECTIONS (1,024 per worker), FORWARDED_ALLOW_IPS (127.0.0.1: the
-proxies whose X-Forwarded-For / X-Forwarded-Proto are believed), WEB_GRACEFUL_TIMEOUT (30 s), and
-DEBUG (off unless set). Chosen over gunicorn by measurement (README, "Serving" → "The web server").
+hold the GIL), WEB_BLOCKING_THREADS (1 Python thread per worker), WEB_MAX_CONNECTIONS (1,024 per
+worker), FORWARDED_ALLOW_IPS (127.0.0.1: the proxies whose X-Forwarded-For / X-Forwarded-Proto are
+believed), WEB_GRACEFUL_TIMEOUT (30 s), and DEBUG (off unless set); .env.example lists the rest.
+Chosen over gunicorn by measurement (README, "Serving" → "The web server").
 
 What gunicorn.conf.py did with hooks is done here:
 - Prometheus multiprocess mode: PROMETHEUS_MULTIPROC_DIR is set and wiped before the workers start,

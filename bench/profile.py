@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
+
 import serving as bench  # noqa: E402  (bench/serving.py: its setup and helpers)
 
 # (part, a substring of a py-spy frame "function (file:line)"); the deepest frame that matches wins.
@@ -85,9 +86,8 @@ def main():
     }
     env.pop("CELERY_BROKER_URL", None)
     subprocess.run([bench.PYTHON, "manage.py", "migrate", "-v", "0"], cwd=bench.BASE, env=env, check=True)
-    subprocess.run(
-        [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP], cwd=bench.BASE, env=env, check=True, capture_output=True
-    )
+    setup = [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP]
+    subprocess.run(setup, cwd=bench.BASE, env=env, check=True, capture_output=True)
     port = bench._free_port()
     server_env = {**env, "PORT": str(port), "WEB_HOST": "127.0.0.1", "WEB_WORKERS": "1"}
     if args.log_off:

@@ -7,7 +7,6 @@ import json
 import time
 
 import orjson
-
 from django.conf import settings
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer

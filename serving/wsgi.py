@@ -2,9 +2,9 @@
 
 Prediction requests (the native, MLflow and Open Inference Protocol routes, /predict and /health) skip
 the middleware only the admin and static files use: WhiteNoise (static files) and messages (the
-admin's flash messages). Everything else runs as for any request: the Prometheus middleware, security headers, sessions, CSRF cookie,
-authentication, the request id and client IP, X-Frame-Options; so answers, errors and headers are
-those of the full chain (tests/serving/test_wsgi.py compares them).
+admin's flash messages). Everything else runs as for any request: the Prometheus middleware,
+security headers, sessions, CSRF cookie, authentication, the request id and client IP,
+X-Frame-Options; so answers, errors and headers are those of the full chain (tests/serving/test_wsgi.py compares them).
 """
 
 import os
