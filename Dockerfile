@@ -1,4 +1,4 @@
-# One image for web (gunicorn), worker and beat; docker-compose.yml picks the command.
+# One image for web (granian, serve.py), worker and beat; docker-compose.yml picks the command.
 FROM python:3.11-slim
 
 # The image has no .git: pass the commit so runs record the code they ran
@@ -17,7 +17,7 @@ RUN DEBUG=1 python manage.py collectstatic --noinput \
 USER mlops
 
 EXPOSE 8000
-# gunicorn.conf.py: gthread workers with keep-alive, Prometheus multiprocess mode, the prediction log
-# flushed when a worker stops. GUNICORN_WORKERS sets the count (one per core suits predictions).
-ENV GUNICORN_WORKERS=4
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "mlops_site.wsgi:application"]
+# serve.py: granian with WEB_WORKERS processes (one per core suits predictions), keep-alive spread over
+# them, Prometheus multiprocess mode, the prediction log flushed when a worker stops, DEBUG off.
+ENV WEB_WORKERS=4 PORT=8000
+CMD ["python", "serve.py"]

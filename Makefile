@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run test lint bench mlflow-ui clean-var
+.PHONY: run serve test lint bench bench-servers mlflow-ui clean-var
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,15 +22,26 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
 	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
+
+## serve: the production web server alone (granian, serve.py): PORT (8000), WEB_WORKERS (2), DEBUG off, so
+## SECRET_KEY is required; static files are collected first. The Dockerfile, compose and the Procfile run the same.
+serve: $(BIN)/.installed
+	DEBUG=$${DEBUG:-0} $(BIN)/python manage.py collectstatic --noinput -v 0
+	DEBUG=$${DEBUG:-0} $(BIN)/python serve.py
 
 ## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(BIN)/.installed-dev
 	$(BIN)/pytest
 
-## bench: our prediction API under gunicorn against `mlflow models serve` on the same models (about 2 minutes)
+## bench: our prediction API (serve.py) against `mlflow models serve` on the same models, single rows and
+## batches of 100 and 1,000 rows, with the empty-request floor (about 6 minutes); prints a JSON summary too
 bench: $(BIN)/.installed
 	$(BIN)/python bench/serving.py
+
+## bench-servers: granian (serve.py) against gunicorn (gunicorn.conf.py) on predictions, empty requests and the admin
+bench-servers: $(BIN)/.installed
+	$(BIN)/python bench/serving.py --servers
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

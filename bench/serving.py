@@ -1,17 +1,21 @@
-"""Our prediction API under gunicorn against `mlflow models serve`, on the same registered models.
+"""Our prediction API against `mlflow models serve`, on the same registered models, in one run.
 
     .venv/bin/python bench/serving.py [--seconds 5] [--rounds 3] [--concurrency 16] [--workers 2]
 
 Makes a throwaway store (SQLite, local MLflow) under a temporary folder, trains a 100-tree random
 forest and a logistic regression on iris, registers and promotes each (request + approval by two
-users), mirrors them to MLflow, then for each model starts three servers side by side and drives
-them in turns, `--rounds` times, with the same load (single-row requests, `--concurrency`
-keep-alive connections):
-  - ours: gunicorn with --workers, prediction log and metrics on;
-  - ours with the prediction log off (to show what logging costs);
-  - MLflow: `mlflow models serve -m models:/NAME@production --env-manager local` with --workers.
+users), mirrors them to MLflow, then for each model starts the servers side by side and drives them
+in turns, `--rounds` times, with the same load (`--concurrency` keep-alive connections):
+  - ours: the production web server (serve.py, granian) with --workers, prediction log and metrics on;
+    the same with the prediction log off (what logging costs); an empty GET /v2/health/live on it
+    (the floor under any prediction);
+  - gunicorn (gunicorn.conf.py, the previous production server) on the same app, for the choice of
+    server: predictions, empty requests and the admin's login page against ours (forest only);
+  - MLflow: `mlflow models serve -m models:/NAME@production --env-manager local` with --workers;
+  - batches of 100 and 1,000 rows, ours against MLflow, in rows per second (forest only).
 Prints the median throughput and p50/p99 latency of each (and each turn's throughput: this machine's
-speed drifts, and taking turns makes the drift hit every server alike), and the ratios.
+speed drifts, and taking turns makes the drift hit every server alike), the ratios against the
+issue's targets, and all of it as one JSON line at the end.
 """
 
 import argparse
@@ -48,7 +52,7 @@ for name, algorithm, params in [
     ("iris-rf", "random_forest", {"n_estimators": 100}),
     ("iris-lr", "logistic_regression", {}),
 ]:
-    run = run_launch(experiment="bench", dataset="iris", algorithm=algorithm, params=params, inline=True)
+    run = run_launch(experiment="bench", dataset="iris", algorithm=algorithm, params=params, inline=True, by=requester)
     version = services.model_version_register(run_id=run.pk, model_name=name, by=requester)
     request = services.promotion_request_create(version=version, to_stage="production", reason="bench", by=requester)
     services.promotion_request_approve(request_id=request.pk, by=approver)
@@ -107,45 +111,83 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def _servers(model, env, var, args):
-    """(label, process, ping url, predict url, body) of the three servers measured for `model`."""
-    ours_body = json.dumps({"instances": [ROW]}).encode()
-    mlflow_body = json.dumps({"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())]}}).encode()
-    servers = []
-    for label, extra in (("ours", {}), ("ours, log off", {"PREDICTION_LOG_ENABLED": "0"})):
-        port = _free_port()
-        server_env = {**env, **extra, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(args.workers)}
-        log = var / f"{model}-{label.replace(', ', '-').replace(' ', '-')}.log"
-        process = _start(
-            [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "mlops_site.wsgi:application"], server_env, log
-        )
-        base = f"http://127.0.0.1:{port}/api/v1/models/{model}"
-        servers.append((label, process, f"{base}/ping", f"{base}/predict", ours_body))
-        if label == "ours":
-            # The floor under any prediction: an empty request through the same Django and gunicorn.
-            live = f"http://127.0.0.1:{port}/v2/health/live"
-            servers.append(("ours, empty GET", process, live, live, None))
+def _ours(env, var, args, label, extra):
+    port = _free_port()
+    server_env = {**env, **extra, "PORT": str(port), "WEB_HOST": "127.0.0.1", "WEB_WORKERS": str(args.workers)}
+    process = _start([PYTHON, "serve.py"], server_env, var / f"{label}.log")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _gunicorn(env, var, args, label):
+    port = _free_port()
+    server_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(args.workers)}
+    # The same application as serve.py's (serving.wsgi), so that only the server differs.
+    command = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "serving.wsgi:application_build()"]
+    return _start(command, server_env, var / f"{label}.log"), f"http://127.0.0.1:{port}"
+
+
+def _mlflow(model, env, var, args):
     port = _free_port()
     command = [PYTHON, "-m", "mlflow", "models", "serve", "-m", f"models:/{model}@production", "--env-manager", "local"]
     process = _start(
         [*command, "-h", "127.0.0.1", "-p", str(port), "--workers", str(args.workers)], env, var / f"{model}-mlflow.log"
     )
-    base = f"http://127.0.0.1:{port}"
-    servers.append(("mlflow", process, f"{base}/ping", f"{base}/invocations", mlflow_body))
-    return servers
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _bodies(rows):
+    ours = json.dumps({"instances": [ROW] * rows}).encode()
+    mlflow = json.dumps({"dataframe_split": {"columns": list(ROW), "data": [list(ROW.values())] * rows}}).encode()
+    return ours, mlflow
+
+
+def _plan(model, env, var, args):
+    """(processes with their ping url, measurements: (label, url, body or None for a GET, rows))."""
+    full = model == "iris-rf"
+    ours, ours_url = _ours(env, var, args, f"{model}-ours", {})
+    off, off_url = _ours(env, var, args, f"{model}-ours-log-off", {"PREDICTION_LOG_ENABLED": "0"})
+    mlflow, mlflow_url = _mlflow(model, env, var, args)
+    predict = f"/api/v1/models/{model}/predict"
+    ping = f"/api/v1/models/{model}/ping"
+    processes = [(ours, ours_url + ping), (off, off_url + ping), (mlflow, mlflow_url + "/ping")]
+    one, one_mlflow = _bodies(1)
+    plan = [
+        ("ours", ours_url + predict, one, 1),
+        ("ours, log off", off_url + predict, one, 1),
+        ("ours, GET /v2/health/live", ours_url + "/v2/health/live", None, 1),
+        ("mlflow", mlflow_url + "/invocations", one_mlflow, 1),
+    ]
+    if full:
+        gunicorn, gunicorn_url = _gunicorn(env, var, args, f"{model}-gunicorn")
+        processes.append((gunicorn, gunicorn_url + ping))
+        plan += [
+            ("gunicorn", gunicorn_url + predict, one, 1),
+            ("gunicorn, GET /v2/health/live", gunicorn_url + "/v2/health/live", None, 1),
+            ("ours, GET /admin/login/", ours_url + "/admin/login/", None, 1),
+            ("gunicorn, GET /admin/login/", gunicorn_url + "/admin/login/", None, 1),
+        ]
+        for rows in args.batches:
+            ours_body, mlflow_body = _bodies(rows)
+            plan += [
+                (f"ours, {rows} rows", ours_url + predict, ours_body, rows),
+                (f"ours, log off, {rows} rows", off_url + predict, ours_body, rows),
+                (f"mlflow, {rows} rows", mlflow_url + "/invocations", mlflow_body, rows),
+            ]
+    return processes, plan
 
 
 def _measure_model(model, env, var, args):
-    """Run the three servers side by side (idle ones cost nothing) and measure them in turns,
-    `--rounds` times, so that a machine getting slower or faster mid-run hits all three alike."""
-    servers = _servers(model, env, var, args)
-    samples = {label: [] for label, *_ in servers}
+    """Run the servers side by side (idle ones cost nothing) and measure them in turns, `--rounds`
+    times, so that a machine getting slower or faster mid-run hits all of them alike."""
+    processes, plan = _plan(model, env, var, args)
+    samples = {label: [] for label, *_ in plan}
     try:
-        for _label, process, ping, url, body in servers:
+        for process, ping in processes:
             _wait(ping, process)
+        for _label, url, body, _rows in plan:
             _warm(url, body, args)
         for _ in range(args.rounds):
-            for label, _process, _ping, url, body in servers:
+            for label, url, body, _rows in plan:
                 rps, p50, p99, errors = loadgen.run(
                     url,
                     body or b"",
@@ -157,18 +199,70 @@ def _measure_model(model, env, var, args):
                     print(f"  {model} {label}: {len(errors)} errors, e.g. {errors[:3]}", file=sys.stderr)
                 samples[label].append((rps, p50, p99, len(errors)))
     finally:
-        for process in {id(process): process for _label, process, *_ in servers}.values():
+        for process, _ping in processes:
             _stop(process)
+    rows_of = {label: rows for label, _url, _body, rows in plan}
     return {
         label: {
             "rps": _median([x[0] for x in runs]),
             "rps_all": [x[0] for x in runs],
+            "rows_per_s": _median([x[0] for x in runs]) * rows_of[label],
             "p50": _median([x[1] for x in runs]),
             "p99": _median([x[2] for x in runs]),
             "errors": sum(x[3] for x in runs),
         }
         for label, runs in samples.items()
     }
+
+
+def _summary(results, forms, args):
+    """The issue's targets, each as (figure, target, met)."""
+    summary = {"forms": forms, "workers": args.workers, "connections": args.concurrency, "rounds": args.rounds}
+    checks = []
+
+    def check(name, value, target, met):
+        summary[name] = round(value, 3)
+        checks.append((name, value, target, met))
+
+    for model, r in results.items():
+        ours, off, empty, mlflow = r["ours"], r["ours, log off"], r["ours, GET /v2/health/live"], r["mlflow"]
+        need = 40 if model == "iris-rf" else 10
+        check(
+            f"{model} ours/mlflow throughput",
+            ours["rps"] / mlflow["rps"],
+            f">= {need}x",
+            ours["rps"] >= need * mlflow["rps"],
+        )
+        check(f"{model} mlflow/ours p99", mlflow["p99"] / ours["p99"], ">= 10x", mlflow["p99"] >= 10 * ours["p99"])
+        check(f"{model} empty/prediction cost", empty["rps"] / ours["rps"], "<= 1.5", empty["rps"] <= 1.5 * ours["rps"])
+        check(f"{model} log on/off throughput", ours["rps"] / off["rps"], ">= 0.90", ours["rps"] >= 0.9 * off["rps"])
+        if "gunicorn" in r:
+            for what, a, b in (
+                ("prediction", "ours", "gunicorn"),
+                ("empty request", "ours, GET /v2/health/live", "gunicorn, GET /v2/health/live"),
+                ("admin page", "ours, GET /admin/login/", "gunicorn, GET /admin/login/"),
+            ):
+                check(
+                    f"{model} granian/gunicorn {what}",
+                    r[a]["rps"] / r[b]["rps"],
+                    "> 1 to adopt",
+                    r[a]["rps"] > r[b]["rps"],
+                )
+        for rows in args.batches:
+            if f"ours, {rows} rows" in r:
+                off_ratio = r[f"ours, log off, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
+                check(f"{model} {rows}-row ours (log off)/mlflow rows per second", off_ratio, "-", True)
+                ratio = r[f"ours, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
+                target = rows >= 1000
+                check(
+                    f"{model} {rows}-row ours/mlflow rows per second",
+                    ratio,
+                    ">= 5x" if target else "-",
+                    ratio >= 5 or not target,
+                )
+    summary["errors"] = sum(x["errors"] for r in results.values() for x in r.values())
+    summary["all_targets_met"] = all(met for *_, met in checks)
+    return summary, checks
 
 
 def main():
@@ -178,8 +272,10 @@ def main():
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--models", default="iris-rf,iris-lr", help="which of iris-rf, iris-lr to measure")
+    parser.add_argument("--batches", default="100,1000", help="batch sizes (rows a request) measured on the forest")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store and logs")
     args = parser.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",") if b]
 
     var = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     env = {
@@ -213,28 +309,25 @@ def main():
             shutil.rmtree(var, ignore_errors=True)
 
     print(
-        f"\nsingle-row requests, {args.concurrency} connections, {args.workers} workers per server, "
-        f"{os.cpu_count()} cores; median of {args.rounds} turns of {args.seconds:g} s each\n"
+        f"\n{args.concurrency} keep-alive connections, {args.workers} workers per server, {os.cpu_count()} cores; "
+        f"median of {args.rounds} turns of {args.seconds:g} s each; ours = serve.py (granian)\n"
     )
-    print(f"{'model':<9} {'server':<31} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}   req/s of each turn")
+    print(
+        f"{'model':<8} {'server':<31} {'req/s':>7} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        "   req/s of each turn"
+    )
     for model, by_label in results.items():
         for label, r in by_label.items():
-            server = {"mlflow": "mlflow models serve", "ours, empty GET": "ours, GET /v2/health/live"}.get(
-                label, f"{label} ({forms[model]})"
-            )
             turns = " ".join(f"{x:.0f}" for x in r["rps_all"])
             print(
-                f"{model:<9} {server:<31} {r['rps']:>7.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>7}   {turns}"
+                f"{model:<8} {label:<31} {r['rps']:>7.0f} {r['rows_per_s']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
+                f" {r['errors']:>6}   {turns}"
             )
+    summary, checks = _summary(results, forms, args)
     print()
-    for model, by_label in results.items():
-        ours, off, empty, mlflow = (by_label[k] for k in ("ours", "ours, log off", "ours, empty GET", "mlflow"))
-        print(
-            f"{model}: ours / mlflow throughput {ours['rps'] / mlflow['rps']:.1f}x "
-            f"(best turn against best turn {max(ours['rps_all']) / max(mlflow['rps_all']):.1f}x), "
-            f"p50 {mlflow['p50'] / ours['p50']:.1f}x lower; logging on / off {ours['rps'] / off['rps']:.2f}; "
-            f"a prediction / an empty request {ours['rps'] / empty['rps']:.2f}"
-        )
+    for name, value, target, met in checks:
+        print(f"{name:<52} {value:>8.2f}  target {target:<14} {'met' if met else 'NOT MET'}")
+    print("\nSUMMARY " + json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ class LoadedModel:
     _predict: object = field(repr=False, default=None)
 
     def predict(self, columns):
-        """Class labels and probabilities for rows given as {feature: [values]} (missing: None)."""
+        """Class labels and probabilities for rows given as {feature: [values]} (missing: None) or as the
+        checked arrays of serving.inputs.Batch."""
         return self._predict(columns)
 
 
@@ -61,12 +62,18 @@ def _load(version):
             for name, categorical in features:
                 values = columns[name]
                 if categorical:
-                    array = np.array([MISSING_CATEGORY if v is None else v for v in values], dtype=object)
+                    if isinstance(values, np.ndarray):
+                        array = values.copy()
+                        array[array == None] = MISSING_CATEGORY  # noqa: E711  (elementwise, not identity)
+                    else:
+                        array = np.array([MISSING_CATEGORY if v is None else v for v in values], dtype=object)
+                elif isinstance(values, np.ndarray):
+                    array = values.astype(np.float32)  # checked columns: NaN already stands for missing
                 else:
                     array = np.array([np.nan if v is None else v for v in values], dtype=np.float32)
                 feeds[name] = array.reshape(-1, 1)
             labels, probabilities = session.run(None, feeds)
-            return [str(label) for label in labels], probabilities
+            return labels.astype(str).tolist(), probabilities
 
     else:
         import joblib

@@ -76,3 +76,24 @@ def wait_for(predicate, *, timeout, process, what):
 
 def _tail(process):
     return process.log.read_text(errors="replace")[-4000:]
+
+
+def start_web(tmp_path, *, port, workers=2, **extra_env):
+    """The production web server as `make serve`, the Dockerfile and compose start it (serve.py: granian)."""
+    return start(
+        "serve",
+        log=tmp_path / "web.log",
+        PORT=str(port),
+        WEB_HOST="127.0.0.1",
+        WEB_WORKERS=str(workers),
+        WEB_RESPAWN_INTERVAL="0.5",
+        DEBUG="0",  # as in production
+        SECRET_KEY="e2e-tests-only-secret-key",
+        **extra_env,
+    )
+
+
+def worker_pids(process):
+    """The pids of a server's worker processes (the children of its main process)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return [int(pid) for pid in children]

@@ -1,5 +1,6 @@
-"""What the Procfile, Dockerfile and compose file run, started for real: gunicorn and celery beat."""
+"""What the Procfile, Dockerfile and compose file run, started for real: the web server (serve.py) and celery beat."""
 
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -35,17 +36,20 @@ def test_every_scheduled_task_exists():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_gunicorn_serves_the_admin_its_static_files_the_api_schema_and_metrics(tmp_path):
-    port = _free_port()
-    process = processes.start(
-        "gunicorn",
-        "mlops_site.wsgi:application",
-        "--workers",
-        "2",
-        "--bind",
-        f"127.0.0.1:{port}",
-        log=tmp_path / "gunicorn.log",
+def test_the_web_server_serves_the_admin_its_static_files_the_api_schema_and_metrics(tmp_path):
+    """serve.py as the Dockerfile runs it: DEBUG off, static files collected first."""
+    import subprocess
+    import sys
+
+    var = tmp_path / "var"
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=processes.BASE_DIR,
+        env={**os.environ, "MLOPS_VAR_DIR": str(var), "DEBUG": "0", "SECRET_KEY": "e2e-tests-only-secret-key"},
+        check=True,
     )
+    port = _free_port()
+    process = processes.start_web(tmp_path, port=port, MLOPS_VAR_DIR=str(var))
     try:
         for path in ("/admin/login/", "/static/admin/css/base.css", "/api/schema/", "/metrics"):
             status = processes.wait_for(

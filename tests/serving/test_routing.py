@@ -5,7 +5,7 @@ import pytest
 from registry import services as registry_services
 from serving import services
 from serving.models import PredictionLog
-from serving.predict import predict
+from serving.predict import ServedBy, predict
 from serving.signal import signal_bump
 from tests.serving.conftest import IRIS_ROW
 
@@ -17,20 +17,20 @@ def _ask(n=1):
 
 
 def test_a_promotion_is_served_on_the_next_request(production, register, promote, django_capture_on_commit_callbacks):
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
     v2 = register()
     with django_capture_on_commit_callbacks(execute=True):
         promote(v2)
-    assert _ask()[0].version == 2
+    assert _ask().model.version == 2
 
 
 def test_without_the_signal_the_route_stays_cached(production, register, promote):
     _ask()
     v2 = register()
     promote(v2)  # on_commit callbacks never run in this test's transaction: no signal
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
     signal_bump()
-    assert _ask()[0].version == 2
+    assert _ask().model.version == 2
 
 
 def test_a_changed_file_is_refused_and_the_previous_version_keeps_serving(
@@ -42,8 +42,7 @@ def test_a_changed_file_is_refused_and_the_previous_version_keeps_serving(
     with django_capture_on_commit_callbacks(execute=True):
         promote(v2)
     (settings.ARTIFACT_ROOT / v2.onnx_path).write_bytes(b"not the registered model")
-    model = _ask()[0]
-    assert model.version == 1
+    assert _ask().model.version == 1
     health = client.get("/health").json()
     assert health["status"] == "degraded"
     assert "v2 refused" in health["error"]
@@ -60,11 +59,11 @@ def test_a_changed_file_with_nothing_to_fall_back_on_is_a_409(register, promote,
 
 
 def test_canary_answers_its_share(production, register, put_on_traffic, django_capture_on_commit_callbacks):
-    assert _ask()[3] == "primary"  # the route is cached now: only the change signal makes it see the canary
+    assert _ask().served_by == "primary"  # the route is cached now: only the change signal makes it see the canary
     canary = register()
     with django_capture_on_commit_callbacks(execute=True):
         put_on_traffic(canary, percent=10, reason="try v2 on 10%")
-    answered = [_ask()[3] for _ in range(2000)]
+    answered = [_ask().served_by for _ in range(2000)]
     share = answered.count("canary") / len(answered)
     assert 0.07 < share < 0.13, share
     assert {m for m in answered} == {"primary", "canary"}
@@ -79,9 +78,9 @@ def test_shadow_predicts_and_is_logged_but_never_answers(
     shadow = register()
     with django_capture_on_commit_callbacks(execute=True):
         put_on_traffic(shadow, mode="shadow", reason="compare v2 quietly")
-    model, labels, _, mode, request_id, _, _ = _ask(3)
-    assert (model.version, mode) == (1, "primary")
-    logged = PredictionLog.objects.filter(request_id=request_id)
+    prediction = _ask(3)
+    assert (prediction.model.version, prediction.served_by) == (1, ServedBy.PRIMARY)
+    logged = PredictionLog.objects.filter(request_id=prediction.request_id)
     assert sorted(logged.values_list("deployment_mode", "version", "row")) == [
         ("primary", 1, 0),
         ("primary", 1, 1),
@@ -99,10 +98,10 @@ def test_a_retired_canary_stops_answering_on_a_warm_route(
 
     with django_capture_on_commit_callbacks(execute=True):
         put_on_traffic(register(), percent=100)
-    assert _ask()[3] == "canary"
+    assert _ask().served_by == "canary"
     with django_capture_on_commit_callbacks(execute=True):
         services.deployment_retire(deployment=Deployment.objects.get(mode="canary"), by=engineer, reason="done")
-    assert {_ask()[3] for _ in range(20)} == {"primary"}
+    assert {_ask().served_by for _ in range(20)} == {"primary"}
 
 
 def test_a_canary_or_shadow_needs_an_approved_request_and_a_primary(register, production, put_on_traffic, engineer):
@@ -127,7 +126,7 @@ def test_retiring_through_a_stage_change(production, register, promote, approver
     assert [(d.version.version, d.mode) for d in active] == [(2, "primary")]
     with django_capture_on_commit_callbacks(execute=True):
         registry_services.production_rollback(model_name="iris-clf", by=approver, reason="r", emergency=True)
-    assert _ask()[0].version == 1
+    assert _ask().model.version == 1
 
 
 def test_engineer_requests_a_canary_in_the_admin_and_it_serves_once_approved(
@@ -216,7 +215,7 @@ def test_a_rejected_version_reaches_no_traffic_without_a_second_person(
     with pytest.raises(NotPermitted, match="may not approve promotions"):
         registry_services.promotion_request_approve(request_id=asked.pk, by=engineer)
     registry_services.promotion_request_reject(request_id=asked.pk, by=approver, comment="it was rejected already")
-    assert {_ask()[0].version for _ in range(50)} == {1}
+    assert {_ask().model.version for _ in range(50)} == {1}
     assert not Deployment.objects.filter(version=v2).exists()
     assert not hasattr(services, "deployment_set_canary")  # no way around the request
 
