@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 from mlops_site.env import env
 
@@ -227,6 +228,10 @@ CELERY_BEAT_SCHEDULE = {
     # Webhook deliveries whose task never ran (broker down at commit); retries with backoff are the
     # delivery task's own job, this only catches the lost ones.
     "retry-stalled-webhooks": {"task": "governance.retry_stalled_webhooks", "schedule": 300.0},
+    # The CRM's segments follow the features its customers had by the end of the business day: the
+    # customers changed since the last refresh (all of them after a new version or mapping), at night
+    # when the CRM is quiet. The same task resumes a refresh whose worker died.
+    "crm-refresh-segments": {"task": "serving.crm_refresh_scheduled", "schedule": crontab(hour=2, minute=30)},
 }
 
 # --- Serving ------------------------------------------------------------------------------
@@ -254,3 +259,25 @@ PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
 WEBHOOK_MAX_ATTEMPTS = env("WEBHOOK_MAX_ATTEMPTS", 5, cast=int)
 WEBHOOK_RETRY_BASE_SECONDS = env("WEBHOOK_RETRY_BASE_SECONDS", 30, cast=int)
 WEBHOOK_TIMEOUT_SECONDS = env("WEBHOOK_TIMEOUT_SECONDS", 10, cast=int)
+
+# --- CRM ----------------------------------------------------------------------------------
+# Unset: the CRM is a table of ours (seeded by `make run`). Set: an external CRM over HTTP speaking the
+# contract in the README (CRM section), with CRM_TOKEN sent as "Authorization: Bearer".
+CRM_URL = env("CRM_URL", "")
+CRM_TOKEN = env("CRM_TOKEN", "")
+# Each call to an external CRM: its timeout, how many times a 5xx, 429 or connection error is retried,
+# and the first wait between tries (doubled after each).
+CRM_TIMEOUT_SECONDS = env("CRM_TIMEOUT_SECONDS", 5.0, cast=float)
+CRM_RETRIES = env("CRM_RETRIES", 3, cast=int)
+CRM_RETRY_BACKOFF_SECONDS = env("CRM_RETRY_BACKOFF_SECONDS", 0.5, cast=float)
+# The refresh job's calls to an external CRM per second, at most (0: unbounded), and customers per page.
+CRM_RATE_LIMIT = env("CRM_RATE_LIMIT", 20.0, cast=float)
+CRM_HTTP_PAGE_SIZE = env("CRM_HTTP_PAGE_SIZE", 200, cast=int)
+# Customers of the embedded CRM predicted as one batch by the refresh job.
+CRM_BATCH_SIZE = env("CRM_BATCH_SIZE", 5000, cast=int)
+# A refresh is stopped by this time limit (and can be resumed); one that did not report progress for
+# CRM_REFRESH_HEARTBEAT_TIMEOUT seconds is taken as lost with its worker, and the beat task resumes it.
+CRM_REFRESH_TIME_LIMIT = env("CRM_REFRESH_TIME_LIMIT", 6 * 3600, cast=int)
+CRM_REFRESH_HEARTBEAT_TIMEOUT = env("CRM_REFRESH_HEARTBEAT_TIMEOUT", 900, cast=int)
+# Synthetic customers `make run` (setup_demo) puts in an empty embedded CRM.
+CRM_DEMO_CUSTOMERS = env("CRM_DEMO_CUSTOMERS", 3000, cast=int)
