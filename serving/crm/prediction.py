@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.errors import Conflict, NotFound
+from serving import runtime as serving_runtime
 from serving.predict import predict
 
 # predict() takes columns already checked and built ({feature: [values]}, rows) as they are.
@@ -26,6 +28,36 @@ class Served:
     labels: list
     probabilities: np.ndarray
     request_id: str
+
+
+@dataclass(frozen=True)
+class ServingFeatures:
+    """The features the model's production deployments take (primary and canary alike) and the primary's version."""
+
+    model_name: str
+    primary_version: int
+    features: tuple[tuple[str, bool], ...]  # (name, is categorical)
+
+
+def serving_features_get(*, model_name: str) -> ServingFeatures:
+    """What the model in Production needs, from the routes this process already serves with (no query
+    once they are loaded); Conflict (409) when nothing of it is in Production."""
+    try:
+        route = serving_runtime.runtime.route(model_name, "production")
+    except NotFound:
+        raise Conflict(
+            f"model {model_name!r} has no version in Production: promote one before predicting segments",
+            field="model",
+        ) from None
+    features = {}
+    # A canary may take other features than the primary: the columns built carry all of them. (A shadow
+    # predicts on the same columns; a feature only it needs is not asked of the CRM.)
+    for model in (route.primary, route.canary):
+        for name, categorical in model.features if model is not None else ():
+            features.setdefault(name, categorical)
+    return ServingFeatures(
+        model_name=model_name, primary_version=route.primary.version, features=tuple(features.items())
+    )
 
 
 def _read(result, model_name) -> Served:

@@ -1,53 +1,21 @@
 """Reads of the CRM connector."""
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from core.errors import Conflict, NotFound
+from core.errors import NotFound
 from registry.models import ModelVersion
 from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
-from serving.selectors import active_deployments
 
 SETTINGS_PK = 1
-
-
-@dataclass(frozen=True)
-class ServingFeatures:
-    """The features a model's production deployments take (primary and canary alike) and the primary's version."""
-
-    model_name: str
-    primary_version: int
-    features: tuple[tuple[str, bool], ...]  # (name, is categorical)
 
 
 def crm_settings_get() -> CrmSettings:
     """The CRM settings (the defaults, unsaved, until someone saves them)."""
     return CrmSettings.objects.filter(pk=SETTINGS_PK).first() or CrmSettings(pk=SETTINGS_PK)
-
-
-def serving_features_get(*, model_name: str) -> ServingFeatures:
-    """What the model in Production needs; Conflict (409) when nothing of it is in Production."""
-    deployments = active_deployments(model_name=model_name, environment="production")
-    primary = next((d for d in deployments if d.mode == "primary"), None)
-    if primary is None:
-        raise Conflict(
-            f"model {model_name!r} has no version in Production: promote one before predicting segments",
-            field="model",
-        )
-    features = {}
-    # A canary may take other features than the primary: the columns built carry all of them.
-    for deployment in sorted(deployments, key=lambda d: d.mode != "primary"):
-        if deployment.mode == "shadow":
-            continue  # the shadow predicts on the same columns; a feature only it needs is not asked for
-        for feature in deployment.version.signature["features"]:
-            features.setdefault(feature["name"], feature["dtype"] == "categorical")
-    return ServingFeatures(
-        model_name=model_name, primary_version=primary.version.version, features=tuple(features.items())
-    )
 
 
 def model_classes_get(*, model_name: str) -> list[str]:

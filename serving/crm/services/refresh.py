@@ -4,11 +4,13 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import timedelta
+from operator import attrgetter
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -17,13 +19,11 @@ from core.permissions import permission_require
 from governance.services import audit_record
 from serving.crm.connectors import SegmentWrite, connector_get
 from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
-from serving.crm.prediction import columns_predict
+from serving.crm.prediction import ServingFeatures, columns_predict, serving_features_get
 from serving.crm.selectors import (
     SETTINGS_PK,
-    ServingFeatures,
     crm_settings_get,
     refresh_last_finished,
-    serving_features_get,
 )
 from serving.crm.services.common import (
     SYSTEM_ACTOR,
@@ -328,6 +328,55 @@ def crm_refresh_execute(*, refresh_id: int, on_progress: Callable | None = None)
     return _refresh_end(refresh_id=refresh.pk, runner=runner, status=CrmRefresh.Status.FINISHED)
 
 
+@dataclass(slots=True)
+class _Change:
+    """A segment change of a refresh, as its history row will hold it (a model instance per customer
+    would cost more than predicting the customer)."""
+
+    customer_id: str
+    segment_before: str
+    segment_after: str
+    model_name: str
+    model_version: int
+    deployment_mode: str
+    prediction: str
+    confidence: float
+    request_id: str
+    row: int
+    idempotency_key: str
+    status: str
+    error: str
+    refresh_id: int
+    actor_id: int | None
+    actor_name: str
+
+
+_CHANGE_VALUES = attrgetter(*(f.name for f in fields(_Change)))
+_HISTORY_FIELDS = [f.name for f in fields(_Change)] + ["created_at"]
+# SQLite takes at most 32,766 parameters a statement.
+_HISTORY_ROWS_PER_STATEMENT = 32_766 // len(_HISTORY_FIELDS)
+
+
+def _history_insert(changes):
+    """Multi-row INSERTs of the changes' history rows, as the prediction log writes its rows: the ORM's
+    per-field preparation would cost more than the prediction."""
+    if not changes:
+        return
+    ops = connection.ops
+    table = ops.quote_name(SegmentChange._meta.db_table)
+    columns = ", ".join(ops.quote_name(SegmentChange._meta.get_field(name).column) for name in _HISTORY_FIELDS)
+    now = ops.adapt_datetimefield_value(timezone.now())
+    row_placeholder = "(" + ", ".join(["%s"] * len(_HISTORY_FIELDS)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(changes), _HISTORY_ROWS_PER_STATEMENT):
+            chunk = changes[start : start + _HISTORY_ROWS_PER_STATEMENT]
+            values = [value for change in chunk for value in (*_CHANGE_VALUES(change), now)]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row_placeholder] * len(chunk))}",  # noqa: S608
+                values,
+            )
+
+
 def _chunk(refresh, runner, page, wanted: ServingFeatures, connector):
     """Predict one page of customers as a batch and write the segments that changed."""
     request_id = uuid.uuid4().hex
@@ -360,7 +409,7 @@ def _chunk(refresh, runner, page, wanted: ServingFeatures, connector):
                 )
             )
             changes.append(
-                SegmentChange(
+                _Change(
                     customer_id=record.customer_id,
                     segment_before=record.segment,
                     segment_after=segment,
@@ -372,6 +421,8 @@ def _chunk(refresh, runner, page, wanted: ServingFeatures, connector):
                     request_id=request_id,
                     row=row,
                     idempotency_key=key,
+                    status=SegmentChange.Status.APPLIED,
+                    error="",
                     refresh_id=refresh.pk,
                     actor_id=refresh.started_by_id,
                     actor_name=actor_name,
@@ -381,7 +432,7 @@ def _chunk(refresh, runner, page, wanted: ServingFeatures, connector):
     if connector.transactional:
         with transaction.atomic():
             connector.segments_write(writes)
-            SegmentChange.objects.bulk_create(changes, batch_size=2000)
+            _history_insert(changes)
             _advance(refresh, runner, page, counts_updated=len(changes), counts=counts, failures=failures)
         applied = changes
     else:
@@ -407,9 +458,9 @@ def _send(changes, writes, connector):
     """Write to an external CRM: history rows first as pending, then one PUT each (rate-bounded, with
     the row's idempotency key), then marked applied. A CRM going down mid-way leaves the rest pending,
     to be sent again under the same keys when the refresh resumes. Returns (applied, failed)."""
-    SegmentChange.objects.bulk_create(
-        [_as_pending(change) for change in changes], batch_size=2000
-    )  # committed at once: it must survive a crash in the middle of the PUTs
+    for change in changes:
+        change.status = SegmentChange.Status.PENDING
+    _history_insert(changes)  # committed at once: it must survive a crash in the middle of the PUTs
     applied, lost = [], []
     try:
         for change, write in zip(changes, writes, strict=True):
@@ -424,11 +475,6 @@ def _send(changes, writes, connector):
     finally:
         _statuses_save(applied + lost)
     return applied, lost
-
-
-def _as_pending(change):
-    change.status = SegmentChange.Status.PENDING
-    return change
 
 
 def _statuses_save(changes):

@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from core.errors import ApplicationError, Conflict, InvalidInput, Unprocessable
+from core.errors import ApplicationError, InvalidInput, NotFound
 from core.permissions import permission_require
 from governance.services import audit_record
-from serving.crm.connectors import CrmUnavailable, SegmentWrite, connector_get
+from serving.crm.connectors import SegmentWrite, connector_get
 from serving.crm.models import SegmentChange
-from serving.crm.prediction import columns_predict
+from serving.crm.prediction import columns_predict, serving_features_get
 from serving.crm.selectors import (
     crm_settings_get,
-    serving_features_get,
 )
 from serving.crm.services.common import (
     CrmAuditAction,
@@ -91,7 +90,9 @@ def customer_segment_update(*, customer_id: str, by, request_id: str = "") -> Se
                 request_id=request_id,
             )
             status = UpdateStatus.UPDATED
-    except (CrmUnavailable, Unprocessable, Conflict) as exc:
+    except (NotFound, InvalidInput):
+        raise  # the request was wrong, not the update
+    except ApplicationError as exc:  # CRM unreachable, a record the model cannot take, nothing in Production
         updates_count(model=model_name, version=version, segment=segment or "", status=UpdateStatus.FAILED)
         logger.warning("crm %s failed customer=%s: %s", request_id, customer_id, exc)
         raise
