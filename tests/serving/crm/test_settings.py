@@ -87,3 +87,17 @@ def test_changing_settings_needs_its_permission(churn, client, django_user_model
     response = client.put("/api/v1/crm/settings", {"model_name": "churn"}, content_type="application/json")
     assert response.status_code == 403
     assert "change_crmsettings" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_the_embedded_crm_is_seeded_once_from_the_churn_generator(django_user_model):
+    from serving.crm.services import customers_seed
+
+    admin = django_user_model.objects.create_superuser("root", password="pw-root-1")
+    assert customers_seed(count=40, by=admin) == 40
+    customer = Customer.objects.get(customer_id="CUST_TEST_007")
+    assert set(customer.features) == set(ROW)
+    assert Customer.objects.filter(customer_id="CUST_0000040").exists()
+    assert customers_seed(count=40, by=admin) == 0  # make run again: nothing added
+    assert Customer.objects.count() == 40
+    assert AuditEntry.objects.filter(action="crm.customers_seeded").count() == 1
