@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run test lint bench mlflow-ui clean-var
+.PHONY: run test lint bench bench-crm mlflow-ui clean-var
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
 	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+	@# web, worker and beat write their metrics to one directory, so /metrics also counts what the
+	@# worker did (the CRM refresh's segment updates, its batch predictions); wiped at each start.
+	rm -rf "$(VAR_DIR)/prometheus" && mkdir -p "$(VAR_DIR)/prometheus"
+	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 ## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(BIN)/.installed-dev
@@ -31,6 +34,10 @@ test: $(BIN)/.installed-dev
 ## bench: our prediction API under gunicorn against `mlflow models serve` on the same models (about 2 minutes)
 bench: $(BIN)/.installed
 	$(BIN)/python bench/serving.py
+
+## bench-crm: the CRM refresh of 100,000 customers in batches against one request per customer (about 10 minutes)
+bench-crm: $(BIN)/.installed
+	$(BIN)/python bench/crm.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
