@@ -24,9 +24,10 @@ def _churn_mapping():
 class Customer(models.Model):
     """A customer of the embedded CRM: the features a model takes, and the segment last written."""
 
-    customer_id = models.CharField(max_length=64, unique=True)
+    customer_id = models.CharField(max_length=64)
     features = models.JSONField(help_text="Feature name → value, as the model's signature names them.")
-    segment = models.CharField(max_length=64, blank=True, db_index=True)
+    # Not indexed: every refresh rewrites segments, and each index is one more write per customer.
+    segment = models.CharField(max_length=64, blank=True)
     segment_model = models.CharField(max_length=100, blank=True)
     segment_version = models.PositiveIntegerField(null=True, blank=True)
     segment_set_at = models.DateTimeField(null=True, blank=True)
@@ -42,6 +43,9 @@ class Customer(models.Model):
     class Meta:
         ordering = ["customer_id"]
         permissions = [("update_segment", "Can update a customer's segment from a prediction")]
+        # A constraint rather than unique=True: on PostgreSQL that would add a second (LIKE) index,
+        # one more write per customer whose segment a refresh changes.
+        constraints = [models.UniqueConstraint(fields=["customer_id"], name="one_customer_per_id")]
 
     def __str__(self):
         return self.customer_id
@@ -125,21 +129,29 @@ class SegmentChange(models.Model):
     deployment_mode = models.CharField(max_length=16, help_text="primary or canary: which deployment predicted.")
     prediction = models.CharField(max_length=100)
     confidence = models.FloatField()
-    request_id = models.CharField(max_length=64, db_index=True, help_text="The prediction log's request id.")
+    request_id = models.CharField(max_length=64, help_text="The prediction log's request id.")
     row = models.PositiveIntegerField(default=0, help_text="The row of that request.")
-    idempotency_key = models.CharField(max_length=120, db_index=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPLIED, db_index=True)
+    idempotency_key = models.CharField(max_length=120)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPLIED)
     error = models.TextField(blank=True)
-    refresh = models.ForeignKey(CrmRefresh, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes")
+    refresh = models.ForeignKey(
+        CrmRefresh, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes", db_index=False
+    )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     actor_name = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["customer_id", "-created_at"])]
+        # Few indexes: a refresh inserts a row per changed customer, and each index is one more write.
+        # A customer's history; a prediction's row; a refresh's pending writes (and its changes).
+        indexes = [
+            models.Index(fields=["customer_id", "-created_at"]),
+            models.Index(fields=["request_id"]),
+            models.Index(fields=["refresh", "status"]),
+        ]
 
     def __str__(self):
         return f"{self.customer_id}: {self.segment_before or '–'} → {self.segment_after}"

@@ -21,26 +21,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Customer',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('customer_id', models.CharField(max_length=64, unique=True)),
-                ('features', models.JSONField(help_text="Feature name → value, as the model's signature names them.")),
-                ('segment', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('segment_model', models.CharField(blank=True, max_length=100)),
-                ('segment_version', models.PositiveIntegerField(blank=True, null=True)),
-                ('segment_set_at', models.DateTimeField(blank=True, null=True)),
-                ('segment_request_id', models.CharField(blank=True, max_length=64)),
-                ('segment_set_by', models.CharField(blank=True, help_text='A user, or the refresh job.', max_length=150)),
-                ('features_updated_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, help_text='When the features last changed (a refresh of changed customers reads this).')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-            ],
-            options={
-                'ordering': ['customer_id'],
-                'permissions': [('update_segment', "Can update a customer's segment from a prediction")],
-            },
-        ),
-        migrations.CreateModel(
             name='CrmRefresh',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -90,6 +70,27 @@ class Migration(migrations.Migration):
             },
         ),
         migrations.CreateModel(
+            name='Customer',
+            fields=[
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('customer_id', models.CharField(max_length=64)),
+                ('features', models.JSONField(help_text="Feature name → value, as the model's signature names them.")),
+                ('segment', models.CharField(blank=True, max_length=64)),
+                ('segment_model', models.CharField(blank=True, max_length=100)),
+                ('segment_version', models.PositiveIntegerField(blank=True, null=True)),
+                ('segment_set_at', models.DateTimeField(blank=True, null=True)),
+                ('segment_request_id', models.CharField(blank=True, max_length=64)),
+                ('segment_set_by', models.CharField(blank=True, help_text='A user, or the refresh job.', max_length=150)),
+                ('features_updated_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, help_text='When the features last changed (a refresh of changed customers reads this).')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+            ],
+            options={
+                'ordering': ['customer_id'],
+                'permissions': [('update_segment', "Can update a customer's segment from a prediction")],
+                'constraints': [models.UniqueConstraint(fields=('customer_id',), name='one_customer_per_id')],
+            },
+        ),
+        migrations.CreateModel(
             name='SegmentChange',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
@@ -101,19 +102,19 @@ class Migration(migrations.Migration):
                 ('deployment_mode', models.CharField(help_text='primary or canary: which deployment predicted.', max_length=16)),
                 ('prediction', models.CharField(max_length=100)),
                 ('confidence', models.FloatField()),
-                ('request_id', models.CharField(db_index=True, help_text="The prediction log's request id.", max_length=64)),
+                ('request_id', models.CharField(help_text="The prediction log's request id.", max_length=64)),
                 ('row', models.PositiveIntegerField(default=0, help_text='The row of that request.')),
-                ('idempotency_key', models.CharField(db_index=True, max_length=120)),
-                ('status', models.CharField(choices=[('applied', 'Applied'), ('pending', 'pending (sent again on resume)'), ('failed', 'Failed')], db_index=True, default='applied', max_length=16)),
+                ('idempotency_key', models.CharField(max_length=120)),
+                ('status', models.CharField(choices=[('applied', 'Applied'), ('pending', 'pending (sent again on resume)'), ('failed', 'Failed')], default='applied', max_length=16)),
                 ('error', models.TextField(blank=True)),
                 ('actor_name', models.CharField(max_length=150)),
                 ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('refresh', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='changes', to='serving.crmrefresh')),
+                ('actor', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('refresh', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='changes', to='serving.crmrefresh')),
             ],
             options={
                 'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['customer_id', '-created_at'], name='serving_seg_custome_a81e56_idx')],
+                'indexes': [models.Index(fields=['customer_id', '-created_at'], name='serving_seg_custome_a81e56_idx'), models.Index(fields=['request_id'], name='serving_seg_request_d571f9_idx'), models.Index(fields=['refresh', 'status'], name='serving_seg_refresh_10ef3d_idx')],
             },
         ),
         migrations.RunPython(settings_row, migrations.RunPython.noop),

@@ -1,6 +1,5 @@
 """What the CRM services share: audit actions, outcomes, and features out of CRM records."""
 
-import logging
 import re
 
 from django.db import models
@@ -11,8 +10,6 @@ from serving.crm.connectors import CustomerRecord
 from serving.crm.mapping import SegmentMapping, mapping_parse
 from serving.crm.prediction import Served
 from serving.metrics import crm_segment_updates_total
-
-logger = logging.getLogger("serving.crm")
 
 SYSTEM_ACTOR = "crm-refresh"
 
@@ -46,8 +43,6 @@ class BrokerUnavailable(ApplicationError):
 class Superseded(Exception):
     """Another attempt took the refresh over (its worker was thought dead); this one stops writing."""
 
-
-# --- Features out of CRM records ------------------------------------------------------------
 
 _INPUT_FIELD = re.compile(r"^instances\[(\d+)\]\.(.+)$")
 

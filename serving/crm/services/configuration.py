@@ -1,7 +1,5 @@
 """The CRM settings (model and mapping) and the embedded CRM's demo customers."""
 
-import logging
-
 from django.db import transaction
 from django.utils import timezone
 
@@ -10,18 +8,8 @@ from core.permissions import permission_require
 from governance.services import audit_record
 from serving.crm.mapping import mapping_parse
 from serving.crm.models import CrmSettings, Customer
-from serving.crm.selectors import (
-    SETTINGS_PK,
-    crm_settings_get,
-    model_classes_get,
-)
-from serving.crm.services.common import (
-    CrmAuditAction,
-)
-
-logger = logging.getLogger("serving.crm")
-
-# --- Settings ---------------------------------------------------------------------------------
+from serving.crm.selectors import SETTINGS_PK, crm_settings_get, model_classes_get
+from serving.crm.services.common import CrmAuditAction
 
 
 def crm_settings_update(*, by, model_name: str | None = None, mapping=None, reason: str = "") -> CrmSettings:
@@ -55,9 +43,6 @@ def crm_settings_update(*, by, model_name: str | None = None, mapping=None, reas
             reason=reason,
         )
     return row
-
-
-# --- The embedded CRM's demo customers ------------------------------------------------------
 
 
 def customers_seed(*, count: int, by, seed: int = 7) -> int:

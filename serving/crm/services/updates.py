@@ -12,16 +12,8 @@ from governance.services import audit_record
 from serving.crm.connectors import SegmentWrite, connector_get
 from serving.crm.models import SegmentChange
 from serving.crm.prediction import columns_predict, serving_features_get
-from serving.crm.selectors import (
-    crm_settings_get,
-)
-from serving.crm.services.common import (
-    CrmAuditAction,
-    UpdateStatus,
-    columns_checked,
-    mapping_for,
-    updates_count,
-)
+from serving.crm.selectors import crm_settings_get
+from serving.crm.services.common import CrmAuditAction, UpdateStatus, columns_checked, mapping_for, updates_count
 
 logger = logging.getLogger("serving.crm")
 
@@ -42,9 +34,6 @@ class SegmentUpdate:
     segment_after: str
     status: UpdateStatus
     request_id: str
-
-
-# --- One customer, on request ---------------------------------------------------------------
 
 
 def customer_segment_update(*, customer_id: str, by, request_id: str = "") -> SegmentUpdate:
