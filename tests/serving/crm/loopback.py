@@ -100,6 +100,8 @@ class LoopbackCrm:
                 url = urlsplit(self.path)
                 customer_id = unquote(url.path[len("/customers/") : -len("/segment")])
                 key = self.headers.get("Idempotency-Key")
+                if not key:
+                    return self._answer(400, {"error": "every write needs an Idempotency-Key"})
                 with crm.lock:
                     if crm.outage_after_writes is not None and sum(crm.writes.values()) >= crm.outage_after_writes:
                         if crm._outage_lost:
