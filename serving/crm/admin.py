@@ -69,8 +69,8 @@ class CustomerAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     def summary(self, obj):
         if not isinstance(obj.features, dict):
             return "–"
-        text = ", ".join(f"{k}={v}" for k, v in list(obj.features.items())[:4])
-        return text + (" …" if len(obj.features) > 4 else "")
+        text = ", ".join(f"{k}={v}" for k, v in list(obj.features.items())[:3])
+        return format_html('<span style="white-space:nowrap">{}{}</span>', text, " …" if len(obj.features) > 3 else "")
 
     @admin.display(description="features")
     def features_table(self, obj):
@@ -161,11 +161,15 @@ class SegmentChangeAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     @admin.display(description="segment")
     def change(self, obj):
-        return format_html("{} → {}", _segment_badge(obj.segment_before), _segment_badge(obj.segment_after))
+        return format_html(
+            '<span style="white-space:nowrap">{} → {}</span>',
+            _segment_badge(obj.segment_before),
+            _segment_badge(obj.segment_after),
+        )
 
     @admin.display(description="model", ordering="model_version")
     def version(self, obj):
-        return f"{obj.model_name} v{obj.model_version}"
+        return format_html('<span style="white-space:nowrap">{} v{}</span>', obj.model_name, obj.model_version)
 
     @admin.display(description="confidence", ordering="confidence")
     def confidence_column(self, obj):
@@ -323,9 +327,18 @@ class CrmRefreshAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         )
 
 
+class _IndentedJSONField(forms.JSONField):
+    """Shows the mapping one rule a line."""
+
+    def prepare_value(self, value):
+        if isinstance(value, forms.fields.InvalidJSONInput):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 class CrmSettingsForm(forms.ModelForm):
     model_name = forms.ChoiceField(help_text="The registered model whose Production version predicts segments.")
-    mapping = forms.JSONField(
+    mapping = _IndentedJSONField(
         widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "style": "font-family:monospace"}),
         help_text='Ordered rules, the first that matches wins: {"rules": [{"segment": "at_risk", "class": "yes", '
         '"min_probability": 0.6}, ..., {"segment": "loyal"}]}. A rule with a class and no min_probability matches '

@@ -101,6 +101,7 @@ class CrmRefresh(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name = "segment refresh"
+        verbose_name_plural = "segment refreshes"
         permissions = [("refresh_segments", "Can start, stop and resume a refresh of every customer's segment")]
 
     def __str__(self):

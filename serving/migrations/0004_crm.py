@@ -51,6 +51,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'verbose_name': 'segment refresh',
+                'verbose_name_plural': 'segment refreshes',
                 'ordering': ['-created_at', '-id'],
                 'permissions': [('refresh_segments', "Can start, stop and resume a refresh of every customer's segment")],
             },
