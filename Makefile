@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run serve test lint bench bench-servers mlflow-ui clean-var
+.PHONY: run serve test lint bench bench-servers bench-crm mlflow-ui clean-var
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py setup_demo
 	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
-	PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
+	@# web, worker and beat write their metrics to one directory, so /metrics also counts what the
+	@# worker did (the CRM refresh's segment updates, its batch predictions); wiped at each start.
+	rm -rf "$(VAR_DIR)/prometheus" && mkdir -p "$(VAR_DIR)/prometheus"
+	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
 
 ## serve: the production web server alone (granian, serve.py): PORT (8000), WEB_WORKERS (2), DEBUG off, so
 ## SECRET_KEY is required; static files are collected first. The Dockerfile, compose and the Procfile run the same.
@@ -42,6 +45,10 @@ bench: $(BIN)/.installed
 ## bench-servers: granian (serve.py) against gunicorn (gunicorn.conf.py) on predictions, empty requests and the admin
 bench-servers: $(BIN)/.installed
 	$(BIN)/python bench/serving.py --servers
+
+## bench-crm: the CRM refresh of 100,000 customers in batches against one request per customer (about 10 minutes)
+bench-crm: $(BIN)/.installed
+	$(BIN)/python bench/crm.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

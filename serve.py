@@ -105,13 +105,15 @@ def _load_into(holder):
 
 
 def _prepare_metrics_dir():
-    # Each worker writes its metrics to files here and /metrics adds them up. Wiped at start: stale
-    # files of processes from an earlier run would otherwise count forever.
-    directory = os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"mlops-prometheus-{os.getpid()}")
-    )
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
+    # Each worker writes its metrics to files here and /metrics adds them up. A directory of our own is
+    # wiped at start: stale files of processes from an earlier run would otherwise count forever. One
+    # given to us is shared with other processes (`make run` gives web, worker and beat one): whoever
+    # starts them all wipes it first, so a worker that started before us keeps its files.
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        directory = os.path.join(tempfile.gettempdir(), f"mlops-prometheus-{os.getpid()}")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 
 def main():

@@ -17,6 +17,12 @@ _READ_REGISTRY = [
     "experiments.view_datasetversion",
     "serving.view_deployment",
 ]
+_READ_CRM = [
+    "serving.view_customer",
+    "serving.view_segmentchange",
+    "serving.view_crmrefresh",
+    "serving.view_crmsettings",
+]
 
 ROLES = {
     "Data scientist": [
@@ -43,6 +49,7 @@ ROLES = {
         "governance.view_webhooksubscription",
         "governance.view_webhookdelivery",
         "django_celery_beat.view_periodictask",
+        *_READ_CRM,
     ],
     "ML engineer": [
         *_READ_REGISTRY,
@@ -57,6 +64,10 @@ ROLES = {
         "serving.predict_any_version",
         "serving.give_feedback",
         "serving.view_predictionlog",
+        *_READ_CRM,
+        "serving.update_segment",
+        "serving.refresh_segments",
+        "serving.change_crmsettings",
         "django_celery_beat.view_periodictask",
         "django_celery_beat.add_periodictask",
         "django_celery_beat.change_periodictask",
@@ -69,9 +80,10 @@ ROLES = {
         "django_celery_beat.change_crontabschedule",
     ],
     # The account an application's backend calls the prediction API with: it predicts (as any signed-in
-    # user may) and sends back the true labels.
+    # user may), sends back the true labels, and asks for a customer's segment to be updated (the CRM).
     "Application": [
         "serving.give_feedback",
+        "serving.update_segment",
     ],
 }
 

@@ -234,6 +234,10 @@ CELERY_BEAT_SCHEDULE = {
     # The head of the audit chain leaves the database once a day (an audit.anchored webhook event and a
     # log line), so a log cut short or rewritten since fails `verify_audit_log --expect-head`.
     "anchor-audit-head": {"task": "governance.anchor_audit_head", "schedule": crontab(minute=5, hour=0)},
+    # The CRM's segments follow the features its customers had by the end of the business day: the
+    # customers changed since the last refresh (all of them after a new version or mapping), at night
+    # when the CRM is quiet. The same task resumes a refresh whose worker died.
+    "crm-refresh-segments": {"task": "serving.crm_refresh_scheduled", "schedule": crontab(hour=2, minute=30)},
 }
 
 # --- Serving ------------------------------------------------------------------------------
@@ -267,3 +271,25 @@ AUDIT_LOG_KEY = env("AUDIT_LOG_KEY", "") or hmac.new(SECRET_KEY.encode(), b"mlop
 WEBHOOK_MAX_ATTEMPTS = env("WEBHOOK_MAX_ATTEMPTS", 5, cast=int)
 WEBHOOK_RETRY_BASE_SECONDS = env("WEBHOOK_RETRY_BASE_SECONDS", 30, cast=int)
 WEBHOOK_TIMEOUT_SECONDS = env("WEBHOOK_TIMEOUT_SECONDS", 10, cast=int)
+
+# --- CRM ----------------------------------------------------------------------------------
+# Unset: the CRM is a table of ours (seeded by `make run`). Set: an external CRM over HTTP speaking the
+# contract in the README (CRM section), with CRM_TOKEN sent as "Authorization: Bearer".
+CRM_URL = env("CRM_URL", "")
+CRM_TOKEN = env("CRM_TOKEN", "")
+# Each call to an external CRM: its timeout, how many times a 5xx, 429 or connection error is retried,
+# and the first wait between tries (doubled after each).
+CRM_TIMEOUT_SECONDS = env("CRM_TIMEOUT_SECONDS", 5.0, cast=float)
+CRM_RETRIES = env("CRM_RETRIES", 3, cast=int)
+CRM_RETRY_BACKOFF_SECONDS = env("CRM_RETRY_BACKOFF_SECONDS", 0.5, cast=float)
+# The refresh job's calls to an external CRM per second, at most (0: unbounded), and customers per page.
+CRM_RATE_LIMIT = env("CRM_RATE_LIMIT", 20.0, cast=float)
+CRM_HTTP_PAGE_SIZE = env("CRM_HTTP_PAGE_SIZE", 200, cast=int)
+# Customers of the embedded CRM predicted as one batch by the refresh job.
+CRM_BATCH_SIZE = env("CRM_BATCH_SIZE", 5000, cast=int)
+# A refresh is stopped by this time limit (and can be resumed); one that did not report progress for
+# CRM_REFRESH_HEARTBEAT_TIMEOUT seconds is taken as lost with its worker, and the beat task resumes it.
+CRM_REFRESH_TIME_LIMIT = env("CRM_REFRESH_TIME_LIMIT", 6 * 3600, cast=int)
+CRM_REFRESH_HEARTBEAT_TIMEOUT = env("CRM_REFRESH_HEARTBEAT_TIMEOUT", 900, cast=int)
+# Synthetic customers `make run` (setup_demo) puts in an empty embedded CRM.
+CRM_DEMO_CUSTOMERS = env("CRM_DEMO_CUSTOMERS", 3000, cast=int)

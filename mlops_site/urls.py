@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from serving.api import root_urlpatterns as serving_root_urlpatterns
+from serving.crm.api import root_urlpatterns as crm_root_urlpatterns
 from serving.v2 import ServerMetadataApi
 
 urlpatterns = [
@@ -14,10 +15,13 @@ urlpatterns = [
     path("api/v1/", include("experiments.api")),
     path("api/v1/", include("registry.api")),
     path("api/v1/", include("governance.api")),
+    path("api/v1/crm/", include("serving.crm.api")),
     path("v2", ServerMetadataApi.as_view(), name="v2-server-metadata"),  # the protocol's URL has no slash
     path("v2/", include("serving.v2")),
     # The seed's short forms: POST /predict (SERVING_DEFAULT_MODEL) and GET /health.
     *serving_root_urlpatterns,
+    # The specification's CRM form: POST /crm_segment_update?customer_id=CUST_TEST_007.
+    *crm_root_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("django_prometheus.urls")),

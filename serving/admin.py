@@ -119,3 +119,7 @@ class PredictionLogAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
     show_full_result_count = False  # a count(*) over millions of rows on every page is not worth it
+
+
+# The CRM connector's admin lives with it.
+from serving.crm import admin as crm_admin  # noqa: E402, F401

@@ -25,3 +25,9 @@ prediction_confidence = Histogram(
     ["model", "model_version"],
     buckets=(0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
+crm_segment_updates_total = Counter(
+    "crm_segment_updates_total",
+    "Customer segments predicted for the CRM, by model, version, segment and outcome "
+    "(updated: written; unchanged: already right; failed: not written).",
+    ["model", "model_version", "segment", "status"],
+)

@@ -76,3 +76,9 @@ class PredictionLog(models.Model):
 
     def __str__(self):
         return f"{self.request_id}[{self.row}] {self.model_name} v{self.version}"
+
+
+# The CRM connector's tables live in their own package and belong to this app.
+from serving.crm.models import CrmRefresh, CrmSettings, Customer, SegmentChange  # noqa: E402
+
+__all__ = ["CrmRefresh", "CrmSettings", "Customer", "Deployment", "PredictionLog", "SegmentChange"]

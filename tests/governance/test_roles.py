@@ -20,6 +20,7 @@ from experiments.models import DatasetVersion, Run
 from governance.models import Policy, WebhookSubscription
 from registry import services as registry_services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
 from serving.models import Deployment, PredictionLog
 from tests.conftest import _member
 from tests.serving.conftest import IRIS_ROW
@@ -49,7 +50,12 @@ ALLOWED = {
     "edit webhooks": {"engineer"},
     "read the audit log": {"auditor"},
     "read the registry": {"scientist", "approver", "auditor", "engineer"},
+    "update a customer's segment": {"engineer", "application"},
+    "refresh every customer's segment": {"engineer"},
+    "edit the CRM settings": {"engineer"},
 }
+# The Application account is not staff: it uses the API only, never the admin.
+API_ONLY = {"application"}
 
 
 class Refused(Exception):
@@ -152,6 +158,12 @@ def world(people, train, register, promote, put_on_traffic, serving, django_capt
             production, candidate = self.production_and_candidate()
             put_on_traffic(candidate, percent=20)
             return Deployment.objects.get(mode="canary", status="active")
+
+        def crm(self):
+            from tests.serving.crm.helpers import churn_promote, churn_version_register, customers_make
+
+            churn_promote(churn_version_register(by=lee), scientist=lee, approver=people["approver"])
+            return customers_make(3)[0]
 
         def logged_prediction(self):
             self.production_and_candidate()
@@ -383,6 +395,36 @@ OPERATIONS = {
     },
 }
 
+OPERATIONS.update(
+    {
+        "update a customer's segment": {
+            "setup": lambda world: world.crm(),
+            "effect": lambda c: SegmentChange.objects.filter(customer_id=c.customer_id).exists(),
+            "api": lambda u, c: _api(u, "post", f"/crm_segment_update?customer_id={c.customer_id}", {}),
+            "admin": lambda u, c: _admin(
+                u,
+                "post",
+                reverse("admin:serving_customer_changelist"),
+                {"action": "update_segment_now", "_selected_action": [c.pk]},
+            ),
+        },
+        "refresh every customer's segment": {
+            "setup": lambda world: world.crm(),
+            "effect": lambda c: CrmRefresh.objects.exists(),
+            "api": lambda u, c: _api(u, "post", "/api/v1/crm/refreshes", {"scope": "all"}),
+            "cli": lambda u, c: _cli(u, "crm_refresh", "--all", "--queue"),
+            "admin": lambda u, c: _admin(u, "post", reverse("admin:serving_crmrefresh_start"), {"scope": "all"}),
+        },
+        "edit the CRM settings": {
+            "setup": lambda world: world.crm(),
+            "effect": lambda c: "renew" in str(CrmSettings.objects.values_list("mapping", flat=True).first()),
+            "api": lambda u, c: _api(u, "put", "/api/v1/crm/settings", {"mapping": _RENEW_MAPPING}),
+        },
+    }
+)
+
+_RENEW_MAPPING = {"rules": [{"segment": "renew", "class": "yes", "min_probability": 0.5}, {"segment": "loyal"}]}
+
 CASES = [
     pytest.param(operation, surface, id=f"{operation} / {surface}")
     for operation, spec in OPERATIONS.items()
@@ -409,7 +451,10 @@ def test_each_role_may_do_exactly_what_the_table_says(operation, surface, people
             else:
                 outcomes[role] = spec["effect"](context) if spec["effect"] else True
             transaction.set_rollback(True)  # the next role meets the same world
-    expected = {role: role == "superuser" or role in ALLOWED[operation] for role in ROLES}
+    expected = {
+        role: role == "superuser" or (role in ALLOWED[operation] and not (surface == "admin" and role in API_ONLY))
+        for role in ROLES
+    }
     assert outcomes == expected
 
 

@@ -14,6 +14,7 @@ from governance.services import policy_save
 from registry import selectors as registry_selectors
 from registry import services as registry_services
 from registry.models import RegisteredModel
+from serving.crm import services as crm_services
 
 DEMO_EXPERIMENT = "demo-churn"
 DEMO_MODEL = "churn"
@@ -56,6 +57,7 @@ class Command(BaseCommand):
         if run is None:
             run = self._train(user)
         self._register_and_promote(run, roles)
+        self._crm_customers(user)
 
     def _users(self, password):
         users = get_user_model()
@@ -99,6 +101,19 @@ class Command(BaseCommand):
         production = registry_selectors.production_version_get(model_name=DEMO_MODEL)
         self.stdout.write(
             self.style.SUCCESS(f"Registered and promoted {production} (requested by scientist, approved by approver).")
+        )
+
+    def _crm_customers(self, admin_user):
+        if settings.CRM_URL:
+            self.stdout.write(f"CRM: the external CRM at {settings.CRM_URL} holds the customers.")
+            return
+        made = crm_services.customers_seed(count=settings.CRM_DEMO_CUSTOMERS, by=admin_user)
+        if made:
+            self.stdout.write(self.style.SUCCESS(f"Seeded the embedded CRM with {made:,} synthetic customers."))
+        token = Token.objects.get(user=admin_user).key
+        self.stdout.write(
+            "Update a customer's segment: curl -X POST -H 'Authorization: Token "
+            f"{token}' 'http://127.0.0.1:8000/crm_segment_update?customer_id=CUST_TEST_007'"
         )
 
     def _train(self, user):
