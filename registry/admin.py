@@ -19,7 +19,7 @@ from governance.admin import compliance_html
 from governance.models import AuditAction, ComplianceEvaluation
 from governance.selectors import audit_entries_of
 from registry import selectors, services
-from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+from registry.models import Environment, ModelVersion, PromotionRequest, RegisteredModel
 
 _STAGE_COLORS = {
     ModelVersion.Stage.NONE: "#6b7280",
@@ -524,7 +524,7 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 "decision_block": self._decision_block(request, promotion),
                 "can_override": request.user.has_perm("registry.override_compliance"),
                 "production_traffic": promotion.to_stage == ModelVersion.Stage.PRODUCTION
-                or promotion.environment == "production",
+                or promotion.environment == Environment.PRODUCTION,
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 

@@ -77,5 +77,9 @@ def promotion_request_get(*, request_id):
 
 def model_versions(*, model):
     return model.versions.select_related("run", "created_by").prefetch_related(
-        Prefetch("promotion_requests", queryset=PromotionRequest.objects.filter(status="PENDING"), to_attr="pending")
+        Prefetch(
+            "promotion_requests",
+            queryset=PromotionRequest.objects.filter(status=PromotionRequest.Status.PENDING),
+            to_attr="pending",
+        )
     )

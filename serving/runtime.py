@@ -18,6 +18,7 @@ from core.storage import artifact_read_verified
 from registry.fast_inference import MISSING_CATEGORY, onnx_session
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import version_get
+from serving.models import Deployment
 from serving.selectors import active_deployments
 from serving.signal import signal_read
 
@@ -52,7 +53,7 @@ class LoadedModel:
 def _load(version):
     features = [(f["name"], f["dtype"] == "categorical") for f in version.signature["features"]]
     classes = list(version.signature["classes"])
-    if version.serving_form == "onnx" and version.onnx_path:
+    if version.serving_form == ModelVersion.ServingForm.ONNX and version.onnx_path:
         session = onnx_session(artifact_read_verified(version.onnx_path, version.onnx_sha256))
         # The original is checked too: a version whose registered file changed is not served in any form.
         artifact_read_verified(version.artifact_path, version.artifact_sha256)
@@ -148,7 +149,7 @@ class ServingRuntime:
         if route is not None:
             return route
         deployments = active_deployments(model_name=model_name, environment=environment)
-        primary = next((d for d in deployments if d.mode == "primary"), None)
+        primary = next((d for d in deployments if d.mode == Deployment.Mode.PRIMARY), None)
         if primary is None:
             if not RegisteredModel.objects.filter(name=model_name).exists():
                 raise NotFound(f"model {model_name!r} does not exist", field="model")
@@ -171,9 +172,9 @@ class ServingRuntime:
             return route
         for deployment in deployments:
             try:
-                if deployment.mode == "canary":
+                if deployment.mode == Deployment.Mode.CANARY:
                     route.canary, route.canary_percent = self._loaded(deployment.version), deployment.traffic_percent
-                elif deployment.mode == "shadow":
+                elif deployment.mode == Deployment.Mode.SHADOW:
                     route.shadow = self._loaded(deployment.version)
             except ApplicationError as exc:  # a broken canary or shadow never takes the primary down
                 route.error = f"{deployment.mode} v{deployment.version.version} refused: {exc}"

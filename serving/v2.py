@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from core.errors import InvalidInput, Unprocessable
+from registry.models import ModelVersion
 from serving.api import OpenPredictionView, PredictionApiView, body_checked, json_loads
 from serving.predict import RequestKind
 from serving.runtime import runtime
@@ -84,7 +85,7 @@ class ModelMetadataApi(OpenPredictionView):
             {
                 "name": name,
                 "versions": [str(model.version)],
-                "platform": "onnxruntime" if model.form == "onnx" else "scikit-learn",
+                "platform": "onnxruntime" if model.form == ModelVersion.ServingForm.ONNX else "scikit-learn",
                 "inputs": [
                     {"name": feature, "datatype": _TYPE_OF_FEATURE[categorical], "shape": [-1, 1]}
                     for feature, categorical in model.features

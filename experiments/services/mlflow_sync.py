@@ -20,7 +20,7 @@ from core.permissions import permission_require
 from core.storage import artifact_path, artifact_read_verified
 from experiments.models import Experiment, Metric, Param, Run, RunTag
 from experiments.services.datasets import dataset_frame_load
-from experiments.services.runs import run_name_fit
+from experiments.services.launch import run_name_fit
 from governance.models import AuditAction
 from governance.services import audit_record
 

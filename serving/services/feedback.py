@@ -8,7 +8,7 @@ from core.permissions import permission_require
 from governance.models import AuditAction
 from governance.services import audit_record
 from registry.models import ModelVersion
-from serving.models import PredictionLog
+from serving.models import Deployment, PredictionLog
 
 
 def _classes(entry):
@@ -34,7 +34,7 @@ def feedback_record(*, request_id, actual, by, row=0, correction=False) -> Predi
         entry = (
             PredictionLog.objects.select_for_update()
             .filter(request_id=request_id, row=row)
-            .exclude(deployment_mode="shadow")
+            .exclude(deployment_mode=Deployment.Mode.SHADOW)
             .first()
         )
         if entry is None:

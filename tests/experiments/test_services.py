@@ -245,7 +245,7 @@ def test_import_skips_the_runs_we_mirrored_ourselves(launch, user, settings, tmp
 def test_runs_record_the_git_commit_of_the_code(launch, settings):
     import subprocess
 
-    from experiments.services.runs import source_commit
+    from experiments.services.execution import source_commit
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     source_commit.cache_clear()
