@@ -6,7 +6,10 @@ world. "Allowed" is judged by the effect (the row that appears, the status that 
 must come with its reason (403 naming what is missing, the admin's message, a CLI error), never a 500.
 """
 
+import json
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -14,6 +17,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
 from experiments.models import DatasetVersion, Run
@@ -31,28 +35,30 @@ ROLES = ("scientist", "approver", "auditor", "engineer", "application", "nobody"
 
 # operation -> the roles that may do it (the README's role table; the superuser may do everything).
 ALLOWED = {
-    "launch a run": {"scientist"},
+    "launch a run or sweep": {"scientist"},
     "upload a dataset": {"scientist"},
     "stop someone else's run": {"engineer"},
-    "register a version": {"scientist"},
-    "edit a model": {"scientist"},
+    "register a version, also as a breaking change": {"scientist"},
+    "edit a model's documentation and gate": {"scientist"},
     "request a promotion": {"scientist"},
     "approve someone else's request": {"approver"},
     "reject someone else's request": {"approver"},
     "request a rollback": {"scientist", "approver"},
-    "roll back at once (emergency)": {"approver"},
+    "roll back at once, in an emergency": {"approver"},
     "request a canary or shadow": {"scientist", "engineer"},
     "retire a canary or shadow": {"engineer"},
-    "send feedback": {"engineer", "application"},
-    "predict with a version not in Staging or Production": {"engineer"},
+    "send feedback, correct it": {"engineer", "application"},
+    "predict with a version that is not in Staging or Production": {"engineer"},
     "predict with the deployed version": set(ROLES),
     "edit policies": {"approver"},
-    "edit webhooks": {"engineer"},
+    "edit webhooks, redeliver": {"engineer"},
     "read the audit log": {"auditor"},
-    "read the registry": {"scientist", "approver", "auditor", "engineer"},
-    "update a customer's segment": {"engineer", "application"},
-    "refresh every customer's segment": {"engineer"},
-    "edit the CRM settings": {"engineer"},
+    "read runs, datasets, the registry, deployments": {"scientist", "approver", "auditor", "engineer"},
+    "stop a run they launched": {"scientist", "engineer"},  # an ML engineer may stop any run
+    "edit periodic tasks": {"engineer"},
+    "update a customer's segment from a prediction": {"engineer", "application"},
+    "refresh every customer's segment, stop, resume": {"engineer"},
+    "edit the CRM settings: model and mapping": {"engineer"},
 }
 # The Application account is not staff: it uses the API only, never the admin.
 API_ONLY = {"application"}
@@ -159,6 +165,14 @@ def world(people, train, register, promote, put_on_traffic, serving, django_capt
             put_on_traffic(candidate, percent=20)
             return Deployment.objects.get(mode="canary", status="active")
 
+        def runs_owned_by_each(self):
+            runs = {}
+            for user in people.values():
+                run = self.queued_run()
+                Run.objects.filter(pk=run.pk).update(created_by=user)
+                runs[user.pk] = run
+            return runs
+
         def crm(self):
             from tests.serving.crm.helpers import churn_promote, churn_version_register, customers_make
 
@@ -202,7 +216,7 @@ def _csv():
 
 
 OPERATIONS = {
-    "launch a run": _launch_run(),
+    "launch a run or sweep": _launch_run(),
     "upload a dataset": {
         "setup": lambda world: None,
         "effect": lambda ctx: DatasetVersion.objects.filter(name="roles-data").exists(),
@@ -227,7 +241,7 @@ OPERATIONS = {
             {"action": "kill_runs", "_selected_action": [run.pk]},
         ),
     },
-    "register a version": {
+    "register a version, also as a breaking change": {
         "setup": lambda world: world.finished_run(),
         "effect": lambda run: ModelVersion.objects.filter(run=run).exists(),
         "api": lambda u, run: _api(u, "post", "/api/v1/models/roles-model/versions", {"run_id": run.pk}),
@@ -236,7 +250,7 @@ OPERATIONS = {
             u, "post", reverse("admin:registry_modelversion_register") + f"?run={run.pk}", {"name": "roles-model"}
         ),
     },
-    "edit a model": {
+    "edit a model's documentation and gate": {
         "setup": lambda world: world.version().model,
         "effect": lambda model: RegisteredModel.objects.get(pk=model.pk).description == "edited",
         "admin": lambda u, model: _admin(
@@ -300,7 +314,7 @@ OPERATIONS = {
             u, "post", reverse("admin:registry_registeredmodel_rollback", args=[vs[0].model_id]), {"reason": "r"}
         ),
     },
-    "roll back at once (emergency)": {
+    "roll back at once, in an emergency": {
         "setup": lambda world: world.production_history(),
         "effect": lambda vs: ModelVersion.objects.get(pk=vs[0].pk).stage == "Production",
         "api": lambda u, vs: _api(u, "post", "/api/v1/models/iris-clf/rollback", {"reason": "r", "emergency": True}),
@@ -338,12 +352,12 @@ OPERATIONS = {
             u, "post", reverse("admin:serving_deployment_changelist"), {"action": "retire", "_selected_action": [d.pk]}
         ),
     },
-    "send feedback": {
+    "send feedback, correct it": {
         "setup": lambda world: world.logged_prediction(),
         "effect": lambda rid: PredictionLog.objects.get(request_id=rid, deployment_mode="primary").actual == "setosa",
         "api": lambda u, rid: _api(u, "post", f"/api/v1/predictions/{rid}/feedback", {"actual": "setosa"}),
     },
-    "predict with a version not in Staging or Production": {
+    "predict with a version that is not in Staging or Production": {
         "setup": lambda world: world.production_and_candidate()[1],
         "effect": None,  # allowed when it answered
         "api": lambda u, v: _api(
@@ -371,7 +385,7 @@ OPERATIONS = {
             },
         ),
     },
-    "edit webhooks": {
+    "edit webhooks, redeliver": {
         "setup": lambda world: None,
         "effect": lambda ctx: WebhookSubscription.objects.filter(name="roles-hook").exists(),
         "admin": lambda u, ctx: _admin(
@@ -387,17 +401,55 @@ OPERATIONS = {
         "api": lambda u, ctx: _api(u, "get", "/api/v1/audit-log"),
         "admin": lambda u, ctx: _admin(u, "get", reverse("admin:governance_auditentry_changelist")),
     },
-    "read the registry": {
+    "read runs, datasets, the registry, deployments": {
         "setup": lambda world: world.version(),
         "effect": None,
-        "api": lambda u, v: _api(u, "get", "/api/v1/models/iris-clf/versions"),
-        "admin": lambda u, v: _admin(u, "get", reverse("admin:registry_modelversion_change", args=[v.pk])),
+        "api": lambda u, v: [_api(u, "get", url) for url in ("/api/v1/runs", "/api/v1/models/iris-clf/versions")],
+        "admin": lambda u, v: [
+            _admin(u, "get", reverse(name, args=args))
+            for name, args in (
+                ("admin:experiments_run_changelist", []),
+                ("admin:experiments_datasetversion_changelist", []),
+                ("admin:registry_modelversion_change", [v.pk]),
+                ("admin:serving_deployment_changelist", []),
+            )
+        ],
+    },
+    "stop a run they launched": {
+        # Each role's own queued run (made by a launcher, then owned by the role), stopped by that role.
+        "setup": lambda world: world.runs_owned_by_each(),
+        "effect": lambda runs: Run.objects.filter(pk__in=[run.pk for run in runs.values()], status="KILLED").exists(),
+        "api": lambda u, runs: _api(u, "post", f"/api/v1/runs/{runs[u.pk].pk}/kill", {}),
+        "admin": lambda u, runs: _admin(
+            u,
+            "post",
+            reverse("admin:experiments_run_changelist"),
+            {"action": "kill_runs", "_selected_action": [runs[u.pk].pk]},
+        ),
+    },
+    "edit periodic tasks": {
+        "setup": lambda world: IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS),
+        "effect": lambda interval: PeriodicTask.objects.filter(name="roles-task").exists(),
+        "admin": lambda u, interval: _admin(
+            u,
+            "post",
+            reverse("admin:django_celery_beat_periodictask_add"),
+            {
+                "name": "roles-task",
+                "regtask": "experiments.reap_lost_runs",
+                "interval": interval.pk,
+                "args": "[]",
+                "kwargs": "{}",
+                "headers": "{}",
+                "enabled": "on",
+            },
+        ),
     },
 }
 
 OPERATIONS.update(
     {
-        "update a customer's segment": {
+        "update a customer's segment from a prediction": {
             "setup": lambda world: world.crm(),
             "effect": lambda c: SegmentChange.objects.filter(customer_id=c.customer_id).exists(),
             "api": lambda u, c: _api(u, "post", f"/crm_segment_update?customer_id={c.customer_id}", {}),
@@ -408,17 +460,23 @@ OPERATIONS.update(
                 {"action": "update_segment_now", "_selected_action": [c.pk]},
             ),
         },
-        "refresh every customer's segment": {
+        "refresh every customer's segment, stop, resume": {
             "setup": lambda world: world.crm(),
             "effect": lambda c: CrmRefresh.objects.exists(),
             "api": lambda u, c: _api(u, "post", "/api/v1/crm/refreshes", {"scope": "all"}),
             "cli": lambda u, c: _cli(u, "crm_refresh", "--all", "--queue"),
             "admin": lambda u, c: _admin(u, "post", reverse("admin:serving_crmrefresh_start"), {"scope": "all"}),
         },
-        "edit the CRM settings": {
+        "edit the CRM settings: model and mapping": {
             "setup": lambda world: world.crm(),
             "effect": lambda c: "renew" in str(CrmSettings.objects.values_list("mapping", flat=True).first()),
             "api": lambda u, c: _api(u, "put", "/api/v1/crm/settings", {"mapping": _RENEW_MAPPING}),
+            "admin": lambda u, c: _admin(
+                u,
+                "post",
+                reverse("admin:serving_crmsettings_change", args=[CrmSettings.objects.get().pk]),
+                {"model_name": "churn", "mapping": json.dumps(_RENEW_MAPPING), "reason": "roles"},
+            ),
         },
     }
 )
@@ -433,8 +491,28 @@ CASES = [
 ]
 
 
-def test_the_table_covers_every_operation_of_the_readme():
-    assert set(OPERATIONS) == set(ALLOWED)
+_COLUMNS = ("scientist", "approver", "auditor", "engineer", "application", "nobody")
+
+
+def _readme_table():
+    """{operation: (surfaces, roles allowed)} from the README's role table."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = text[text.index("| operation (surfaces) |") :].split("\n\n", 1)[0].splitlines()[2:]
+    rows = {}
+    for line in table:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        name, surfaces = re.match(r"(.*) \((.*)\)$", cells[0]).groups()
+        allowed = {role for role, cell in zip(_COLUMNS, cells[1:], strict=True) if cell.startswith("✔")}
+        rows[name] = ({surface.strip().lower() for surface in surfaces.split(",")}, allowed)
+    return rows
+
+
+def test_the_readme_table_is_the_table_tested_here_operation_by_operation():
+    readme = _readme_table()
+    assert set(readme) == set(ALLOWED) == set(OPERATIONS)
+    for operation, (surfaces, allowed) in readme.items():
+        assert allowed == ALLOWED[operation] - {"superuser"}, operation  # the superuser may do everything
+        assert surfaces == {s for s in ("api", "cli", "admin") if s in OPERATIONS[operation]}, operation
 
 
 @pytest.mark.parametrize(("operation", "surface"), CASES)
