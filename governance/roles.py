@@ -16,6 +16,12 @@ _READ_REGISTRY = [
     "experiments.view_run",
     "experiments.view_datasetversion",
     "serving.view_deployment",
+    # What monitoring found (drift, aggregates, jobs) is read by everyone who reads the registry.
+    "monitoring.view_driftrun",
+    "monitoring.view_driftresult",
+    "monitoring.view_driftreference",
+    "monitoring.view_hourlyaggregate",
+    "monitoring.view_monitoringjob",
 ]
 _READ_CRM = [
     "serving.view_customer",

@@ -238,6 +238,13 @@ CELERY_BEAT_SCHEDULE = {
     # customers changed since the last refresh (all of them after a new version or mapping), at night
     # when the CRM is quiet. The same task resumes a refresh whose worker died.
     "crm-refresh-segments": {"task": "serving.crm_refresh_scheduled", "schedule": crontab(hour=2, minute=30)},
+    # Five minutes past each hour: the hour just ended is complete (the log's writer flushes every half
+    # second), so every monitored model gets its hourly aggregates and sketches, then its drift over the
+    # last MONITORING_DRIFT_WINDOW. One task per (job, model) on the monitoring queue.
+    "monitoring-hourly": {"task": "monitoring.schedule_jobs", "schedule": crontab(minute=5)},
+    # Once a day, at a quiet time: drop the prediction log's days older than PREDICTION_LOG_RETENTION_DAYS
+    # (whole partitions on PostgreSQL) and make the next week's partitions before rows arrive for them.
+    "prediction-log-retention": {"task": "serving.prediction_log_retention", "schedule": crontab(minute=20, hour=3)},
 }
 
 # --- Serving ------------------------------------------------------------------------------
@@ -259,6 +266,19 @@ PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
 PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
 PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
 PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
+# Raw log rows are kept this many days (on PostgreSQL a day is one partition, dropped whole); monitoring's
+# hourly aggregates and sketches are kept beyond.
+PREDICTION_LOG_RETENTION_DAYS = env("PREDICTION_LOG_RETENTION_DAYS", 30, cast=int)
+
+# --- Monitoring ---------------------------------------------------------------------------------
+# A drift window with fewer rows says "not enough data" instead of a verdict.
+MONITORING_DRIFT_MIN_ROWS = env("MONITORING_DRIFT_MIN_ROWS", 100, cast=int)
+# The window the scheduled drift job checks (exact computation on the raw rows).
+MONITORING_DRIFT_WINDOW = env("MONITORING_DRIFT_WINDOW", "24h")
+# The hourly job recomputes this many hours before its watermark, so rows logged late land in their hour.
+MONITORING_LATE_HOURS = env("MONITORING_LATE_HOURS", 3, cast=int)
+# A monitoring job running longer is killed (seconds); on SQLite its lease lapses after it.
+MONITORING_JOB_TIME_LIMIT = env("MONITORING_JOB_TIME_LIMIT", 1800, cast=int)
 
 # --- Audit log ------------------------------------------------------------------------------
 # The key of the audit chain's HMAC seals. Keep it out of the database and its backups (the environment,

@@ -1,3 +1,4 @@
+import numpy as np
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -52,8 +53,37 @@ class Deployment(models.Model):
         return f"{self.version} {self.environment}/{self.mode}"
 
 
+class FloatVectorField(models.Field):
+    """A vector of float64 (NaN where a value is missing): `float8[]` on PostgreSQL, where monitoring reads
+    it ~3x faster than the same numbers out of JSON, and little-endian float64 bytes elsewhere (SQLite)."""
+
+    description = "Vector of float64"
+
+    def db_type(self, connection):
+        return "double precision[]" if connection.vendor == "postgresql" else "blob"
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return None
+        if isinstance(value, bytes | memoryview):
+            return np.frombuffer(value, dtype="<f8").tolist()
+        return [float("nan") if item is None else float(item) for item in value]
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        values = [float("nan") if item is None else float(item) for item in value]
+        if connection.vendor == "postgresql":
+            return values
+        return np.asarray(values, dtype="<f8").tobytes()
+
+
 class PredictionLog(models.Model):
-    """One row predicted: what came in, what went out, which version answered, and later the truth."""
+    """One row predicted: what came in, what went out, which version answered, and later the truth.
+
+    On PostgreSQL the table is partitioned by day on created_at (serving migration 0004); old days are
+    dropped whole after PREDICTION_LOG_RETENTION_DAYS (serving.predlog.prediction_log_retention_apply).
+    """
 
     request_id = models.CharField(max_length=64, db_index=True)
     row = models.PositiveIntegerField(default=0, help_text="Position of the row in its request.")
@@ -61,7 +91,12 @@ class PredictionLog(models.Model):
     version = models.PositiveIntegerField()
     deployment_mode = models.CharField(max_length=16, blank=True, help_text="primary, canary, shadow or direct.")
     inputs = models.JSONField(null=True, blank=True)
+    # The numeric features in the order of the version's signature, beside the JSON inputs, for monitoring.
+    features = FloatVectorField(null=True, blank=True, editable=False)
     prediction = models.JSONField(null=True, blank=True)
+    # Where the prediction stands among the version's classes (its signature's order): monitoring counts
+    # classes from this integer instead of comparing JSON.
+    predicted_index = models.SmallIntegerField(null=True, blank=True, editable=False)
     probabilities = models.JSONField(null=True, blank=True)
     confidence = models.FloatField(null=True, blank=True)
     latency_ms = models.FloatField()
@@ -72,7 +107,13 @@ class PredictionLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["model_name", "version", "-created_at"])]
+        indexes = [
+            models.Index(fields=["model_name", "version", "-created_at"]),
+            # Monitoring finds the hours whose labels arrived since its last run (late feedback).
+            models.Index(fields=["feedback_at"], condition=Q(feedback_at__isnull=False), name="predlog_feedback_at"),
+            # ... and the refused requests of an hour, few among many, by kind.
+            models.Index(fields=["created_at"], condition=~Q(error=""), name="predlog_errors"),
+        ]
 
     def __str__(self):
         return f"{self.request_id}[{self.row}] {self.model_name} v{self.version}"

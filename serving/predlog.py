@@ -6,18 +6,28 @@ executemany (every PREDICTION_LOG_FLUSH_SECONDS, at most PREDICTION_LOG_BATCH re
 and runs shadow versions, so neither slows the answer. `flush()` at exit (atexit, and gunicorn's
 worker_exit) writes what is queued, so a worker shut down gracefully loses no row.
 PREDICTION_LOG_SYNC writes in the request instead (tests, one-off scripts).
+
+Each row also carries its numeric features as a typed vector (`features`, in the order of the
+version's signature, NaN where missing), which monitoring reads instead of the JSON. On PostgreSQL
+the table is partitioned by day: partitions are made ahead by the daily maintenance task (and by the
+writer itself if a row arrives for a day that has none), and days older than
+PREDICTION_LOG_RETENTION_DAYS are dropped whole (`prediction_log_retention_apply`).
 """
 
 import atexit
+import datetime as dt
 import json
 import logging
+import math
 import queue
+import struct
 import threading
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import Error, connection, transaction
+from django.db import DatabaseError, Error, connection, transaction
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +38,16 @@ _COLUMNS = (
     "version",
     "deployment_mode",
     "inputs",
+    "features",
     "prediction",
+    "predicted_index",
     "probabilities",
     "confidence",
     "latency_ms",
     "error",
     "created_at",
 )
-# 12 parameters a row: 500 rows stay far below SQLite's limit of 32,766 bound parameters a statement.
+# 14 parameters a row: 500 rows stay far below SQLite's limit of 32,766 bound parameters a statement.
 _ROWS_PER_STATEMENT = 500
 
 
@@ -56,7 +68,8 @@ class LogRecord:
     error: str = ""
     shadow: object = None  # a LoadedModel to run on the same columns, logged beside
 
-    def rows(self):
+    def rows(self, numeric=()):
+        """The table's rows; `numeric` names the features that go into the typed vector, in its order."""
         if self.error or self.labels is None:
             return [
                 (
@@ -69,6 +82,8 @@ class LogRecord:
                     None,
                     None,
                     None,
+                    None,
+                    None,
                     self.latency_ms,
                     self.error[:2000],
                     self.created_at,
@@ -77,6 +92,16 @@ class LogRecord:
         names = list(self.columns)
         values = [self.columns[name] for name in names]
         probabilities = self.probabilities.tolist()
+        if numeric:  # the vector's columns, transposed once per record rather than looked up per row
+            vectors = [
+                list(vector)
+                for vector in zip(
+                    *[[_NAN if v is None else float(v) for v in self.columns[name]] for name in numeric], strict=True
+                )
+            ]
+        else:
+            vectors = [None] * len(self.labels)
+        positions = {label: position for position, label in enumerate(self.classes)}
         return [
             (
                 self.request_id,
@@ -85,17 +110,22 @@ class LogRecord:
                 self.version,
                 self.mode,
                 json.dumps(dict(zip(names, row, strict=True))),
+                vector,
                 json.dumps(label),
+                positions.get(label),
                 json.dumps(dict(zip(self.classes, probs, strict=True))),
                 max(probs),
                 self.latency_ms,
                 "",
                 self.created_at,
             )
-            for index, (label, probs, row) in enumerate(
-                zip(self.labels, probabilities, zip(*values, strict=True), strict=True)
+            for index, (label, probs, row, vector) in enumerate(
+                zip(self.labels, probabilities, zip(*values, strict=True), vectors, strict=True)
             )
         ]
+
+
+_NAN = math.nan
 
 
 def _shadow_record(record):
@@ -119,12 +149,35 @@ def _shadow_record(record):
     return shadow
 
 
+def _numeric_features(model_name, version):
+    """The names of a version's numeric features in signature order (the typed vector's layout)."""
+    from registry.models import ModelVersion
+
+    signature = (
+        ModelVersion.objects.filter(model__name=model_name, version=version).values_list("signature", flat=True).first()
+    )
+    if signature is None:
+        return ()
+    return tuple(f["name"] for f in signature["features"] if f["dtype"] != "categorical")
+
+
 class PredictionLogWriter:
     def __init__(self):
         self._queue = queue.SimpleQueue()
         self._thread = None
         self._start_lock = threading.Lock()
         self._write_lock = threading.RLock()
+        # (model, version) -> numeric feature names; a version's signature never changes once registered.
+        self._layouts = {}
+
+    def _layout(self, record):
+        key = (record.model_name, record.version)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = _numeric_features(record.model_name, record.version) if record.version else ()
+            if layout or record.version:
+                self._layouts[key] = layout
+        return layout
 
     def submit(self, record):
         if settings.PREDICTION_LOG_SYNC:
@@ -171,14 +224,39 @@ class PredictionLogWriter:
                 records = self._drain(limit)
 
     def _write(self, records):
-        # Imported here: gunicorn.conf.py imports this module before Django's apps are loaded.
-        from serving.models import PredictionLog
-
         records = records + [_shadow_record(r) for r in records if r.shadow is not None]
         adapt = connection.ops.adapt_datetimefield_value
-        rows = [(*row[:-1], adapt(row[-1])) for record in records for row in record.rows()]
+        postgres = connection.vendor == "postgresql"
+        vector = 6  # position of `features` in _COLUMNS
+        rows = []
+        for record in records:
+            for row in record.rows(self._layout(record)):
+                features = row[vector]
+                if features is not None:
+                    # PostgreSQL: an array literal (cheaper to make than the driver's adaptation of a list);
+                    # SQLite: little-endian float64 bytes, as FloatVectorField stores them.
+                    features = (
+                        "{" + ",".join(map(repr, features)) + "}"
+                        if postgres
+                        else struct.pack(f"<{len(features)}d", *features)
+                    )
+                rows.append((*row[:vector], features, *row[vector + 1 : -1], adapt(row[-1])))
         if not rows:
             return
+        try:
+            self._insert(rows)
+        except DatabaseError as exc:
+            # A row for a day whose partition is not made yet (the maintenance task makes them a week
+            # ahead; a clock jump or a long outage of the task can still get here): make it and retry once.
+            if getattr(getattr(exc, "__cause__", None), "pgcode", None) != "23514":
+                raise
+            days = {record.created_at.date() for record in records}
+            prediction_log_partitions_ensure(start=min(days), end=max(days))
+            self._insert(rows)
+
+    def _insert(self, rows):
+        from serving.models import PredictionLog
+
         table = connection.ops.quote_name(PredictionLog._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
         row_placeholder = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
@@ -200,3 +278,108 @@ class PredictionLogWriter:
 
 writer = PredictionLogWriter()
 atexit.register(writer.flush)
+
+
+# --- Daily partitions and retention (PostgreSQL; SQLite keeps one table and deletes old rows) ------------
+
+_TABLE = "serving_predictionlog"
+_PARTITION_DAYS_AHEAD = 7
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What one pass of the log's maintenance did."""
+
+    created: tuple  # partitions made (names)
+    dropped: tuple  # partitions dropped (names)
+    deleted_rows: int  # rows deleted (SQLite, or a PostgreSQL log that is not partitioned)
+    cutoff: dt.date  # the first day kept
+
+
+def _partition_name(day):
+    return f"{_TABLE}_p{day:%Y%m%d}"
+
+
+def _partitioned():
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [_TABLE])
+        found = cursor.fetchone()
+    return bool(found) and found[0] == "p"
+
+
+def prediction_log_partitions():
+    """The day partitions of the log on PostgreSQL, as {day: name}, oldest first; empty elsewhere."""
+    if not _partitioned():
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = to_regclass(%s)",
+            [_TABLE],
+        )
+        names = [name for (name,) in cursor.fetchall()]
+    days = {}
+    for name in names:
+        try:
+            days[dt.datetime.strptime(name.rsplit("_p", 1)[1], "%Y%m%d").date()] = name
+        except (IndexError, ValueError):
+            continue  # not one of ours
+    return dict(sorted(days.items()))
+
+
+def prediction_log_partitions_ensure(*, start, end):
+    """Make the day partitions from `start` to `end` (dates, inclusive) that are missing; returns their names."""
+    if not _partitioned():
+        return []
+    existing = prediction_log_partitions()
+    created = []
+    day = start
+    while day <= end:
+        if day not in existing:
+            name = _partition_name(day)
+            lower = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+            upper = lower + dt.timedelta(days=1)
+            try:
+                with transaction.atomic(), connection.cursor() as cursor:
+                    cursor.execute(
+                        f"CREATE TABLE IF NOT EXISTS {connection.ops.quote_name(name)} "  # noqa: S608
+                        f"PARTITION OF {_TABLE} FOR VALUES FROM (%s) TO (%s)",
+                        [lower, upper],
+                    )
+            except DatabaseError:
+                # Another process made it at the same moment: what counts is that it exists.
+                if day not in prediction_log_partitions():
+                    raise
+            else:
+                created.append(name)
+        day += dt.timedelta(days=1)
+    return created
+
+
+def prediction_log_retention_apply(*, keep_days=None, today=None):
+    """Drop the log's days older than `keep_days` (PREDICTION_LOG_RETENTION_DAYS) and make the next week's
+    partitions. On PostgreSQL a day goes as a whole partition (no row-by-row delete, no bloat); elsewhere
+    the old rows are deleted. Monitoring's aggregates and sketches are kept: they outlive the raw rows."""
+    from serving.models import PredictionLog
+
+    keep_days = settings.PREDICTION_LOG_RETENTION_DAYS if keep_days is None else keep_days
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    cutoff = today - dt.timedelta(days=keep_days)
+    if not _partitioned():
+        start = dt.datetime.combine(cutoff, dt.time(), tzinfo=dt.UTC)
+        deleted, _ = PredictionLog.objects.filter(created_at__lt=start).delete()
+        return RetentionResult(created=(), dropped=(), deleted_rows=deleted, cutoff=cutoff)
+    created = prediction_log_partitions_ensure(
+        start=today - dt.timedelta(days=1), end=today + dt.timedelta(days=_PARTITION_DAYS_AHEAD)
+    )
+    dropped = []
+    for day, name in prediction_log_partitions().items():
+        if day < cutoff:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(name)}")
+            dropped.append(name)
+    if dropped:
+        logger.info("prediction log: dropped %d day partition(s) before %s", len(dropped), cutoff)
+    return RetentionResult(created=tuple(created), dropped=tuple(dropped), deleted_rows=0, cutoff=cutoff)

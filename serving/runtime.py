@@ -50,7 +50,8 @@ class LoadedModel:
         return self._predict(columns)
 
 
-def _load(version):
+def version_load(version) -> LoadedModel:
+    """Load a version for predicting (its files checked against their sha256), whatever its stage."""
     features = [(f["name"], f["dtype"] == "categorical") for f in version.signature["features"]]
     classes = list(version.signature["classes"])
     if version.serving_form == ModelVersion.ServingForm.ONNX and version.onnx_path:
@@ -135,7 +136,7 @@ class ServingRuntime:
     def _loaded(self, version):
         model = self._models.get(version.pk)
         if model is None:
-            model = _load(version)
+            model = version_load(version)
             self._models[version.pk] = model
         return model
 

@@ -46,7 +46,7 @@ def in_memory_broker(request):
     The end-to-end tests, whose real workers must receive it, keep the configured broker."""
     from mlops_site.celery import app
 
-    if request.node.nodeid.startswith("tests/e2e/"):
+    if request.node.nodeid.startswith("tests/e2e/") or request.node.get_closest_marker("worker"):
         yield
         return
     keys = ("broker_url", "broker_read_url", "broker_write_url")

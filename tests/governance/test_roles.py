@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 
 from experiments.models import DatasetVersion, Run
 from governance.models import Policy, WebhookSubscription
+from monitoring.models import DriftRun
 from registry import services as registry_services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
@@ -56,6 +57,7 @@ ALLOWED = {
     "read runs, datasets, the registry, deployments": {"scientist", "approver", "auditor", "engineer"},
     "stop a run they launched": {"scientist", "engineer"},  # an ML engineer may stop any run
     "edit periodic tasks": {"engineer"},
+    "compute a model's drift now": {"engineer"},
     "update a customer's segment from a prediction": {"engineer", "application"},
     "refresh every customer's segment, stop, resume": {"engineer"},
     "edit the CRM settings: model and mapping": {"engineer"},
@@ -164,6 +166,13 @@ def world(people, train, register, promote, put_on_traffic, serving, django_capt
             production, candidate = self.production_and_candidate()
             put_on_traffic(candidate, percent=20)
             return Deployment.objects.get(mode="canary", status="active")
+
+        def monitored_version(self):
+            from monitoring.services import drift_reference_build
+
+            production, _ = self.production_and_candidate()
+            drift_reference_build(version=production)
+            return production
 
         def runs_owned_by_each(self):
             runs = {}
@@ -449,6 +458,11 @@ OPERATIONS = {
 
 OPERATIONS.update(
     {
+        "compute a model's drift now": {
+            "setup": lambda world: world.monitored_version(),
+            "effect": lambda v: DriftRun.objects.exists(),
+            "api": lambda u, v: _api(u, "post", "/api/v1/models/iris-clf/drift?window=24h", {}),
+        },
         "update a customer's segment from a prediction": {
             "setup": lambda world: world.crm(),
             "effect": lambda c: SegmentChange.objects.filter(customer_id=c.customer_id).exists(),

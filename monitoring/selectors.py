@@ -1,0 +1,251 @@
+"""Monitoring's reads: traffic and accuracy over time from the hourly aggregates, and stored drift runs."""
+
+import datetime as dt
+import math
+from collections import defaultdict
+
+from core.errors import InvalidInput, NotFound
+from monitoring.models import DriftReference, DriftRun, HourlyAggregate
+from monitoring.services.aggregates import LATENCY_BIN_RATIO
+from registry.models import ModelVersion, RegisteredModel
+
+GRANULARITIES = ("hour", "day")
+
+
+def model_require(*, model_name):
+    """The registered model, or NotFound."""
+    model = RegisteredModel.objects.filter(name=model_name).first()
+    if model is None:
+        raise NotFound(f"no registered model {model_name!r}", field="name")
+    return model
+
+
+def macro_f1(confusion):
+    """Macro F1 over the labels seen as truth or prediction ({actual: {predicted: n}}), as scikit-learn's."""
+    labels = set(confusion) | {p for row in confusion.values() for p in row}
+    if not labels:
+        return None
+    scores = []
+    for label in labels:
+        true_positive = confusion.get(label, {}).get(label, 0)
+        false_positive = sum(row.get(label, 0) for actual, row in confusion.items() if actual != label)
+        false_negative = sum(n for predicted, n in confusion.get(label, {}).items() if predicted != label)
+        denominator = 2 * true_positive + false_positive + false_negative
+        scores.append(2 * true_positive / denominator if denominator else 0.0)
+    return sum(scores) / len(scores)
+
+
+def _latency_percentiles(histogram, percentiles=(50, 95, 99)):
+    """Percentiles from a merged latency histogram: the geometric middle of the bin that holds them."""
+    if not histogram:
+        return [None] * len(percentiles)
+    bins = sorted((int(key), n) for key, n in histogram.items())
+    total = sum(n for _, n in bins)
+    results = []
+    for percentile in percentiles:
+        rank = percentile / 100 * total
+        seen = 0
+        for key, n in bins:
+            seen += n
+            if seen >= rank:
+                results.append(LATENCY_BIN_RATIO ** (key + 0.5))
+                break
+    return results
+
+
+class _Bucket:
+    def __init__(self, moment, version, mode):
+        self.moment, self.version, self.mode = moment, version, mode
+        self.hours = []
+
+    def payload(self, granularity):
+        hours = self.hours
+        requests = sum(h.requests for h in hours)
+        rows = sum(h.rows for h in hours)
+        errors = sum(h.errors for h in hours)
+        labelled = sum(h.labelled for h in hours)
+        correct = sum(h.correct for h in hours)
+        error_kinds, classes, confusion, latency_histogram = defaultdict(int), defaultdict(int), {}, defaultdict(int)
+        histogram = [0] * 10
+        for hour in hours:
+            for kind, n in hour.error_kinds.items():
+                error_kinds[kind] += n
+            for label, n in hour.class_counts.items():
+                classes[label] += n
+            for actual, predicted in hour.confusion.items():
+                row = confusion.setdefault(actual, {})
+                for label, n in predicted.items():
+                    row[label] = row.get(label, 0) + n
+            for key, n in hour.latency_histogram.items():
+                latency_histogram[key] += n
+            for index, n in enumerate(hour.confidence_histogram or []):
+                histogram[index] += n
+        scored = sum(histogram)
+        if granularity == "hour" and len(hours) == 1:
+            latency = {
+                "p50": hours[0].latency_p50_ms,
+                "p95": hours[0].latency_p95_ms,
+                "p99": hours[0].latency_p99_ms,
+                "from": "raw rows",
+            }
+        else:
+            p50, p95, p99 = _latency_percentiles(latency_histogram)
+            latency = {"p50": p50, "p95": p95, "p99": p99, "from": f"histogram (bins of {LATENCY_BIN_RATIO - 1:.0%})"}
+        calibrated = [h for h in hours if h.expected_correct is not None]
+        calibrated_rows = sum(sum(h.class_counts.values()) for h in calibrated)
+        return {
+            "time": self.moment.isoformat(),
+            "version": self.version or None,
+            "mode": self.mode or "refused",
+            "requests": requests,
+            "rows": rows,
+            "errors": errors,
+            "error_rate": errors / requests if requests else None,
+            "error_kinds": dict(error_kinds),
+            "latency_ms": latency,
+            "confidence": {
+                "mean": sum(h.confidence_sum for h in hours) / scored if scored else None,
+                "histogram": histogram,
+            },
+            "classes": dict(classes),
+            "labelled": labelled,
+            "correct": correct,
+            "accuracy": correct / labelled if labelled else None,
+            "macro_f1": macro_f1(confusion) if labelled else None,
+            "estimated_accuracy": (
+                sum(h.expected_correct for h in calibrated) / calibrated_rows if calibrated_rows else None
+            ),
+        }
+
+
+def monitoring_series(*, model_name, start, end, granularity="hour"):
+    """Traffic, errors, latency, confidence, classes and accuracy per hour or day, per version and mode."""
+    model_require(model_name=model_name)
+    if granularity not in GRANULARITIES:
+        raise InvalidInput(f"must be one of {', '.join(GRANULARITIES)}", field="granularity")
+    hours = HourlyAggregate.objects.filter(model_name=model_name, hour__gte=start, hour__lt=end).order_by(
+        "hour", "version", "deployment_mode"
+    )
+    buckets = {}
+    for hour in hours:
+        moment = hour.hour.astimezone(dt.UTC)
+        if granularity == "day":
+            moment = moment.replace(hour=0)
+        key = (moment, hour.version, hour.deployment_mode)
+        buckets.setdefault(key, _Bucket(*key)).hours.append(hour)
+    return [bucket.payload(granularity) for bucket in buckets.values()]
+
+
+def accuracy_summary(*, model_name, start, end):
+    """Per version over the range: live accuracy and macro F1 from feedback, CBPE's estimate, validation's."""
+    versions = defaultdict(list)
+    for hour in HourlyAggregate.objects.filter(model_name=model_name, hour__gte=start, hour__lt=end, version__gt=0):
+        versions[hour.version].append(hour)
+    references = {
+        r.version.version: r
+        for r in DriftReference.objects.filter(version__model__name=model_name).select_related("version")
+    }
+    metrics = dict(ModelVersion.objects.filter(model__name=model_name).values_list("version", "metrics"))
+    summary = []
+    for version in sorted(versions):
+        bucket = _Bucket(start, version, "all")
+        bucket.hours = versions[version]
+        payload = bucket.payload("day")
+        reference = references.get(version)
+        validation = reference.validation_accuracy if reference else None
+        summary.append(
+            {
+                "version": version,
+                "rows": payload["rows"],
+                "labelled": payload["labelled"],
+                "accuracy": payload["accuracy"],
+                "macro_f1": payload["macro_f1"],
+                "estimated_accuracy": payload["estimated_accuracy"],
+                "validation_accuracy": validation
+                if validation is not None
+                else (metrics.get(version) or {}).get("accuracy"),
+                "gap": (
+                    payload["estimated_accuracy"] - payload["accuracy"]
+                    if payload["accuracy"] is not None and payload["estimated_accuracy"] is not None
+                    else None
+                ),
+            }
+        )
+    return summary
+
+
+def drift_run_latest(*, model_name, window, version=None, kind=None):
+    """The latest stored drift run of a model for a window label (and version, computation), or None."""
+    model_require(model_name=model_name)
+    runs = DriftRun.objects.filter(model_name=model_name, window=window)
+    if version is not None:
+        runs = runs.filter(version=version)
+    if kind:
+        runs = runs.filter(kind=kind)
+    return runs.order_by("-computed_at", "-id").first()
+
+
+def _number(value):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+def drift_run_payload(run):
+    """A drift run as the API and `monitor drift --json` show it."""
+    results = list(run.results.all()) if run.pk else []
+    features = [
+        {
+            "feature": r.name,
+            "method": r.method,
+            "score": _number(r.score),
+            "threshold": r.threshold,
+            "drifted": r.drifted,
+            "reference_rows": r.reference_rows,
+            "current_rows": r.current_rows,
+            **({"note": r.note} if r.note else {}),
+        }
+        for r in results
+        if r.role == "feature" and r.verdict
+    ]
+    effect_sizes = defaultdict(dict)
+    for r in results:
+        if r.role == "feature" and not r.verdict:
+            effect_sizes[r.name][r.method] = _number(r.score)
+        if r.detail.get("ks_distance_upper") is not None:
+            effect_sizes[r.name]["ks_distance_bounds"] = [r.detail["ks_distance_lower"], r.detail["ks_distance_upper"]]
+    for feature in features:
+        if effect_sizes.get(feature["feature"]):
+            feature["effect_sizes"] = effect_sizes[feature["feature"]]
+    prediction = [
+        {
+            "column": r.name,
+            "method": r.method,
+            "score": _number(r.score),
+            "threshold": r.threshold,
+            "drifted": r.drifted,
+            "reference_rows": r.reference_rows,
+            "current_rows": r.current_rows,
+            **({"note": r.note} if r.note else {}),
+        }
+        for r in results
+        if r.role != "feature"
+    ]
+    return {
+        "id": run.pk,
+        "model": run.model_name,
+        "version": run.version,
+        "window": run.window,
+        "from": run.window_start.isoformat(),
+        "to": run.window_end.isoformat(),
+        "kind": run.kind,
+        "status": run.status,
+        "message": run.message,
+        "rows": run.rows,
+        "dataset_drift": run.dataset_drift,
+        "share_drifted": run.share_drifted,
+        "features": features,
+        "prediction": prediction,
+        "computed_at": run.computed_at.isoformat() if run.computed_at else None,
+        "seconds": round(run.seconds, 3),
+    }

@@ -1,0 +1,27 @@
+"""Monitoring's writes: references, hourly aggregates and sketches, drift runs, and the scheduled jobs."""
+
+from monitoring.services.aggregates import HoursResult, error_kind, hours_compute
+from monitoring.services.drift import DatasetsDrift, datasets_drift, drift_compute, drift_version_default
+from monitoring.services.jobs import JobBusy, JobOutcome, job_lock, job_run, models_to_monitor
+from monitoring.services.references import drift_reference_build, drift_references_backfill
+from monitoring.services.requests import drift_compute_requested, drift_reference_rebuild_queue, monitoring_job_queue
+
+__all__ = [
+    "DatasetsDrift",
+    "HoursResult",
+    "JobBusy",
+    "JobOutcome",
+    "datasets_drift",
+    "drift_compute",
+    "drift_compute_requested",
+    "drift_reference_rebuild_queue",
+    "drift_reference_build",
+    "drift_references_backfill",
+    "drift_version_default",
+    "error_kind",
+    "hours_compute",
+    "job_lock",
+    "job_run",
+    "models_to_monitor",
+    "monitoring_job_queue",
+]

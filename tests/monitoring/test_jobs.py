@@ -1,0 +1,121 @@
+"""Scheduling: one run per (job, model), the beat schedule, the reference made at registration, a real worker."""
+
+import contextlib
+import uuid
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from mlops_site.celery import app as celery_app
+from monitoring.models import DriftReference, DriftRun, MonitoringJob
+from monitoring.services import JobBusy, job_lock, job_run
+from tests.e2e import processes
+from tests.monitoring.conftest import hours_ago
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_run_per_job_and_model_at_a_time():
+    with job_lock(job="aggregate", model_name="churn", lease_seconds=60):
+        if connection.vendor == "postgresql":
+            # The advisory lock is held by this connection: another connection is refused.
+            from django.db import connections
+
+            other = connections.create_connection("default")
+            try:
+                with other.cursor() as cursor:
+                    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [0x6D6F6E, _key("aggregate", "churn")])
+                    assert cursor.fetchone()[0] is False
+            finally:
+                other.close()
+        with pytest.raises(JobBusy, match="aggregate of churn is already running"):
+            job_run(job="aggregate", model_name="churn")
+        # Another model, or another job, is not held up.
+        with job_lock(job="aggregate", model_name="iris", lease_seconds=60):
+            pass
+        with job_lock(job="drift", model_name="churn", lease_seconds=60):
+            pass
+    job_run(job="aggregate", model_name="churn")  # free again
+    assert MonitoringJob.objects.get(job="aggregate", model_name="churn").status == MonitoringJob.Status.OK
+
+
+def _key(job, model_name):
+    from monitoring.services.jobs import _lock_key
+
+    return _lock_key(job, model_name)
+
+
+def test_the_jobs_are_scheduled_with_a_reason_each():
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert schedule["monitoring-hourly"]["task"] == "monitoring.schedule_jobs"
+    assert schedule["prediction-log-retention"]["task"] == "serving.prediction_log_retention"
+    source = (settings.BASE_DIR / "mlops_site" / "settings.py").read_text()
+    for name in ("monitoring-hourly", "prediction-log-retention"):
+        before = source[: source.index(f'"{name}"')].rstrip().splitlines()[-1].strip()
+        assert before.startswith("#"), f"{name} has no comment saying why"
+    tasks = celery_app.tasks
+    for name in ("monitoring.schedule_jobs", "monitoring.run_job", "monitoring.build_reference"):
+        assert tasks[name].queue == "monitoring"
+    assert tasks["monitoring.run_job"].acks_late is True
+    assert tasks["monitoring.run_job"].time_limit == settings.MONITORING_JOB_TIME_LIMIT
+
+
+@pytest.mark.django_db
+def test_registration_builds_the_reference_once_committed(churn_version, django_capture_on_commit_callbacks, register):
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True) as callbacks:
+            version = register(name="iris-reference")  # its own name: the MLflow store is shared by the session
+    finally:
+        celery_app.conf.task_always_eager = False
+    assert callbacks
+    reference = DriftReference.objects.get(version=version)
+    assert reference.n_rows == 150
+    assert reference.columns.filter(role="feature").count() == 4
+    assert reference.build_seconds < 5
+    # churn v1 was registered without its callbacks run: no reference until the backfill.
+    assert not DriftReference.objects.filter(version=churn_version).exists()
+
+
+def _purge():
+    with celery_app.connection_for_write() as broker, contextlib.suppress(Exception):
+        broker.default_channel.queue_purge("monitoring")
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_hourly_task_runs_every_job_on_a_real_worker(churn_reference, churn_frame, log_writer, tmp_path):
+    log_writer.write(churn_frame.sample(200, random_state=5).reset_index(drop=True), at=hours_ago(2), per_request=10)
+    _purge()
+    worker = processes.start(
+        "celery",
+        "-A",
+        "mlops_site",
+        "worker",
+        "--queues",
+        "monitoring",
+        "--concurrency",
+        "2",
+        "--loglevel",
+        "INFO",
+        "--hostname",
+        f"monitoring-{uuid.uuid4().hex[:8]}@%h",
+        "--without-gossip",
+        "--without-mingle",
+        log=tmp_path / "worker.log",
+    )
+    try:
+        celery_app.send_task("monitoring.schedule_jobs", queue="monitoring")
+
+        def both_done():
+            jobs = MonitoringJob.objects.filter(model_name="churn", status=MonitoringJob.Status.OK)
+            return jobs.count() == 2 or None
+
+        processes.wait_for(both_done, timeout=150, process=worker, what="the aggregate and drift jobs")
+    finally:
+        processes.stop(worker)
+    drift = MonitoringJob.objects.get(job="drift", model_name="churn")
+    assert drift.last_result["versions"][0]["rows"] == 200
+    run = DriftRun.objects.get(trigger="schedule")
+    assert run.status == DriftRun.Status.OK
+    assert run.window == "24h"
