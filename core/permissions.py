@@ -5,16 +5,27 @@ only translate the refusal (403 with the reason, an admin message, exit 1). The 
 read-only endpoints, where there is no service call to decide.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeAlias
+
 from rest_framework.permissions import BasePermission
 
 from core.errors import NotPermitted
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
+    # The acting user a service is handed as `by=`: a user, a request's anonymous user, or None (the system).
+    Actor: TypeAlias = AbstractBaseUser | AnonymousUser | None
 
 
 def _names(perms):
     return " or ".join(perm.split(".", 1)[1] for perm in perms)
 
 
-def permission_require(user, *perms, doing):
+def permission_require(user: Actor, *perms: str, doing: str) -> None:
     """Refuse unless `user` is signed in and holds one of `perms`; the message says what they tried and lack."""
     if user is None or not user.is_authenticated:
         raise NotPermitted(f"{doing} needs a signed-in user")

@@ -1,6 +1,9 @@
 """Reads of the governance app."""
 
+from __future__ import annotations
+
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db.models import Q
 from django.utils import timezone
@@ -8,6 +11,9 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from core.errors import InvalidInput
 from governance.models import AuditEntry
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
 
 
 def _moment(value, field):
@@ -23,7 +29,16 @@ def _moment(value, field):
     return parsed
 
 
-def audit_entry_list(*, actor=None, action=None, object_type=None, object_id=None, since=None, until=None, q=None):
+def audit_entry_list(
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    q: str | None = None,
+) -> QuerySet[AuditEntry]:
     """Audit entries, newest first, filtered as the admin filters them."""
     entries = AuditEntry.objects.all()
     if actor:
@@ -46,7 +61,7 @@ def audit_entry_list(*, actor=None, action=None, object_type=None, object_id=Non
     return entries.order_by("-id")
 
 
-def audit_entries_of(obj, *, action=None):
+def audit_entries_of(obj: Model, *, action: str | None = None) -> QuerySet[AuditEntry]:
     """The audit entries of one object (any model instance), oldest first; only `action` if given."""
     entries = AuditEntry.objects.filter(
         object_type=f"{obj._meta.app_label}.{obj._meta.model_name}", object_id=str(obj.pk)

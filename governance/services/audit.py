@@ -7,11 +7,14 @@ the database as it grows (a log line per entry, a daily `audit.anchored` webhook
 truncated log or one missing its last entries fails `verify_audit_log --expect-head HASH`.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -20,6 +23,13 @@ from django.utils import timezone
 
 from governance.context import current_request
 from governance.models import AuditAction, AuditEntry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from django.db.models import Model
+
+    from core.permissions import Actor
 
 GENESIS_HASH = "0" * 64
 # Key of the PostgreSQL advisory lock that serialises appends to the chain.
@@ -47,7 +57,7 @@ def audit_entry_seal(*, prev_hash: str, fields: dict, key: bytes | None = None) 
     return hmac.new(key or settings.AUDIT_LOG_KEY.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
-def audit_entry_fields(entry):
+def audit_entry_fields(entry: AuditEntry) -> dict[str, Any]:
     """The fields of an entry that its hash covers."""
     return {
         "created_at": entry.created_at.isoformat(),
@@ -65,8 +75,17 @@ def audit_entry_fields(entry):
 
 
 def audit_record(
-    *, actor, action, obj, before=None, after=None, reason="", request_id="", ip_address=None, actor_name=None
-):
+    *,
+    actor: Actor,
+    action: AuditAction,
+    obj: Model,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    reason: str = "",
+    request_id: str = "",
+    ip_address: str | None = None,
+    actor_name: str | None = None,
+) -> AuditEntry:
     """Append one entry to the audit trail, inside the caller's transaction."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records.")
@@ -113,7 +132,9 @@ class ChainReport:
         return self.broken is None and not self.why
 
 
-def audit_chain_verify(*, expect_head: str = "", on_progress=None) -> ChainReport:
+def audit_chain_verify(
+    *, expect_head: str = "", on_progress: Callable[[int, int], object] | None = None
+) -> ChainReport:
     """Walk the chain oldest first, recomputing every seal with the key.
 
     With `expect_head` (a hash taken outside the database: a logged head, an anchored one), the chain

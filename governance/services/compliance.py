@@ -4,7 +4,10 @@ Governance is the lowest app: it reads no registry or experiments code. The regi
 facts a policy looks at as a ComplianceSubject, and gets back a stored evaluation.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Q
@@ -14,6 +17,11 @@ from core.metrics import metric_threshold_check
 from core.permissions import permission_require
 from governance.models import AuditAction, ComplianceEvaluation, Policy
 from governance.services.audit import audit_record
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from core.permissions import Actor
 
 
 @dataclass(frozen=True)
@@ -96,12 +104,12 @@ _CHECKS = {
 }
 
 
-def policies_for(*, model_id):
+def policies_for(*, model_id: int) -> QuerySet[Policy]:
     """The enabled policies that apply to a registered model: its own and the global ones."""
     return Policy.objects.filter(Q(model__isnull=True) | Q(model_id=model_id), enabled=True).order_by("kind", "name")
 
 
-def compliance_evaluate(*, subject: ComplianceSubject, by=None) -> ComplianceEvaluation:
+def compliance_evaluate(*, subject: ComplianceSubject, by: Actor = None) -> ComplianceEvaluation:
     """Check a version against every enabled policy that applies to its model; stores and returns the result.
 
     A policy passes when all its checks pass; the score is the share of policies passed.
@@ -130,7 +138,7 @@ def compliance_evaluate(*, subject: ComplianceSubject, by=None) -> ComplianceEva
     )
 
 
-def compliance_failures(evaluation):
+def compliance_failures(evaluation: ComplianceEvaluation) -> list[str]:
     """ "policy: check detail" for each failed check, for messages."""
     return [
         f"{result['policy']}: {check['detail']}"
@@ -145,7 +153,7 @@ def _policy_snapshot(policy):
     return model_to_dict(policy, exclude=["id"])
 
 
-def policy_save(*, policy, by, reason=""):
+def policy_save(*, policy: Policy, by: Actor, reason: str = "") -> Policy:
     """Create or edit a policy (validated), audited as policy.created / policy.updated."""
     creating = policy.pk is None
     permission_require(

@@ -4,6 +4,8 @@ An event writes its delivery rows in the transaction of the change (an outbox), 
 is sent if and only if the change committed; the Celery task sends them after commit.
 """
 
+from __future__ import annotations
+
 import hashlib
 import hmac
 import json
@@ -12,6 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -22,12 +25,18 @@ from core.permissions import permission_require
 from governance.models import AuditAction, AuditEntry, WebhookDelivery, WebhookSubscription
 from governance.services.audit import audit_head, audit_record, head_logger
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from core.permissions import Actor
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Signature"
 
 
-def webhook_signature(secret, body):
+def webhook_signature(secret: str, body: bytes) -> str:
     """ "sha256=<hex HMAC-SHA256 of the body under the secret>", as receivers recompute it."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -42,7 +51,7 @@ def _enqueue(delivery_ids, countdown=0):
             logger.warning("could not queue webhook delivery %s: %s", delivery_id, exc)
 
 
-def webhook_event_emit(*, event, data):
+def webhook_event_emit(*, event: WebhookSubscription.Event, data: dict[str, Any]) -> list[WebhookDelivery]:
     """Record one delivery per subscription that wants `event`; they are sent once the transaction commits."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("webhook_event_emit must run inside the transaction of the change it announces.")
@@ -63,12 +72,12 @@ def webhook_event_emit(*, event, data):
     return deliveries
 
 
-def retry_delay(attempts):
+def retry_delay(attempts: int) -> int:
     """Seconds before the next attempt: the base doubled per attempt so far (30 s, 60 s, 2 min, ...)."""
     return settings.WEBHOOK_RETRY_BASE_SECONDS * 2 ** max(attempts - 1, 0)
 
 
-def webhook_deliver(*, delivery_id):
+def webhook_deliver(*, delivery_id: int) -> str:
     """Send one pending delivery once and record the outcome; returns its status afterwards.
 
     2xx delivers it; anything else (an error status, a refused connection, a timeout) leaves it
@@ -119,7 +128,7 @@ def webhook_deliver(*, delivery_id):
     return status
 
 
-def webhook_redeliver(*, delivery_ids, by):
+def webhook_redeliver(*, delivery_ids: Iterable[int], by: Actor) -> int:
     """Send these deliveries again from scratch (the admin's "Redeliver" action), audited; returns how many."""
     permission_require(by, "governance.change_webhooksubscription", doing="redeliver webhooks")
     with transaction.atomic():
@@ -140,7 +149,7 @@ def webhook_redeliver(*, delivery_ids, by):
     return len(ids)
 
 
-def webhooks_retry_stalled(*, now=None):
+def webhooks_retry_stalled(*, now: datetime | None = None) -> int:
     """Queue pending deliveries whose task was lost (broker down at commit, worker gone); returns how many."""
     now = now or timezone.now()
     stalled_before = now - timedelta(seconds=retry_delay(settings.WEBHOOK_MAX_ATTEMPTS) + 60)
@@ -153,7 +162,7 @@ def webhooks_retry_stalled(*, now=None):
     return len(ids)
 
 
-def audit_head_anchor():
+def audit_head_anchor() -> tuple[int | None, str]:
     """Send the audit chain's head out of the database: an audit.anchored event and a log line.
 
     Receivers keep the hashes; `verify_audit_log --expect-head HASH` then proves the log still holds
@@ -169,7 +178,7 @@ def audit_head_anchor():
     return head_id, head_hash
 
 
-def webhook_subscription_save(*, subscription, by):
+def webhook_subscription_save(*, subscription: WebhookSubscription, by: Actor) -> WebhookSubscription:
     """Create or edit a subscription, audited (the secret itself is never written to the trail)."""
     creating = subscription.pk is None
     permission_require(
