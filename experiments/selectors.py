@@ -1,6 +1,9 @@
 """Reads of the experiments app."""
 
+from __future__ import annotations
+
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Prefetch
 
@@ -8,15 +11,22 @@ from core.errors import NotFound
 from core.metrics import lower_is_better
 from experiments.models import Experiment, Metric, Run
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from django.db.models import QuerySet
+
 # The metrics shown as columns and compared first; others follow alphabetically.
 MAIN_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "log_loss")
 
 
-def experiment_list():
+def experiment_list() -> QuerySet[Experiment]:
     return Experiment.objects.annotate(run_count=Count("runs")).order_by("name")
 
 
-def run_list(*, experiment=None, status=None, parents_only=False):
+def run_list(
+    *, experiment: str | None = None, status: str | None = None, parents_only: bool = False
+) -> QuerySet[Run]:
     runs = Run.objects.select_related("experiment", "dataset").order_by("-created_at", "-id")
     if experiment:
         runs = runs.filter(experiment__name=experiment)
@@ -27,7 +37,7 @@ def run_list(*, experiment=None, status=None, parents_only=False):
     return runs
 
 
-def run_get(*, run_id):
+def run_get(*, run_id: int | str) -> Run:
     """A run with what its detail page and API need, or NotFound."""
     try:
         return (
@@ -39,7 +49,7 @@ def run_get(*, run_id):
         raise NotFound(f"run {run_id} does not exist", field="run_id") from None
 
 
-def run_metric_history(*, run_id, key):
+def run_metric_history(*, run_id: int | str, key: str) -> list[Metric]:
     """The (step, value, timestamp) points of one metric of a run; NotFound if the run or key has none."""
     run = run_get(run_id=run_id)
     points = list(Metric.objects.filter(run=run, key=key).order_by("step", "timestamp"))
@@ -49,7 +59,7 @@ def run_metric_history(*, run_id, key):
     return points
 
 
-def run_histories(*, run_ids):
+def run_histories(*, run_ids: Iterable[int]) -> dict[int, dict[str, list[tuple[int, float]]]]:
     """{run_id: {key: [(step, value), ...]}} for metrics with more than one step: what charts draw."""
     series = defaultdict(lambda: defaultdict(list))
     rows = (
@@ -62,7 +72,7 @@ def run_histories(*, run_ids):
     return {run_id: {key: points for key, points in keys.items() if len(points) > 1} for run_id, keys in series.items()}
 
 
-def runs_compare(*, run_ids):
+def runs_compare(*, run_ids: Sequence[int]) -> dict[str, Any]:
     """Runs side by side: their params and last metric values as rows, one column per run."""
     runs = list(Run.objects.filter(pk__in=run_ids).select_related("experiment", "dataset").prefetch_related("params"))
     runs.sort(key=lambda run: run_ids.index(run.pk) if run.pk in run_ids else 0)

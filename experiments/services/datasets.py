@@ -1,5 +1,9 @@
 """Dataset versions: made from a built-in maker or an uploaded CSV, identified by content."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
@@ -10,6 +14,12 @@ from experiments import datasets as data
 from experiments.models import DatasetVersion
 from governance.models import AuditAction
 from governance.services import audit_record
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from django.core.files.uploadedfile import UploadedFile
+
+    from core.permissions import Actor
 
 
 def _dataset_version_store(*, name, source, frame, content, target, build_params, by):
@@ -57,7 +67,9 @@ def _dataset_version_store(*, name, source, frame, content, target, build_params
     return version, True
 
 
-def dataset_version_builtin(*, name, n_samples=None, seed=None, by=None):
+def dataset_version_builtin(
+    *, name: str, n_samples: int | None = None, seed: int | None = None, by: Actor = None
+) -> tuple[DatasetVersion, bool]:
     """The version of a built-in dataset (made deterministically); returns (version, created)."""
     frame, target, build_params = data.builtin_frame(name, n_samples=n_samples, seed=seed)
     return _dataset_version_store(
@@ -71,7 +83,7 @@ def dataset_version_builtin(*, name, n_samples=None, seed=None, by=None):
     )
 
 
-def dataset_version_upload(*, name, content, target, by):
+def dataset_version_upload(*, name: str, content: bytes, target: str, by: Actor) -> tuple[DatasetVersion, bool]:
     """A version from uploaded CSV bytes, validated and schema-inferred; returns (version, created)."""
     permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
     name = (name or "").strip()
@@ -94,14 +106,18 @@ def dataset_version_upload(*, name, content, target, by):
     )
 
 
-def dataset_version_upload_file(*, name, file, target, by):
+def dataset_version_upload_file(
+    *, name: str, file: UploadedFile, target: str, by: Actor
+) -> tuple[DatasetVersion, bool]:
     """Like dataset_version_upload, from an uploaded file; an oversized file is refused before it is read."""
     permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
     data.check_size(file.size, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
     return dataset_version_upload(name=name, content=file.read(), target=target, by=by)
 
 
-def dataset_resolve(*, ref, n_samples=None, seed=None, by=None):
+def dataset_resolve(
+    *, ref: str, n_samples: int | None = None, seed: int | None = None, by: Actor = None
+) -> DatasetVersion:
     """The dataset version a user means by `ref`: a built-in name, an uploaded name (latest) or a sha256 prefix."""
     ref = (ref or "").strip()
     if not ref:
@@ -123,7 +139,7 @@ def dataset_resolve(*, ref, n_samples=None, seed=None, by=None):
     return version
 
 
-def dataset_frame_load(*, version):
+def dataset_frame_load(*, version: DatasetVersion) -> pd.DataFrame:
     """The dataset's rows, after checking the file's checksum and validating it against its schema."""
     content = artifact_read_verified(version.path, version.sha256)
     frame = data.read_frame(content, version.schema)

@@ -1,10 +1,13 @@
 """Executing a run on a worker: start it (or restart it after a lost worker), train, record, fail."""
 
+from __future__ import annotations
+
 import logging
 import subprocess
 import time
 import traceback
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -21,13 +24,16 @@ from experiments.signals import run_progress
 from governance.models import AuditAction
 from governance.services import audit_record
 
+if TYPE_CHECKING:
+    from core.permissions import Actor
+
 logger = logging.getLogger(__name__)
 
 _PROGRESS_WRITE_INTERVAL = 0.5  # seconds between progress writes to the database
 
 
 @lru_cache(maxsize=1)
-def source_commit():
+def source_commit() -> str:
     """The git commit of the running code: SOURCE_COMMIT if set (images have no .git), else git's HEAD, else ''."""
     if settings.SOURCE_COMMIT:
         return settings.SOURCE_COMMIT
@@ -68,7 +74,7 @@ class _ProgressReporter:
         run_progress.send(sender=Run, run_id=self.run_id, fraction=fraction, message=message)
 
 
-def run_start(*, run_id, task_id=""):
+def run_start(*, run_id: int, task_id: str = "") -> Run | None:
     """Mark a run RUNNING for this attempt; returns None when there is nothing to do.
 
     Safe to call twice: a finished run is left alone, and a run found RUNNING is one whose
@@ -116,7 +122,7 @@ def run_start(*, run_id, task_id=""):
     return run
 
 
-def run_execute(*, run_id, task_id=""):
+def run_execute(*, run_id: int, task_id: str = "") -> Run | None:
     """Train a queued run and record its metrics, history and artifacts. Called by the Celery task."""
     run = run_start(run_id=run_id, task_id=task_id)
     if run is None:
@@ -195,7 +201,7 @@ def _run_finish(run, *, result, history):
     run_progress.send(sender=Run, run_id=run.pk, fraction=1.0, message="finished")
 
 
-def run_fail_locked(run, *, reason, status=Run.Status.FAILED, by=None):
+def run_fail_locked(run: Run, *, reason: str, status: Run.Status = Run.Status.FAILED, by: Actor = None) -> None:
     """End a run the caller has locked (select_for_update) as FAILED or KILLED, with the reason; audited."""
     previous = run.status
     now = timezone.now()
@@ -216,7 +222,7 @@ def run_fail_locked(run, *, reason, status=Run.Status.FAILED, by=None):
     )
 
 
-def run_fail(*, run_id, reason):
+def run_fail(*, run_id: int, reason: str) -> Run:
     """Mark a run FAILED with the reason, unless it already ended."""
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run_id)
@@ -226,7 +232,7 @@ def run_fail(*, run_id, reason):
     return run
 
 
-def report_parent_progress(run):
+def report_parent_progress(run: Run) -> None:
     """A sweep parent's progress is the share of its children that have ended."""
     if not run.parent_id:
         return

@@ -1,5 +1,9 @@
 """Experiments: the named groups runs belong to, created by launching a run or by hand in the admin."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.forms.models import model_to_dict
 
@@ -8,10 +12,13 @@ from experiments.models import Experiment
 from governance.models import AuditAction
 from governance.services import audit_record
 
+if TYPE_CHECKING:
+    from core.permissions import Actor
+
 _FIELDS = ("name", "description", "tags")
 
 
-def experiment_save(*, experiment: Experiment, by) -> Experiment:
+def experiment_save(*, experiment: Experiment, by: Actor) -> Experiment:
     """Create or edit an experiment (name, description, tags), audited with before and after."""
     creating = experiment.pk is None
     if creating:

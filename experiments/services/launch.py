@@ -1,7 +1,10 @@
 """Launching a training run or a sweep of them (validated, recorded, queued), and stopping one."""
 
+from __future__ import annotations
+
 import itertools
 import logging
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
@@ -14,12 +17,15 @@ from experiments.services.execution import run_fail, run_fail_locked, source_com
 from governance.models import AuditAction
 from governance.services import audit_record
 
+if TYPE_CHECKING:
+    from core.permissions import Actor
+
 logger = logging.getLogger(__name__)
 
 MAX_SWEEP_RUNS = 200
 
 
-def sweep_grid_parse(text):
+def sweep_grid_parse(text: str | None) -> dict[str, list[str]]:
     """Parse the CLI form "n_estimators=50,100;max_depth=3,5" into {"n_estimators": ["50", "100"], ...}."""
     grid = {}
     for part in filter(None, (p.strip() for p in (text or "").split(";"))):
@@ -56,7 +62,7 @@ def _sweep_combinations(*, algorithm, base_params, grid):
     return combinations
 
 
-def run_name_fit(name, *, suffix=""):
+def run_name_fit(name: str, *, suffix: str = "") -> str:
     """`name` + `suffix` cut to fit Run.name, shortening the name (marked "…") so the suffix survives.
 
     The suffix is what tells sweep members apart; one too long by itself is cut too.
@@ -76,18 +82,18 @@ def _params_create(run, params):
 
 def run_launch(
     *,
-    experiment,
-    dataset,
-    algorithm,
-    params=None,
-    sweep=None,
-    sweep_metric="accuracy",
-    n_samples=None,
-    seed=None,
-    name="",
-    by=None,
-    inline=False,
-):
+    experiment: str,
+    dataset: str,
+    algorithm: str,
+    params: dict[str, Any] | None = None,
+    sweep: dict[str, list[Any]] | None = None,
+    sweep_metric: str = "accuracy",
+    n_samples: int | None = None,
+    seed: int | None = None,
+    name: str = "",
+    by: Actor = None,
+    inline: bool = False,
+) -> Run:
     """Validate, record and start a training run (or a sweep of them) on the workers.
 
     Everything is checked before anything is written: a user without the add_run permission is
@@ -219,7 +225,7 @@ class BrokerUnavailable(ApplicationError):
     status_code = 503
 
 
-def run_kill(*, run_id, by, reason=""):
+def run_kill(*, run_id: int | str, by: Actor, reason: str = "") -> Run:
     """Stop a queued or running run (and a sweep's unfinished members): status KILLED, audited.
 
     A queued task finds the run ended and does nothing; a training one notices at its next

@@ -6,10 +6,13 @@ sklearn model) so the MLflow UI and client see it. A mirror that fails is record
 the run and retried by the `mirror_pending_runs` beat task.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import math
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -23,6 +26,11 @@ from experiments.services.datasets import dataset_frame_load
 from experiments.services.launch import run_name_fit
 from governance.models import AuditAction
 from governance.services import audit_record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from core.permissions import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +106,7 @@ def _ensure_mlflow_run(client, run):
     return run.mlflow_run_id
 
 
-def run_mirror_to_mlflow(*, run_id, tracking_uri=None):
+def run_mirror_to_mlflow(*, run_id: int, tracking_uri: str | None = None) -> bool:
     """Copy an ended run to MLflow. Returns True on success; a failure is recorded on the run, not raised.
 
     A run already mirrored is left alone, so its MLflow run id never changes.
@@ -174,7 +182,7 @@ def _log_sklearn_model(run, mlflow_run_id, tracking_uri):
             )
 
 
-def runs_mirror_pending(*, run_ids=None, limit=100):
+def runs_mirror_pending(*, run_ids: Iterable[int] | None = None, limit: int = 100) -> tuple[int, int]:
     """Mirror ended runs that are not yet in MLflow (all, or those of `run_ids`); returns (mirrored, failed).
 
     Order does not matter: a child mirrored first creates its parent's MLflow run, which the
@@ -189,13 +197,15 @@ def runs_mirror_pending(*, run_ids=None, limit=100):
     return results.count(True), results.count(False)
 
 
-def runs_mirror_now(*, run_ids, by):
+def runs_mirror_now(*, run_ids: Iterable[int], by: Actor) -> tuple[int, int]:
     """Mirror these ended runs to MLflow now (the admin's action), for a user who may launch runs."""
     permission_require(by, "experiments.add_run", doing="mirror runs to MLflow")
     return runs_mirror_pending(run_ids=run_ids)
 
 
-def mlflow_import(*, tracking_uri=None, by, on_progress=None):
+def mlflow_import(
+    *, tracking_uri: str | None = None, by: Actor, on_progress: Callable[[int, int], object] | None = None
+) -> dict[str, int]:
     """Import the experiments and runs of an MLflow store; runs already here are skipped.
 
     Returns a dict of counts: experiments created, runs created, runs skipped.

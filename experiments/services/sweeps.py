@@ -1,7 +1,10 @@
 """Sweeps and lost runs: close a sweep once its members ended, fail runs whose worker died."""
 
+from __future__ import annotations
+
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import transaction
@@ -14,10 +17,13 @@ from experiments.services.execution import report_parent_progress, run_fail, run
 from governance.models import AuditAction
 from governance.services import audit_record
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
 logger = logging.getLogger(__name__)
 
 
-def sweep_finalize(*, parent_id):
+def sweep_finalize(*, parent_id: int) -> Run | None:
     """Close a sweep: record its best child by the sweep metric; FAILED if no child finished."""
     with transaction.atomic():
         parent = Run.objects.select_for_update().filter(pk=parent_id).first()
@@ -63,7 +69,7 @@ def sweep_finalize(*, parent_id):
     return parent
 
 
-def runs_reap_lost(*, now=None):
+def runs_reap_lost(*, now: datetime | None = None) -> list[int]:
     """Fail RUNNING runs whose heartbeat stopped longer ago than RUN_HEARTBEAT_TIMEOUT; returns their ids."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
