@@ -1,16 +1,25 @@
 """Reads of the registry app."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db.models import Count, OuterRef, Prefetch, Subquery
 
 from core.errors import NotFound
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from governance.models import ComplianceEvaluation
 
 
 def _stage_version(stage):
     return Subquery(ModelVersion.objects.filter(model=OuterRef("pk"), stage=stage).values("version")[:1])
 
 
-def model_list():
+def model_list() -> QuerySet[RegisteredModel]:
     """Models with their version count and the version numbers in Production and Staging."""
     return (
         RegisteredModel.objects.select_related("owner")
@@ -23,14 +32,14 @@ def model_list():
     )
 
 
-def model_get(*, name):
+def model_get(*, name: str) -> RegisteredModel:
     model = model_list().filter(name=name).first()
     if model is None:
         raise NotFound(f"model {name!r} does not exist", field="name")
     return model
 
 
-def version_get(*, model_name, version):
+def version_get(*, model_name: str, version: int) -> ModelVersion:
     found = (
         ModelVersion.objects.select_related("model", "model__owner", "run", "dataset", "created_by")
         .filter(model__name=model_name, version=version)
@@ -43,7 +52,7 @@ def version_get(*, model_name, version):
     return found
 
 
-def production_version_get(*, model_name):
+def production_version_get(*, model_name: str) -> ModelVersion | None:
     """The version of `model_name` now in Production, or None."""
     return (
         ModelVersion.objects.select_related("model")
@@ -52,12 +61,14 @@ def production_version_get(*, model_name):
     )
 
 
-def version_compliance_latest(*, version):
+def version_compliance_latest(*, version: ModelVersion) -> ComplianceEvaluation | None:
     """The most recent compliance evaluation of a version, or None."""
     return version.compliance_evaluations.order_by("-created_at", "-id").first()
 
 
-def promotion_request_list(*, status=None, model_name=None):
+def promotion_request_list(
+    *, status: str | None = None, model_name: str | None = None
+) -> QuerySet[PromotionRequest]:
     requests = PromotionRequest.objects.select_related(
         "version", "version__model", "requested_by", "decided_by", "compliance"
     )
@@ -68,14 +79,14 @@ def promotion_request_list(*, status=None, model_name=None):
     return requests.order_by("-requested_at", "-id")
 
 
-def promotion_request_get(*, request_id):
+def promotion_request_get(*, request_id: int | str) -> PromotionRequest:
     found = promotion_request_list().filter(pk=request_id).first()
     if found is None:
         raise NotFound(f"promotion request {request_id} does not exist")
     return found
 
 
-def model_versions(*, model):
+def model_versions(*, model: RegisteredModel) -> QuerySet[ModelVersion]:
     return model.versions.select_related("run", "created_by").prefetch_related(
         Prefetch(
             "promotion_requests",

@@ -6,6 +6,8 @@ loads the version our admin shows in Production. A sync that fails is recorded o
 retried by the `mirror_pending_models` beat task.
 """
 
+from __future__ import annotations
+
 import logging
 
 from django.conf import settings
@@ -22,7 +24,7 @@ STAGE_TAG = "mlops_site.stage"
 ALIASES = {ModelVersion.Stage.PRODUCTION: "production", ModelVersion.Stage.STAGING: "staging"}
 
 
-def model_mirror_to_mlflow(*, model_id):
+def model_mirror_to_mlflow(*, model_id: int) -> bool:
     """Bring the model's MLflow copy up to date; returns True on success, records the error otherwise."""
     model = RegisteredModel.objects.get(pk=model_id)
     started = timezone.now()
@@ -102,7 +104,7 @@ def _version_create(client, model, version):
     )
 
 
-def models_mirror_pending(*, limit=100):
+def models_mirror_pending(*, limit: int = 100) -> tuple[int, int]:
     """Sync every model whose MLflow copy is stale; returns (synced, failed)."""
     results = [
         model_mirror_to_mlflow(model_id=pk)

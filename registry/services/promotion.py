@@ -9,6 +9,10 @@ once it commits. Locks are taken in one order (request, then model, then version
 decisions on one model run one after another.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -22,6 +26,9 @@ from registry.models import Environment, ModelVersion, PromotionRequest, Registe
 from registry.services.common import event_emit, model_sync_later, version_files_verify
 from registry.signals import traffic_approved, version_stage_changed
 
+if TYPE_CHECKING:
+    from core.permissions import Actor
+
 Stage = ModelVersion.Stage
 Kind = PromotionRequest.Kind
 Event = _Subscription.Event
@@ -33,7 +40,7 @@ STAGE_OF_ENVIRONMENT = {Environment.PRODUCTION: Stage.PRODUCTION, Environment.ST
 _TRAFFIC_REQUESTERS = ("registry.request_promotion", "serving.add_deployment")
 
 
-def stage_parse(value):
+def stage_parse(value: object) -> str:
     """ "production" / "Production" → Stage.PRODUCTION; InvalidInput naming the choices otherwise."""
     stage = _STAGE_NAMES.get(str(value or "").strip().lower())
     if stage is None:
@@ -41,7 +48,7 @@ def stage_parse(value):
     return stage
 
 
-def environment_parse(value) -> Environment:
+def environment_parse(value: object) -> Environment:
     """ "production" / "staging" → Environment; InvalidInput naming the choices otherwise."""
     value = str(value or "").strip().lower()
     if value not in Environment.values:
@@ -232,7 +239,9 @@ def _request_open(*, version, kind, reason, by, to_stage="", environment="", tra
     return request
 
 
-def promotion_request_create(*, version, to_stage, reason, by) -> PromotionRequest:
+def promotion_request_create(
+    *, version: ModelVersion, to_stage: str, reason: str, by: Actor
+) -> PromotionRequest:
     """Ask for `version` to move to `to_stage`; runs the compliance evaluation and returns the pending request."""
     permission_require(by, "registry.request_promotion", doing="request promotions")
     to_stage = stage_parse(to_stage)
@@ -250,7 +259,15 @@ def promotion_request_create(*, version, to_stage, reason, by) -> PromotionReque
         return _request_open(version=version, kind=Kind.PROMOTION, to_stage=to_stage, reason=reason, by=by)
 
 
-def traffic_request_create(*, version, mode, environment, reason, by, traffic_percent=None) -> PromotionRequest:
+def traffic_request_create(
+    *,
+    version: ModelVersion,
+    mode: str,
+    environment: str,
+    reason: str,
+    by: Actor,
+    traffic_percent: float | str | None = None,
+) -> PromotionRequest:
     """Ask for `version` to take a canary share (or a shadow copy) of an environment's traffic.
 
     Decided like a promotion: compliance evaluated, another person approves; only then does serving
@@ -306,7 +323,7 @@ def _request_locked(request_id):
         raise NotFound(f"promotion request {request_id} does not exist") from None
 
 
-def promotion_decision_check(*, request, by) -> None:
+def promotion_decision_check(*, request: PromotionRequest, by: Actor) -> None:
     """Raise the reason `by` may not decide `request` now (already decided, no approver role, their own).
 
     The services call it before deciding; the admin calls it to say why it offers no buttons.
@@ -318,7 +335,9 @@ def promotion_decision_check(*, request, by) -> None:
         raise NotPermitted(f"{by.get_username()} asked for request #{request.pk}; another approver must decide it")
 
 
-def promotion_request_approve(*, request_id, by, comment="", override_justification="") -> PromotionRequest:
+def promotion_request_approve(
+    *, request_id: int | str, by: Actor, comment: str = "", override_justification: str = ""
+) -> PromotionRequest:
     """Approve a pending request and carry it out; the approver must not be the requester.
 
     A promotion or rollback moves the version's stage; a canary or shadow request puts the version on
@@ -401,7 +420,7 @@ def promotion_request_approve(*, request_id, by, comment="", override_justificat
     return request
 
 
-def promotion_request_reject(*, request_id, by, comment) -> PromotionRequest:
+def promotion_request_reject(*, request_id: int | str, by: Actor, comment: str) -> PromotionRequest:
     """Reject a pending request with a comment; the version stays where it is. Not by its requester."""
     permission_require(by, "registry.approve_promotion", doing="reject promotions")
     comment = _text_required(comment, "comment")
@@ -450,7 +469,7 @@ def _rollback_record(version, previous, *, by, reason, emergency, request=None):
     event_emit(Event.ROLLBACK, version, replaced_version=previous.version if previous else None, emergency=emergency)
 
 
-def rollback_target(model):
+def rollback_target(model: RegisteredModel) -> ModelVersion | None:
     """The version that was in Production before the current one, or None."""
     current = model.versions.filter(stage=Stage.PRODUCTION).first()
     earlier = model.versions.filter(production_entered_at__isnull=False).order_by("-production_entered_at")
@@ -459,7 +478,7 @@ def rollback_target(model):
     return earlier.first()
 
 
-def production_rollback_check(*, by, emergency=False) -> None:
+def production_rollback_check(*, by: Actor, emergency: bool = False) -> None:
     """Raise the reason `by` may not roll production back (at once, with `emergency`); the admin asks too."""
     if emergency:
         permission_require(by, "registry.emergency_rollback", doing="roll back production without approval")
@@ -467,7 +486,9 @@ def production_rollback_check(*, by, emergency=False) -> None:
         permission_require(by, "registry.request_promotion", "registry.approve_promotion", doing="request a rollback")
 
 
-def production_rollback(*, model_name, by, reason, emergency=False):
+def production_rollback(
+    *, model_name: str, by: Actor, reason: str, emergency: bool = False
+) -> PromotionRequest | ModelVersion:
     """Put the previous production version back.
 
     Normally this opens a rollback request that a second approver decides (returns the request);

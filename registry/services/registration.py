@@ -1,7 +1,10 @@
 """Registering a finished run as a new version of a model, behind the model's metric gate."""
 
+from __future__ import annotations
+
 import hashlib
 import io
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,8 +25,16 @@ from registry.services.common import event_emit, model_sync_later
 from registry.signals import version_registered, version_serving_form_changed
 from registry.signature import reference_stats_compute, signature_build
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
-def gate_failures(*, thresholds, metrics):
+    import pandas as pd
+    from sklearn.base import BaseEstimator
+
+    from core.permissions import Actor
+
+
+def gate_failures(*, thresholds: Mapping[str, float], metrics: Mapping[str, float]) -> list[str]:
     """The thresholds a run's metrics miss, each as a sentence; empty when the run passes."""
     failures = []
     for metric, threshold in sorted(thresholds.items()):
@@ -50,7 +61,7 @@ def _run_registrable(run_id):
     return run
 
 
-def signature_differences(*, current, candidate) -> list[str]:
+def signature_differences(*, current: Mapping[str, Any], candidate: Mapping[str, Any]) -> list[str]:
     """How `candidate` differs from `current` (features, their types and order, target, classes), in words."""
     changes = []
     old = {f["name"]: f["dtype"] for f in current["features"]}
@@ -81,7 +92,9 @@ def _compared_version(model):
     )
 
 
-def model_version_register(*, run_id, model_name, by, description="", breaking_change=False) -> ModelVersion:
+def model_version_register(
+    *, run_id: int | str, model_name: str, by: Actor, description: str = "", breaking_change: bool = False
+) -> ModelVersion:
     """Register a finished run as the next version of `model_name` (created if new); returns the version.
 
     Refused with the reason when the run is not a finished training run, its model file no longer
@@ -140,7 +153,7 @@ def model_version_register(*, run_id, model_name, by, description="", breaking_c
         raise Conflict(f"{model_name} was registered to concurrently; try again", field="name") from None
 
 
-def fast_form_build(*, pipeline, signature, frame):
+def fast_form_build(*, pipeline: BaseEstimator, signature: Mapping[str, Any], frame: pd.DataFrame) -> dict[str, Any]:
     """The fields of a version's fast inference form: ONNX stored beside the model if it matches, else sklearn."""
     onnx_bytes, difference, note = onnx_convert(
         pipeline=pipeline, features=signature["features"], frame=frame, tolerance=settings.ONNX_MAX_ABS_DIFF
@@ -155,7 +168,7 @@ def fast_form_build(*, pipeline, signature, frame):
     return fast
 
 
-def version_fast_form_rebuild(*, version, by):
+def version_fast_form_rebuild(*, version: ModelVersion, by: Actor) -> ModelVersion:
     """Make the fast form of a version registered before it existed (or after a converter upgrade); audited."""
     permission_require(by, "registry.add_modelversion", doing="rebuild the fast form of versions")
     import joblib
@@ -238,7 +251,7 @@ def _version_create(*, run, model_name, description, by, signature, reference, f
 _EDITABLE = ("description", "owner", "intended_use", "tags", "metric_thresholds")
 
 
-def registered_model_update(*, model, by, changes):
+def registered_model_update(*, model: RegisteredModel, by: Actor, changes: Mapping[str, Any]) -> RegisteredModel:
     """Edit a model's documentation, tags or registration gate; audited with before and after."""
     permission_require(by, "registry.change_registeredmodel", doing="edit registered models")
     unknown = set(changes) - set(_EDITABLE)
