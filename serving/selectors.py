@@ -3,7 +3,7 @@
 from serving.models import Deployment
 
 
-def active_deployments(*, model_name, environment):
+def active_deployments(*, model_name: str, environment: str) -> list[Deployment]:
     """The active deployments of a model's environment, with their versions and models, in one query."""
     return list(
         Deployment.objects.select_related("version", "version__model")

@@ -6,8 +6,6 @@ loads the version our admin shows in Production. A sync that fails is recorded o
 retried by the `mirror_pending_models` beat task.
 """
 
-from __future__ import annotations
-
 import logging
 
 from django.conf import settings

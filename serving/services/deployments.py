@@ -6,6 +6,10 @@ or rollback approved by a second person); a canary or shadow follows an approved
 ML engineer's permission: it can never put an unapproved version in front of users.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -16,6 +20,9 @@ from governance.services import audit_record
 from registry.models import Environment, ModelVersion, PromotionRequest
 from serving.models import Deployment
 from serving.signal import signal_bump
+
+if TYPE_CHECKING:
+    from core.permissions import Actor
 
 _ENVIRONMENT_OF_STAGE = {
     ModelVersion.Stage.PRODUCTION: Environment.PRODUCTION,
@@ -72,7 +79,7 @@ def _active(model, environment, mode=None):
     return deployments.filter(mode=mode) if mode else deployments
 
 
-def deployments_follow_stage(*, version, from_stage, to_stage, by) -> None:
+def deployments_follow_stage(*, version: ModelVersion, from_stage: str, to_stage: str, by: Actor) -> None:
     """A version entering Production or Staging becomes that environment's primary; one leaving is retired,
     and an archived version answers no traffic at all (its canaries and shadows go too).
 
@@ -115,7 +122,9 @@ def deployments_follow_stage(*, version, from_stage, to_stage, by) -> None:
     transaction.on_commit(signal_bump)
 
 
-def deployments_follow_traffic_approval(*, request: PromotionRequest, version: ModelVersion, by) -> Deployment:
+def deployments_follow_traffic_approval(
+    *, request: PromotionRequest, version: ModelVersion, by: Actor
+) -> Deployment:
     """Put the version of an approved canary or shadow request beside its environment's primary (audited
     with both people), replacing the canary (or shadow) there. Runs in the approval's transaction."""
     mode = Deployment.Mode(request.kind)
@@ -140,7 +149,7 @@ def deployments_follow_traffic_approval(*, request: PromotionRequest, version: M
     return deployment
 
 
-def deployment_retire(*, deployment, by, reason="") -> Deployment:
+def deployment_retire(*, deployment: Deployment, by: Actor, reason: str = "") -> Deployment:
     """Stop a canary or shadow (a primary leaves only by a stage change)."""
     permission_require(by, "serving.change_deployment", doing="retire deployments")
     if deployment.mode == Deployment.Mode.PRIMARY:

@@ -1,5 +1,9 @@
 """Ground truth sent back for a logged prediction, for live accuracy."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -9,6 +13,9 @@ from governance.models import AuditAction
 from governance.services import audit_record
 from registry.models import ModelVersion
 from serving.models import Deployment, PredictionLog
+
+if TYPE_CHECKING:
+    from core.permissions import Actor
 
 
 def _classes(entry):
@@ -20,7 +27,9 @@ def _classes(entry):
     return list(signature["classes"]) if signature else None
 
 
-def feedback_record(*, request_id, actual, by, row=0, correction=False) -> PredictionLog:
+def feedback_record(
+    *, request_id: str, actual: str | int | float, by: Actor, row: int = 0, correction: bool = False
+) -> PredictionLog:
     """Store the true label of row `row` of a logged prediction (the answer's row, never a shadow's).
 
     The label must be one of the answering version's classes. The same label again changes nothing; a
