@@ -1,18 +1,24 @@
 """Monitoring's reads: traffic and accuracy over time from the hourly aggregates, and stored drift runs."""
 
+from __future__ import annotations
+
 import datetime as dt
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidInput, NotFound
 from monitoring.models import DriftReference, DriftRun, HourlyAggregate
 from monitoring.services.aggregates import LATENCY_BIN_RATIO
 from registry.models import ModelVersion, RegisteredModel
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 GRANULARITIES = ("hour", "day")
 
 
-def model_require(*, model_name):
+def model_require(*, model_name: str) -> RegisteredModel:
     """The registered model, or NotFound."""
     model = RegisteredModel.objects.filter(name=model_name).first()
     if model is None:
@@ -20,7 +26,7 @@ def model_require(*, model_name):
     return model
 
 
-def macro_f1(confusion):
+def macro_f1(confusion: Mapping[str, Mapping[str, int]]) -> float | None:
     """Macro F1 over the labels seen as truth or prediction ({actual: {predicted: n}}), as scikit-learn's."""
     labels = set(confusion) | {p for row in confusion.values() for p in row}
     if not labels:
@@ -118,7 +124,9 @@ class _Bucket:
         }
 
 
-def monitoring_series(*, model_name, start, end, granularity="hour"):
+def monitoring_series(
+    *, model_name: str, start: dt.datetime, end: dt.datetime, granularity: str = "hour"
+) -> list[dict[str, Any]]:
     """Traffic, errors, latency, confidence, classes and accuracy per hour or day, per version and mode."""
     model_require(model_name=model_name)
     if granularity not in GRANULARITIES:
@@ -136,7 +144,7 @@ def monitoring_series(*, model_name, start, end, granularity="hour"):
     return [bucket.payload(granularity) for bucket in buckets.values()]
 
 
-def accuracy_summary(*, model_name, start, end):
+def accuracy_summary(*, model_name: str, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
     """Per version over the range: live accuracy and macro F1 from feedback, CBPE's estimate, validation's."""
     versions = defaultdict(list)
     for hour in HourlyAggregate.objects.filter(model_name=model_name, hour__gte=start, hour__lt=end, version__gt=0):
@@ -174,7 +182,9 @@ def accuracy_summary(*, model_name, start, end):
     return summary
 
 
-def drift_run_latest(*, model_name, window, version=None, kind=None):
+def drift_run_latest(
+    *, model_name: str, window: str, version: int | None = None, kind: str | None = None
+) -> DriftRun | None:
     """The latest stored drift run of a model for a window label (and version, computation), or None."""
     model_require(model_name=model_name)
     runs = DriftRun.objects.filter(model_name=model_name, window=window)
@@ -191,7 +201,7 @@ def _number(value):
     return value
 
 
-def drift_run_payload(run):
+def drift_run_payload(run: DriftRun) -> dict[str, Any]:
     """A drift run as the API and `monitor drift --json` show it."""
     results = list(run.results.all()) if run.pk else []
     features = [

@@ -13,11 +13,14 @@ Latency percentiles are numpy's linear percentile of the hour's requests (Postgr
 gives the same); labelled rows and errors, few, come from their own indexed queries.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.db import transaction
@@ -31,6 +34,11 @@ from monitoring.stattests import Kind
 from registry.models import ModelVersion
 from serving.models import PredictionLog
 
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from numpy.typing import ArrayLike
+
 HOUR = dt.timedelta(hours=1)
 _MICROS_PER_HOUR = 3_600_000_000
 # Latency histogram: request counts on bins of 10 % width (bin k holds [1.1^k, 1.1^(k+1)) ms).
@@ -39,7 +47,7 @@ _LATENCY_SCALE = 1 / math.log(LATENCY_BIN_RATIO)
 _KIND_CUT = re.compile(r"['\"\d:;(\[{]")
 
 
-def error_kind(message):
+def error_kind(message: str | None) -> str:
     """What kind of error a logged message is: its wording without the field it names or the values it quotes."""
     if not message:
         return "error"
@@ -52,7 +60,7 @@ def error_kind(message):
     return (kind or message)[:80]
 
 
-def model_classes(model_name):
+def model_classes(model_name: str) -> dict[int, list[str]]:
     """{version: its class labels, in its signature's order} for every version of the model."""
     return {
         version: [str(label) for label in signature.get("classes", [])]
@@ -66,7 +74,13 @@ def _group_sums(inverse, groups, weights=None):
     return np.bincount(inverse, weights=weights, minlength=groups)
 
 
-def aggregates_build(*, model_name, start, end, calibrations=None):
+def aggregates_build(
+    *,
+    model_name: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    calibrations: Mapping[int, Mapping[str, Mapping[str, Sequence[float]]]] | None = None,
+) -> dict[tuple[int, str, dt.datetime], HourlyAggregate]:
     """The hourly aggregates of [start, end) (whole hours), unsaved, keyed by (version, mode, hour)."""
     calibrations = calibrations or {}
     classes = model_classes(model_name)
@@ -189,7 +203,7 @@ def _add_error_kinds(aggregates, *, model_name, start, end):
 # --- Sketches ----------------------------------------------------------------------------------------
 
 
-def sketch_numeric(values, edges):
+def sketch_numeric(values: ArrayLike, edges: Sequence[float]) -> dict[str, Any]:
     """The sketch fields of a column's raw values on fixed inner `edges` (unsaved FeatureSketch kwargs)."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
@@ -208,7 +222,7 @@ def sketch_numeric(values, edges):
     }
 
 
-def sketch_categorical(values):
+def sketch_categorical(values: Iterable[object]) -> dict[str, Any]:
     """The sketch fields of a categorical column's raw values (None for missing)."""
     counts = {}
     nulls = 0
@@ -220,7 +234,16 @@ def sketch_categorical(values):
     return {"kind": Kind.CATEGORICAL, "n": sum(counts.values()), "nulls": nulls, "counts": counts}
 
 
-def sketches_build(*, model_name, version, reference, columns, start, end, classes):
+def sketches_build(
+    *,
+    model_name: str,
+    version: int,
+    reference: DriftReference,
+    columns: Sequence[ReferenceColumn],
+    start: dt.datetime,
+    end: dt.datetime,
+    classes: Sequence[str],
+) -> dict[dt.datetime, list[FeatureSketch]]:
     """The sketches of one version's columns for each hour of [start, end) it has rows in (unsaved), as
     {hour: [FeatureSketch]}: the window is read once and split by hour. `classes`: the version's labels."""
     scope = {"model_name": model_name, "version": version, "start": start, "end": end}
@@ -296,7 +319,14 @@ def _references(model_name):
     }
 
 
-def hours_compute(*, model_name, start, end, sketches=True, on_hour=None):
+def hours_compute(
+    *,
+    model_name: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    sketches: bool = True,
+    on_hour: Callable[[dt.datetime], object] | None = None,
+) -> HoursResult:
     """Recompute the aggregates (and sketches) of every hour in [start, end) of a model; idempotent.
 
     Each hour is replaced whole in its own transaction. `on_hour(hour)` is called after each one
@@ -353,7 +383,7 @@ def hours_compute(*, model_name, start, end, sketches=True, on_hour=None):
     return HoursResult(hours=hours, aggregates=total_aggregates, sketches=total_sketches)
 
 
-def hours_with_late_feedback(*, model_name, since, before):
+def hours_with_late_feedback(*, model_name: str, since: dt.datetime, before: dt.datetime) -> list[dt.datetime]:
     """The hours (before `before`) whose rows got feedback after `since`: their accuracy moved."""
     return sorted(
         {

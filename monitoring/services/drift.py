@@ -9,8 +9,11 @@ Two computations, stored alike (DriftRun + one DriftResult per column and method
   categorical columns the counts are the raw ones, so the numbers are Evidently's there too.
 """
 
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -38,6 +41,13 @@ from monitoring.stattests import (
 from monitoring.windows import hour_floor
 from registry.models import ModelVersion, RegisteredModel
 from serving.models import Deployment, PredictionLog
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from numpy.typing import ArrayLike
+
+    from monitoring.windows import Window
 
 Role = ReferenceColumn.Role
 # Stored beside the deciding test as effect sizes: alert on these, not on a p-value (at a million rows
@@ -156,7 +166,7 @@ def _versions_served(*, model_name, start, end):
     )
 
 
-def drift_version_default(*, model_name, window):
+def drift_version_default(*, model_name: str, window: Window) -> int:
     """The version a drift question is about when none is named: production's primary, else the busiest."""
     if not RegisteredModel.objects.filter(name=model_name).exists():
         raise NotFound(f"no registered model {model_name!r}", field="name")
@@ -196,8 +206,14 @@ def _no_reference_message(model_name, version):
 
 
 def drift_compute(
-    *, model_name, window, version=None, method=Method.AUTO, kind=DriftRun.Computation.EXACT, trigger="schedule"
-):
+    *,
+    model_name: str,
+    window: Window,
+    version: int | None = None,
+    method: Method | str = Method.AUTO,
+    kind: DriftRun.Computation | str = DriftRun.Computation.EXACT,
+    trigger: DriftRun.Trigger | str = "schedule",
+) -> DriftRun:
     """Compute and store the drift of `model_name` (version: production's by default) over `window`."""
     method = _method_parse(method)
     if version is None:
@@ -312,7 +328,7 @@ class _SketchRow:
     maximum: float | None
 
 
-def sketches_merge(sketches, *, bins=None):
+def sketches_merge(sketches: Iterable[FeatureSketch | _SketchRow], *, bins: int | None = None) -> MergedSketch:
     """Sum hourly sketches of one column: counts add, min and max take the extremes. With `bins` (how many
     the reference has now), sketches made on other bins (before a rebuilt reference) are left out."""
     sketches = [s for s in sketches if bins is None or not s.bin_counts or len(s.bin_counts) == bins]
@@ -338,7 +354,7 @@ def sketches_merge(sketches, *, bins=None):
     )
 
 
-def binned_drift(*, reference_counts, current_counts, groups):
+def binned_drift(*, reference_counts: ArrayLike, current_counts: ArrayLike, groups: ArrayLike) -> dict[str, float]:
     """PSI and JS on the reference's deciles and bounds on the KS distance, from counts on the fixed bins."""
     reference_counts = np.asarray(reference_counts, dtype=np.float64)
     current_counts = np.asarray(current_counts, dtype=np.float64)
@@ -485,7 +501,7 @@ def _dataset_ref(ref, *, field):
         raise InvalidInput(exc.message, field=field) from None
 
 
-def datasets_drift(*, reference, current, method=Method.AUTO):
+def datasets_drift(*, reference: str, current: str, method: Method | str = Method.AUTO) -> DatasetsDrift:
     """Drift of dataset `current` against `reference` (names or NAME@sha), every column but the target."""
     method = _method_parse(method)
     reference_version = _dataset_ref(reference, field="reference")

@@ -12,6 +12,8 @@ one conditional UPDATE and that lapses after the task's time limit. Progress and
 on the MonitoringJob row, shown in the admin.
 """
 
+from __future__ import annotations
+
 import contextlib
 import datetime as dt
 import logging
@@ -19,6 +21,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,6 +34,11 @@ from monitoring.services.drift import drift_compute
 from monitoring.windows import hour_floor, window_parse
 from registry.models import RegisteredModel
 from serving.models import Deployment, PredictionLog
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from monitoring.models import DriftRun
 
 logger = logging.getLogger(__name__)
 Job = MonitoringJob.Job
@@ -60,7 +68,7 @@ _held_here_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def job_lock(*, job, model_name, lease_seconds):
+def job_lock(*, job: Job | str, model_name: str, lease_seconds: float) -> Iterator[MonitoringJob]:
     """Hold the (job, model) lock for the block, or raise JobBusy."""
     with _held_here_lock:
         if (job, model_name) in _held_here:
@@ -182,7 +190,9 @@ def _versions_to_watch(model_name, window):
     return sorted(deployed | served)
 
 
-def job_run(*, job, model_name, trigger="schedule", now=None):
+def job_run(
+    *, job: Job | str, model_name: str, trigger: DriftRun.Trigger | str = "schedule", now: dt.datetime | None = None
+) -> JobOutcome:
     """Run one monitoring job for one model now; JobBusy if it is already running. Returns its outcome."""
     job = Job(job)
     now = now or timezone.now()
@@ -221,7 +231,7 @@ def job_run(*, job, model_name, trigger="schedule", now=None):
     return JobOutcome(job=job.value, model_name=model_name, status=state.status, result=result)
 
 
-def models_to_monitor(*, now=None):
+def models_to_monitor(*, now: dt.datetime | None = None) -> list[str]:
     """Registered models with an active deployment or with logged predictions within the retention period."""
     now = now or timezone.now()
     since = now - dt.timedelta(days=settings.PREDICTION_LOG_RETENTION_DAYS)

@@ -9,10 +9,13 @@ Built when `registry.signals.version_registered` fires (a task on the `monitorin
 registration commits), or by `manage.py monitor references` for versions registered before.
 """
 
+from __future__ import annotations
+
 import io
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,11 @@ from experiments.services import dataset_frame_load
 from monitoring.models import DriftReference, ReferenceColumn
 from monitoring.stattests import Kind, categorical_sample, numeric_sample
 from registry.models import ModelVersion
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from numpy.typing import ArrayLike
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +49,7 @@ class SketchBins:
     reference_counts: list
 
 
-def sketch_bins(sorted_values):
+def sketch_bins(sorted_values: np.ndarray) -> SketchBins:
     """The sketch bins of a sorted, finite reference sample."""
     if not len(sorted_values):
         return SketchBins(edges=[], groups=[0], reference_counts=[0])
@@ -105,7 +113,9 @@ def _held_out(version, frame):
     return X_test, y_test
 
 
-def calibration_fit(*, confidence, predicted, correct):
+def calibration_fit(
+    *, confidence: np.ndarray, predicted: np.ndarray, correct: np.ndarray
+) -> dict[str, dict[str, list[float]]]:
     """Per predicted class, the isotonic map confidence → P(correct) (CBPE's calibration), as its knots."""
     from sklearn.isotonic import IsotonicRegression
 
@@ -121,7 +131,9 @@ def calibration_fit(*, confidence, predicted, correct):
     return calibration
 
 
-def calibrated_confidence(calibration, *, predicted, confidence):
+def calibrated_confidence(
+    calibration: Mapping[str, Mapping[str, Sequence[float]]], *, predicted: ArrayLike, confidence: ArrayLike
+) -> np.ndarray:
     """The calibrated confidence of each row's predicted class; the raw confidence where no map exists."""
     calibrated = np.array(confidence, dtype=np.float64, copy=True)
     predicted = np.asarray(predicted)
@@ -151,7 +163,7 @@ def _validation(version, frame):
     }
 
 
-def drift_reference_build(*, version, frame=None):
+def drift_reference_build(*, version: ModelVersion, frame: pd.DataFrame | None = None) -> DriftReference:
     """Build (or rebuild) the drift reference of `version` from its training data; returns it.
 
     `frame` replaces the training data (a benchmark's million rows); by default the version's dataset is
@@ -214,7 +226,7 @@ def drift_reference_build(*, version, frame=None):
     return reference
 
 
-def drift_references_backfill(*, model_name=None, rebuild=False):
+def drift_references_backfill(*, model_name: str | None = None, rebuild: bool = False) -> list[DriftReference]:
     """Build the references missing (or all, with `rebuild`) for every version (or one model's); returns them."""
     versions = ModelVersion.objects.select_related("model").order_by("model__name", "version")
     if model_name:
