@@ -5,12 +5,15 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATTERNS = ("*/services/*.py", "*/services.py", "*/selectors.py", "*/selectors/*.py")
+PATTERNS = ("**/services/*.py", "**/services.py", "**/selectors.py", "**/selectors/*.py")
 
 
 def _modules():
-    for pattern in PATTERNS:
-        yield from (path for path in sorted(ROOT.glob(pattern)) if ".venv" not in path.parts)
+    """The services and selectors of every app, nested ones too (serving/crm)."""
+    apps = sorted(path for path in ROOT.iterdir() if (path / "__init__.py").exists() and path.name != "tests")
+    for app in apps:
+        for pattern in PATTERNS:
+            yield from sorted(app.glob(pattern))
 
 
 def _unannotated(path):
@@ -28,7 +31,13 @@ def _unannotated(path):
 
 def test_the_walk_finds_the_service_and_selector_modules():
     found = {path.relative_to(ROOT).as_posix() for path in _modules()}
-    assert {"registry/services/promotion.py", "registry/selectors.py", "governance/services/audit.py"} <= found
+    assert {
+        "registry/services/promotion.py",
+        "registry/selectors.py",
+        "governance/services/audit.py",
+        "serving/crm/services/refresh.py",
+        "serving/crm/selectors.py",
+    } <= found
 
 
 def test_public_services_and_selectors_are_annotated():

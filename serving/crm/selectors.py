@@ -1,6 +1,9 @@
 """Reads of the CRM connector."""
 
+from __future__ import annotations
+
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.db.models import Count
 from django.db.models.functions import TruncDate
@@ -9,6 +12,9 @@ from django.utils import timezone
 from core.errors import NotFound
 from registry.models import ModelVersion
 from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
 SETTINGS_PK = 1
 
@@ -35,7 +41,7 @@ def refresh_get(*, refresh_id: int) -> CrmRefresh:
     return refresh
 
 
-def refresh_list():
+def refresh_list() -> QuerySet[CrmRefresh]:
     """Refresh jobs, newest first."""
     return CrmRefresh.objects.select_related("started_by").order_by("-created_at", "-id")
 

@@ -1,6 +1,9 @@
 """What the CRM services share: audit actions, outcomes, and features out of CRM records."""
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
 
@@ -10,6 +13,9 @@ from serving.crm.connectors import CustomerRecord
 from serving.crm.mapping import SegmentMapping, mapping_parse
 from serving.crm.prediction import Served
 from serving.metrics import crm_segment_updates_total
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 SYSTEM_ACTOR = "crm-refresh"
 
@@ -35,7 +41,9 @@ class Superseded(Exception):
 _INPUT_FIELD = re.compile(r"^instances\[(\d+)\]\.(.+)$")
 
 
-def features_selected(record: CustomerRecord, features, model_name):
+def features_selected(
+    record: CustomerRecord, features: Sequence[tuple[str, bool]], model_name: str
+) -> dict[str, Any]:
     """The model's features of one record; Unprocessable naming the first one it lacks."""
     if not isinstance(record.features, dict):
         raise Unprocessable(f"customer {record.customer_id}'s features are not an object", field="features")
@@ -51,7 +59,7 @@ def features_selected(record: CustomerRecord, features, model_name):
     return selected
 
 
-def refused_where(exc):
+def refused_where(exc: ApplicationError) -> tuple[int, str]:
     """serving.inputs names the row and feature of a refused value ("instances[3].age")."""
     match = _INPUT_FIELD.match(exc.field or "")
     if match is None:
@@ -59,7 +67,9 @@ def refused_where(exc):
     return int(match.group(1)), match.group(2)
 
 
-def columns_checked(records, features, model_name):
+def columns_checked(
+    records: Iterable[CustomerRecord], features: Sequence[tuple[str, bool]], model_name: str
+) -> tuple[list[CustomerRecord], dict[str, list[Any]], list[tuple[CustomerRecord, Unprocessable]]]:
     """Checked columns of the records the model can take, and (record, Unprocessable) for the others.
 
     serving.inputs checks types and ranges as it does for every prediction request; a refused row is
@@ -103,7 +113,7 @@ def columns_checked(records, features, model_name):
     return accepted, columns, refused
 
 
-def mapping_for(raw, served: Served) -> SegmentMapping:
+def mapping_for(raw: object, served: Served) -> SegmentMapping:
     try:
         return mapping_parse(raw, classes=served.classes, model_name=f"{served.model_name} v{served.version}")
     except Unprocessable as exc:
@@ -113,6 +123,6 @@ def mapping_for(raw, served: Served) -> SegmentMapping:
         ) from None
 
 
-def updates_count(*, model, version, segment, status, n=1):
+def updates_count(*, model: str, version: int | None, segment: str, status: UpdateStatus, n: int = 1) -> None:
     if n:
         crm_segment_updates_total.labels(model, "" if version is None else str(version), segment, status).inc(n)

@@ -1,5 +1,9 @@
 """The CRM settings (model and mapping) and the embedded CRM's demo customers."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -11,8 +15,13 @@ from serving.crm.mapping import mapping_parse
 from serving.crm.models import CrmSettings, Customer
 from serving.crm.selectors import SETTINGS_PK, crm_settings_get, model_classes_get
 
+if TYPE_CHECKING:
+    from core.permissions import Actor
 
-def crm_settings_update(*, by, model_name: str | None = None, mapping=None, reason: str = "") -> CrmSettings:
+
+def crm_settings_update(
+    *, by: Actor, model_name: str | None = None, mapping: dict[str, Any] | None = None, reason: str = ""
+) -> CrmSettings:
     """Choose the model that drives segments and the mapping from its predictions; audited.
 
     The mapping is checked against the model's classes (its Production version's, else its latest's).
@@ -45,7 +54,7 @@ def crm_settings_update(*, by, model_name: str | None = None, mapping=None, reas
     return row
 
 
-def customers_seed(*, count: int, by, seed: int = 7) -> int:
+def customers_seed(*, count: int, by: Actor, seed: int = 7) -> int:
     """Fill an empty embedded CRM with `count` synthetic customers (the customer_churn generator);
     returns how many were made, 0 if it already had customers."""
     from experiments.datasets import make_customer_churn

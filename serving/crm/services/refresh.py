@@ -1,5 +1,7 @@
 """Every customer's segment: refresh jobs that walk the CRM in chunks, stop, resume and take over."""
 
+from __future__ import annotations
+
 import csv
 import io
 import logging
@@ -9,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -33,6 +36,9 @@ from serving.crm.services.common import (
     mapping_for,
     updates_count,
 )
+
+if TYPE_CHECKING:
+    from core.permissions import Actor
 
 logger = logging.getLogger("serving.crm")
 
@@ -107,7 +113,9 @@ def _refresh_create(*, scope, by, actor_name, inline):
     return refresh
 
 
-def crm_refresh_start(*, scope: str, by, inline: bool = False, on_progress: Callable | None = None) -> CrmRefresh:
+def crm_refresh_start(
+    *, scope: str, by: Actor, inline: bool = False, on_progress: Callable | None = None
+) -> CrmRefresh:
     """Start a refresh of every customer's segment (scope "all") or of those changed since the last one
     ("changed"), on the workers, or in this process with `inline` (the CLI's progress bar)."""
     permission_require(by, "serving.refresh_segments", doing="refresh customers' segments")
@@ -135,7 +143,7 @@ def crm_refresh_scheduled() -> CrmRefresh | None:
         return None
 
 
-def crm_refresh_stop(*, refresh_id: int, by, reason: str = "") -> CrmRefresh:
+def crm_refresh_stop(*, refresh_id: int, by: Actor, reason: str = "") -> CrmRefresh:
     """Ask a refresh to stop after the chunk it is writing (a queued one stops at once); it can be resumed."""
     permission_require(by, "serving.refresh_segments", doing="stop a segment refresh")
     with transaction.atomic():
@@ -161,7 +169,9 @@ def crm_refresh_stop(*, refresh_id: int, by, reason: str = "") -> CrmRefresh:
     return refresh
 
 
-def crm_refresh_resume(*, refresh_id: int, by, inline: bool = False, on_progress: Callable | None = None) -> CrmRefresh:
+def crm_refresh_resume(
+    *, refresh_id: int, by: Actor, inline: bool = False, on_progress: Callable | None = None
+) -> CrmRefresh:
     """Queue a stopped or failed refresh again; it goes on from the last customer it finished."""
     permission_require(by, "serving.refresh_segments", doing="resume a segment refresh")
     refresh = _refresh_requeue(refresh_id=refresh_id, by=by, actor_name=by.get_username(), inline=inline)

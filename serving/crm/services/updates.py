@@ -1,8 +1,11 @@
 """One customer's segment, on request: look up, predict, write back."""
 
+from __future__ import annotations
+
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 
@@ -15,6 +18,9 @@ from serving.crm.models import SegmentChange
 from serving.crm.prediction import columns_predict, serving_features_get
 from serving.crm.selectors import crm_settings_get
 from serving.crm.services.common import UpdateStatus, columns_checked, mapping_for, updates_count
+
+if TYPE_CHECKING:
+    from core.permissions import Actor
 
 logger = logging.getLogger("serving.crm")
 
@@ -37,7 +43,7 @@ class SegmentUpdate:
     request_id: str
 
 
-def customer_segment_update(*, customer_id: str, by, request_id: str = "") -> SegmentUpdate:
+def customer_segment_update(*, customer_id: str, by: Actor, request_id: str = "") -> SegmentUpdate:
     """Look the customer up in the CRM, predict with the model in Production, write the segment back."""
     permission_require(by, "serving.update_segment", doing="update a customer's segment")
     customer_id = (customer_id or "").strip() if isinstance(customer_id, str) else ""
