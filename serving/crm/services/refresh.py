@@ -1,7 +1,5 @@
 """Every customer's segment: refresh jobs that walk the CRM in chunks, stop, resume and take over."""
 
-from __future__ import annotations
-
 import csv
 import io
 import logging
@@ -114,7 +112,7 @@ def _refresh_create(*, scope, by, actor_name, inline):
 
 
 def crm_refresh_start(
-    *, scope: str, by: Actor, inline: bool = False, on_progress: Callable | None = None
+    *, scope: str, by: "Actor", inline: bool = False, on_progress: Callable | None = None
 ) -> CrmRefresh:
     """Start a refresh of every customer's segment (scope "all") or of those changed since the last one
     ("changed"), on the workers, or in this process with `inline` (the CLI's progress bar)."""
@@ -143,7 +141,7 @@ def crm_refresh_scheduled() -> CrmRefresh | None:
         return None
 
 
-def crm_refresh_stop(*, refresh_id: int, by: Actor, reason: str = "") -> CrmRefresh:
+def crm_refresh_stop(*, refresh_id: int, by: "Actor", reason: str = "") -> CrmRefresh:
     """Ask a refresh to stop after the chunk it is writing (a queued one stops at once); it can be resumed."""
     permission_require(by, "serving.refresh_segments", doing="stop a segment refresh")
     with transaction.atomic():
@@ -170,7 +168,7 @@ def crm_refresh_stop(*, refresh_id: int, by: Actor, reason: str = "") -> CrmRefr
 
 
 def crm_refresh_resume(
-    *, refresh_id: int, by: Actor, inline: bool = False, on_progress: Callable | None = None
+    *, refresh_id: int, by: "Actor", inline: bool = False, on_progress: Callable | None = None
 ) -> CrmRefresh:
     """Queue a stopped or failed refresh again; it goes on from the last customer it finished."""
     permission_require(by, "serving.refresh_segments", doing="resume a segment refresh")
