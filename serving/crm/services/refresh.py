@@ -356,6 +356,7 @@ class _Change:
 
 _CHANGE_VALUES = attrgetter(*(f.name for f in fields(_Change)))
 _HISTORY_FIELDS = [f.name for f in fields(_Change)] + ["created_at"]
+# `f.type is str` needs the annotations evaluated: this module must not use `from __future__ import annotations`.
 _TEXT_FIELDS = {f.name for f in fields(_Change) if f.type is str}
 # SQLite takes at most 32,766 parameters a statement.
 _HISTORY_ROWS_PER_STATEMENT = 32_766 // len(_HISTORY_FIELDS)
