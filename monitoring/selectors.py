@@ -5,7 +5,7 @@ import math
 from collections import defaultdict
 
 from core.errors import InvalidInput, NotFound
-from monitoring.models import DriftReference, DriftRun, HourlyAggregate
+from monitoring.models import Alert, DriftReference, DriftRun, HourlyAggregate, Retraining
 from monitoring.services.aggregates import LATENCY_BIN_RATIO
 from registry.models import ModelVersion, RegisteredModel
 
@@ -51,6 +51,11 @@ def _latency_percentiles(histogram, percentiles=(50, 95, 99)):
                 results.append(LATENCY_BIN_RATIO ** (key + 0.5))
                 break
     return results
+
+
+def latency_percentiles(histogram, percentiles=(50, 95, 99)):
+    """Percentiles (ms) of a merged latency histogram ({bin: requests}), None where it is empty."""
+    return _latency_percentiles(histogram, percentiles)
 
 
 class _Bucket:
@@ -249,3 +254,40 @@ def drift_run_payload(run):
         "computed_at": run.computed_at.isoformat() if run.computed_at else None,
         "seconds": round(run.seconds, 3),
     }
+
+
+# --- alerts and retraining ---------------------------------------------------------------------------
+
+
+def alerts_firing(*, model_name=None):
+    """The alerts firing now (newest first), of one model or all: a queryset with rule and model loaded.
+
+    Each has `rule.kind`, `summary` (what it found, one line), `value` against `threshold`, `fired_at`,
+    `acknowledged_at` and `silenced_until`; see monitoring.models.Alert.
+    """
+    alerts = Alert.objects.filter(state=Alert.State.FIRING).select_related("rule", "model", "acknowledged_by")
+    if model_name:
+        alerts = alerts.filter(model__name=model_name)
+    return alerts.order_by("-fired_at", "-id")
+
+
+def alert_list(*, state=None, model_name=None):
+    """Alerts in a state (pending, firing, resolved; None: all), of one model or all, newest first."""
+    if state and state not in Alert.State.values:
+        raise InvalidInput(f"must be one of {', '.join(Alert.State.values)}", field="state")
+    alerts = Alert.objects.select_related("rule", "model", "acknowledged_by")
+    if state:
+        alerts = alerts.filter(state=state)
+    if model_name:
+        model_require(model_name=model_name)
+        alerts = alerts.filter(model__name=model_name)
+    return alerts.order_by("-opened_at", "-id")
+
+
+def retrainings_of(*, model_name):
+    """A model's retrainings, newest first, with what they made."""
+    return (
+        Retraining.objects.filter(model__name=model_name)
+        .select_related("model", "base_version", "new_version", "promotion_request", "run", "dataset")
+        .order_by("-started_at", "-id")
+    )
