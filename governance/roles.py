@@ -1,9 +1,9 @@
 """The roles: Django groups and exactly the permissions each holds.
 
 Made by governance migration 0005 and brought up to date by later apps' migrations (serving 0002, 0004,
-monitoring 0002, 0003); kept here so the migrations and anything that must restore them (tests that flush the database) share
-one definition. The README's role table says the same, and tests/governance/test_roles.py checks every
-operation on every surface against it. Services decide every permission; these groups only hold them.
+monitoring 0002, 0003); kept here so the migrations and anything that must restore them (tests that flush
+the database) share one definition. The README's role table says the same, and tests/governance/test_roles.py
+checks every operation on every surface against it. Services decide every permission; these groups only hold them.
 """
 
 _READ_REGISTRY = [

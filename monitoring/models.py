@@ -305,7 +305,7 @@ class AlertRule(models.Model):
         "is at least this, whatever the p-value says.",
     )
     features = models.JSONField(
-        default=list, blank=True, help_text='Data drift: feature names (any of them drifting fires); empty: dataset.'
+        default=list, blank=True, help_text="Data drift: feature names (any of them drifting fires); empty: dataset."
     )
     accuracy_source = models.CharField(max_length=16, choices=AccuracySource.choices, default=AccuracySource.LIVE)
     remind_every_hours = models.PositiveIntegerField(

@@ -1,11 +1,6 @@
 """Monitoring's writes: references, hourly aggregates and sketches, drift runs, and the scheduled jobs."""
 
 from monitoring.services.aggregates import HoursResult, error_kind, hours_compute
-from monitoring.services.drift import DatasetsDrift, datasets_drift, drift_compute, drift_version_default
-from monitoring.services.jobs import JobBusy, JobOutcome, job_lock, job_run, models_to_monitor
-from monitoring.services.references import drift_reference_build, drift_references_backfill
-from monitoring.services.requests import drift_compute_requested, drift_reference_rebuild_queue, monitoring_job_queue
-
 from monitoring.services.alerts import (
     DEFAULT_RULES,
     EvaluationOutcome,
@@ -20,6 +15,10 @@ from monitoring.services.alerts import (
     alert_silence,
     alerts_evaluate,
 )
+from monitoring.services.drift import DatasetsDrift, datasets_drift, drift_compute, drift_version_default
+from monitoring.services.jobs import JobBusy, JobOutcome, job_lock, job_run, models_to_monitor
+from monitoring.services.references import drift_reference_build, drift_references_backfill
+from monitoring.services.requests import drift_compute_requested, drift_reference_rebuild_queue, monitoring_job_queue
 from monitoring.services.retraining import (
     retraining_advance,
     retraining_check,

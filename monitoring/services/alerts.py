@@ -21,8 +21,8 @@ from core.permissions import permission_require
 from governance.models import AuditAction, WebhookSubscription
 from governance.services import audit_record
 from governance.services.webhooks import webhook_event_emit
-from monitoring.models import Alert, AlertNotification, AlertRule, DriftResult, DriftRun, HourlyAggregate
 from monitoring import selectors
+from monitoring.models import Alert, AlertNotification, AlertRule, DriftResult, DriftRun, HourlyAggregate
 from monitoring.services.aggregates import HOUR
 from monitoring.stattests import Method
 from monitoring.windows import hour_floor, window_parse
@@ -277,7 +277,9 @@ def _latest_drift_runs(model):
 
 
 def _observe_drift(rule, model, now):
-    runs = [run for run in _latest_drift_runs(model) if run.status == DriftRun.Status.OK and run.rows >= rule.min_samples]
+    runs = [
+        run for run in _latest_drift_runs(model) if run.status == DriftRun.Status.OK and run.rows >= rule.min_samples
+    ]
     key = ",".join(str(run.pk) for run in sorted(runs, key=lambda r: r.pk))
     if not runs:
         return Observation(None, None, rule.threshold, f"not enough data (no drift run of {rule.min_samples}+ rows)")
@@ -399,7 +401,7 @@ def _notify(alert, event, now):
                 f"What it found: {alert.summary}",
                 f"Opened {alert.opened_at:%Y-%m-%d %H:%M} UTC"
                 + (f", firing since {alert.fired_at:%Y-%m-%d %H:%M} UTC" if alert.fired_at else ""),
-                *( [f"Resolved {alert.resolved_at:%Y-%m-%d %H:%M} UTC"] if alert.resolved_at else []),
+                *([f"Resolved {alert.resolved_at:%Y-%m-%d %H:%M} UTC"] if alert.resolved_at else []),
                 "",
                 f"Acknowledge or silence it: {alert_payload(alert)['url']}",
             ]
@@ -536,7 +538,8 @@ def alert_acknowledge(*, alert_id, by, note=""):
             raise Conflict(f"alert #{alert.pk} is already resolved", field="alert")
         if alert.acknowledged_at is not None:
             raise Conflict(
-                f"alert #{alert.pk} was acknowledged by {alert.acknowledged_by} at {alert.acknowledged_at:%Y-%m-%d %H:%M}",
+                f"alert #{alert.pk} was acknowledged by {alert.acknowledged_by} "
+                f"at {alert.acknowledged_at:%Y-%m-%d %H:%M}",
                 field="alert",
             )
         alert.acknowledged_at, alert.acknowledged_by = timezone.now(), by

@@ -86,7 +86,9 @@ def _drift_evidence(policy, version):
                 "computed_at": run.computed_at.isoformat(),
                 "rows": run.rows,
                 "share_drifted": run.share_drifted,
-                "drifted": list(run.results.filter(verdict=True, drifted=True, role="feature").values_list("name", flat=True)),
+                "drifted": list(
+                    run.results.filter(verdict=True, drifted=True, role="feature").values_list("name", flat=True)
+                ),
             }
             for run in runs
         ]
@@ -342,4 +344,3 @@ def retrainings_advance():
             continue
         ended += retraining.status not in Retraining.OPEN_STATUSES
     return ended
-
