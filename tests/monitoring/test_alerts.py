@@ -70,9 +70,11 @@ def _audits(action):
 def test_fires_once_after_for_windows_reminds_and_resolves(error_rule, log_writer, churn_frame, t0, hooks):
     _traffic(log_writer, churn_frame, t0, errors=10)
     outcome = _evaluate(t0 + HOUR + dt.timedelta(minutes=5))["error_rate"]
-    assert outcome.breached is True and outcome.state == "pending"
+    assert outcome.breached is True
+    assert outcome.state == "pending"
     alert = Alert.objects.get()
-    assert alert.consecutive == 1 and not alert.notifications.exists()
+    assert alert.consecutive == 1
+    assert not alert.notifications.exists()
     # Evaluated again on the same hour of data: not another window, so still pending.
     assert _evaluate(t0 + HOUR + dt.timedelta(minutes=40))["error_rate"].state == "pending"
     assert Alert.objects.get().consecutive == 1
@@ -81,14 +83,18 @@ def test_fires_once_after_for_windows_reminds_and_resolves(error_rule, log_write
     outcome = _evaluate(t0 + 2 * HOUR + dt.timedelta(minutes=5))["error_rate"]
     assert (outcome.state, outcome.notified) == ("firing", "firing")
     alert.refresh_from_db()
-    assert alert.state == "firing" and alert.consecutive == 2
-    assert alert.value == pytest.approx(10 / 30) and alert.threshold == 0.1
+    assert alert.state == "firing"
+    assert alert.consecutive == 2
+    assert alert.value == pytest.approx(10 / 30)
+    assert alert.threshold == 0.1
     assert "33.3% of 30 requests failed" in alert.summary
     assert [e.object_id for e in _audits("alert.fired")] == [str(alert.pk)]
     delivery = WebhookDelivery.objects.get(event="alert.firing")
-    assert delivery.payload["data"]["id"] == alert.pk and delivery.payload["data"]["reminder"] is False
+    assert delivery.payload["data"]["id"] == alert.pk
+    assert delivery.payload["data"]["reminder"] is False
     email = AlertNotification.objects.get(event="firing")
-    assert email.recipients == ["oncall@example.com"] and "[churn]" in email.subject
+    assert email.recipients == ["oncall@example.com"]
+    assert "[churn]" in email.subject
 
     # Still failing an hour later: no second "firing", and no reminder before remind_every_hours (2).
     _traffic(log_writer, churn_frame, t0 + 2 * HOUR, errors=10)
@@ -107,12 +113,14 @@ def test_fires_once_after_for_windows_reminds_and_resolves(error_rule, log_write
     assert (outcome.state, outcome.notified) == ("resolved", "resolved")
     assert WebhookDelivery.objects.filter(event="alert.resolved").count() == 1
     assert AlertNotification.objects.filter(event="resolved").count() == 1
-    assert len(_audits("alert.resolved")) == 1 and len(_audits("alert.fired")) == 1
+    assert len(_audits("alert.resolved")) == 1
+    assert len(_audits("alert.fired")) == 1
     assert _evaluate(t0 + 5 * HOUR + dt.timedelta(minutes=30))["error_rate"].alert_id is None
     # The next occurrence is a new alert.
     _traffic(log_writer, churn_frame, t0 + 5 * HOUR, errors=10)
     _evaluate(t0 + 6 * HOUR + dt.timedelta(minutes=5))
-    assert Alert.objects.filter(state="pending").count() == 1 and Alert.objects.count() == 2
+    assert Alert.objects.filter(state="pending").count() == 1
+    assert Alert.objects.count() == 2
 
 
 def test_a_single_bad_hour_never_fires_and_too_little_data_changes_nothing(error_rule, log_writer, churn_frame, t0):
@@ -120,10 +128,12 @@ def test_a_single_bad_hour_never_fires_and_too_little_data_changes_nothing(error
     _evaluate(t0 + HOUR + dt.timedelta(minutes=5))
     _traffic(log_writer, churn_frame, t0 + HOUR, good=3, errors=2)  # under min_samples (10): no verdict
     outcome = _evaluate(t0 + 2 * HOUR + dt.timedelta(minutes=5))["error_rate"]
-    assert outcome.breached is None and outcome.state == "pending"
+    assert outcome.breached is None
+    assert outcome.state == "pending"
     _traffic(log_writer, churn_frame, t0 + 2 * HOUR, errors=0)
     assert _evaluate(t0 + 3 * HOUR + dt.timedelta(minutes=5))["error_rate"].state == "resolved"
-    assert not _audits("alert.fired") and not AlertNotification.objects.exists()
+    assert not _audits("alert.fired")
+    assert not AlertNotification.objects.exists()
     assert not WebhookDelivery.objects.exists()
 
 
@@ -135,11 +145,14 @@ def test_silenced_and_acknowledged_alerts_stay_quiet_but_move(error_rule, log_wr
     services.alert_silence(alert_id=alert.pk, until=until, reason="known outage upstream", by=engineer)
     _traffic(log_writer, churn_frame, t0 + HOUR, errors=10)
     outcome = _evaluate(t0 + 2 * HOUR + dt.timedelta(minutes=5))["error_rate"]
-    assert outcome.state == "firing" and outcome.notified == ""  # fired (audited) but told nobody
+    assert outcome.state == "firing"
+    assert outcome.notified == ""
     assert len(_audits("alert.fired")) == 1
-    assert not WebhookDelivery.objects.exists() and not AlertNotification.objects.exists()
+    assert not WebhookDelivery.objects.exists()
+    assert not AlertNotification.objects.exists()
     silenced = _audits("alert.silenced")[0]
-    assert silenced.actor_name == engineer.username and silenced.reason == "known outage upstream"
+    assert silenced.actor_name == engineer.username
+    assert silenced.reason == "known outage upstream"
 
     # The silence lifted: the reminder goes; once acknowledged, reminders stop.
     Alert.objects.filter(pk=alert.pk).update(silenced_until=None, last_notified_at=t0)
@@ -203,12 +216,14 @@ def drift_rule(churn_version):
 def test_a_p_value_alone_never_fires(drift_rule):
     _drift_run(ks_p=1e-12, psi=0.004, js=0.02)  # KS flags it at 5,000 rows; the distributions barely differ
     outcome = _evaluate(timezone.now())["data_drift"]
-    assert outcome.breached is False and outcome.alert_id is None
+    assert outcome.breached is False
+    assert outcome.alert_id is None
     assert "p-value only, not counted: monthly_charges" in outcome.summary
     # The same p-value with an effect size past the floor fires (for_evaluations = 1).
     _drift_run(ks_p=1e-12, psi=0.35, js=0.2)
     outcome = _evaluate(timezone.now())["data_drift"]
-    assert outcome.breached is True and outcome.state == "firing"
+    assert outcome.breached is True
+    assert outcome.state == "firing"
     assert Alert.objects.get().evidence["drifted"] == ["monthly_charges"]
 
 
@@ -220,7 +235,8 @@ def test_dataset_drift_counts_the_share_of_features_past_the_floor(churn_version
     assert outcome.breached is False
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3, others=("tenure_months",))  # 1 of 2 = 0.5: Evidently's rule
     outcome = _evaluate(timezone.now())["data_drift"]
-    assert outcome.breached is True and outcome.state == "firing"
+    assert outcome.breached is True
+    assert outcome.state == "firing"
     # A drift run under the rule's minimum rows says nothing: the alert stays.
     _drift_run(ks_p=0.9, psi=0.0, js=0.0, rows=50)
     assert _evaluate(timezone.now())["data_drift"].state == "firing"
@@ -233,7 +249,8 @@ def test_a_models_own_rule_replaces_the_default_and_a_disabled_one_silences_the_
     AlertRule.objects.create(name="no latency for churn", model=churn_version.model, kind="latency", threshold=3,
                              enabled=False)  # fmt: skip
     kinds = [rule.kind for rule in services.alerts.rules_for(model=churn_version.model)]
-    assert "latency" not in kinds and len(kinds) == len(AlertRule.Kind.values) - 1
+    assert "latency" not in kinds
+    assert len(kinds) == len(AlertRule.Kind.values) - 1
 
 
 def test_latency_against_the_versions_own_baseline(churn_version, log_writer, churn_frame, t0):
@@ -244,7 +261,8 @@ def test_latency_against_the_versions_own_baseline(churn_version, log_writer, ch
     log_writer.write(churn_frame.head(30), at=t0 + dt.timedelta(minutes=10), latency_ms=9.0)
     hours_compute(model_name="churn", start=t0 - 5 * HOUR, end=t0 + HOUR, sketches=False)
     outcome = _evaluate(t0 + HOUR + dt.timedelta(minutes=5))["latency"]
-    assert outcome.breached is True and outcome.state == "firing"
+    assert outcome.breached is True
+    assert outcome.state == "firing"
     alert = Alert.objects.get(rule__kind="latency")
     assert alert.value == pytest.approx(4.5, rel=0.15)  # 9 ms over 2 ms, to the histogram's 10 % bins
 
@@ -263,7 +281,8 @@ def test_accuracy_drop_from_feedback(churn_version, churn_reference, log_writer,
         )
     hours_compute(model_name="churn", start=t0, end=t0 + HOUR, sketches=False)
     outcome = _evaluate(t0 + HOUR + dt.timedelta(minutes=5))["accuracy_drop"]
-    assert outcome.breached is True and "live accuracy 0.000" in outcome.summary
+    assert outcome.breached is True
+    assert "live accuracy 0.000" in outcome.summary
 
 
 def test_no_traffic_only_for_a_deployed_model(churn_version, t0):
@@ -273,7 +292,8 @@ def test_no_traffic_only_for_a_deployed_model(churn_version, t0):
 
     Deployment.objects.create(model=churn_version.model, version=churn_version, environment="production")
     outcome = _evaluate(t0)["no_traffic"]
-    assert outcome.breached is True and outcome.state == "firing"  # the default holds for 1 evaluation
+    assert outcome.breached is True
+    assert outcome.state == "firing"
 
 
 # --- notifications ------------------------------------------------------------------------------------
@@ -312,15 +332,18 @@ def test_an_email_is_retried_with_backoff_until_it_goes(error_rule, t0, settings
     # Run as the worker would (eagerly: each retry runs at once instead of after its countdown).
     assert send_alert_email.apply(args=[notification.pk]).get() == "sent"
     notification.refresh_from_db()
-    assert notification.status == "sent" and notification.attempts == 3
+    assert notification.status == "sent"
+    assert notification.attempts == 3
     assert [a["outcome"] for a in notification.attempt_log] == [
         "ConnectionRefusedError: [Errno 111] Connection refused",
         "ConnectionRefusedError: [Errno 111] Connection refused",
         "sent",
     ]
     assert mail.outbox[-1].to == ["oncall@example.com"]
-    assert services.alerts.alert_email_retry_delay(1) == 30 and services.alerts.alert_email_retry_delay(3) == 120
-    assert send_alert_email.queue == "alerts" and send_alert_email.acks_late
+    assert services.alerts.alert_email_retry_delay(1) == 30
+    assert services.alerts.alert_email_retry_delay(3) == 120
+    assert send_alert_email.queue == "alerts"
+    assert send_alert_email.acks_late
 
 
 def test_an_email_fails_after_the_last_attempt(error_rule, t0, settings):
@@ -330,7 +353,9 @@ def test_an_email_fails_after_the_last_attempt(error_rule, t0, settings):
     notification = _notification(error_rule, t0)
     assert send_alert_email.apply(args=[notification.pk]).get() == "failed"
     notification.refresh_from_db()
-    assert notification.status == "failed" and notification.attempts == 2 and "refused" in notification.last_error
+    assert notification.status == "failed"
+    assert notification.attempts == 2
+    assert "refused" in notification.last_error
     assert services.alert_email_send(notification_id=notification.pk) == "failed"  # not sent again
 
 
@@ -376,12 +401,17 @@ def test_api_lists_alerts_by_state(firing, scientist, error_rule, t0):
     body = client.get("/api/v1/alerts?state=firing").json()
     assert body["count"] == 1
     alert = body["results"][0]
-    assert alert["id"] == firing.pk and alert["state"] == "firing" and alert["kind"] == "error_rate"
-    assert alert["model"] == "churn" and alert["threshold"] == 0.1 and alert["url"].endswith(f"/{firing.pk}/change/")
+    assert alert["id"] == firing.pk
+    assert alert["state"] == "firing"
+    assert alert["kind"] == "error_rate"
+    assert alert["model"] == "churn"
+    assert alert["threshold"] == 0.1
+    assert alert["url"].endswith(f"/{firing.pk}/change/")
     assert client.get("/api/v1/alerts").json()["count"] == 2
     assert client.get("/api/v1/alerts?model=churn&state=resolved").json()["count"] == 1
     bad = client.get("/api/v1/alerts?state=burning")
-    assert bad.status_code == 400 and bad.json()["field"] == "state"
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "state"
     assert client.get("/api/v1/alerts?model=nope").status_code == 404
     assert APIClient().get("/api/v1/alerts").status_code in (401, 403)
     schema = client.get("/api/schema/", {"format": "json"})
@@ -395,7 +425,8 @@ def test_api_lists_alerts_by_state(firing, scientist, error_rule, t0):
 def test_cli_lists_acknowledges_and_silences(firing, engineer, scientist):
     out = StringIO()
     call_command("alerts", "list", "--state", "firing", stdout=out)
-    assert f"{firing.pk:>5}  firing" in out.getvalue() and "33% of 30 requests failed" in out.getvalue()
+    assert f"{firing.pk:>5}  firing" in out.getvalue()
+    assert "33% of 30 requests failed" in out.getvalue()
     out = StringIO()
     call_command("alerts", "list", "--json", stdout=out)
     assert json.loads(out.getvalue())[0]["id"] == firing.pk
@@ -417,7 +448,8 @@ def test_cli_lists_acknowledges_and_silences(firing, engineer, scientist):
         call_command("alerts", "ack", "999", "--user", engineer.username, stdout=StringIO())
     out = StringIO()
     call_command("alerts", "list", "--state", "firing", stdout=out)
-    assert "acked by eli" in out.getvalue() and "silenced until" in out.getvalue()
+    assert "acked by eli" in out.getvalue()
+    assert "silenced until" in out.getvalue()
 
 
 def test_cli_evaluate_runs_the_rules_now(error_rule, log_writer, churn_frame):
@@ -426,14 +458,16 @@ def test_cli_evaluate_runs_the_rules_now(error_rule, log_writer, churn_frame):
     out = StringIO()
     call_command("alerts", "evaluate", "--model", "churn", stdout=out)
     assert "error_rate        HOLDS   33.3% of 30 requests failed" in out.getvalue()
-    assert "-> alert #" in out.getvalue() and "pending" in out.getvalue()
+    assert "-> alert #" in out.getvalue()
+    assert "pending" in out.getvalue()
 
 
 def test_admin_acknowledges_silences_and_edits_rules(firing, engineer, error_rule):
     client = Client()
     client.force_login(engineer)
     page = client.get(reverse("admin:monitoring_alert_changelist"))
-    assert page.status_code == 200 and "33% of 30 requests failed" in page.content.decode()
+    assert page.status_code == 200
+    assert "33% of 30 requests failed" in page.content.decode()
     assert client.get(reverse("admin:monitoring_alert_change", args=[firing.pk])).status_code == 200
     client.post(
         reverse("admin:monitoring_alert_changelist"), {"action": "acknowledge", "_selected_action": [firing.pk]}
@@ -443,7 +477,8 @@ def test_admin_acknowledges_silences_and_edits_rules(firing, engineer, error_rul
     response = client.post(
         reverse("admin:monitoring_alert_changelist"), {"action": "silence", "_selected_action": [firing.pk]}
     )
-    assert response.status_code == 302 and f"ids={firing.pk}" in response["Location"]
+    assert response.status_code == 302
+    assert f"ids={firing.pk}" in response["Location"]
     until = (timezone.now() + dt.timedelta(hours=6)).strftime("%Y-%m-%d %H:%M")
     page = client.post(response["Location"], {"until": until, "reason": "maintenance"}, follow=True)
     assert "1 alert(s) silenced" in page.content.decode()
@@ -459,9 +494,11 @@ def test_admin_acknowledges_silences_and_edits_rules(firing, engineer, error_rul
     }  # fmt: skip
     client.post(reverse("admin:monitoring_alertrule_change", args=[error_rule.pk]), data)
     error_rule.refresh_from_db()
-    assert error_rule.threshold == 0.2 and error_rule.for_evaluations == 3
+    assert error_rule.threshold == 0.2
+    assert error_rule.for_evaluations == 3
     entry = AuditEntry.objects.get(action="alert_rule.updated")
-    assert entry.before["threshold"] == 0.1 and entry.after["threshold"] == 0.2
+    assert entry.before["threshold"] == 0.1
+    assert entry.after["threshold"] == 0.2
     page = client.post(reverse("admin:monitoring_alertrule_change", args=[error_rule.pk]), {**data, "threshold": "2"})
     assert "between 0 and 1" in page.content.decode()
     assert client.get(reverse("admin:monitoring_alertnotification_changelist")).status_code == 200

@@ -61,13 +61,18 @@ def test_held_drift_retrains_on_fresh_data_registers_and_requests_but_never_prom
     assert services.retraining_check(model_name="churn") is None  # 2 of the 3 windows
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     retraining = services.retraining_check(model_name="churn")
-    assert retraining.status == "training" and retraining.trigger == "drift"
-    assert retraining.base_version == production and retraining.feedback_rows == 40
-    assert retraining.dataset.n_rows == production.dataset.n_rows + 40 and retraining.dataset.source == "upload"
+    assert retraining.status == "training"
+    assert retraining.trigger == "drift"
+    assert retraining.base_version == production
+    assert retraining.feedback_rows == 40
+    assert retraining.dataset.n_rows == production.dataset.n_rows + 40
+    assert retraining.dataset.source == "upload"
     run = retraining.run
-    assert run.status == Run.Status.QUEUED and run.algorithm == production.run.algorithm
+    assert run.status == Run.Status.QUEUED
+    assert run.algorithm == production.run.algorithm
     assert dict(run.params.values_list("key", "value")) == dict(production.run.params.values_list("key", "value"))
-    assert run.created_by == scientist and len(retraining.evidence["trigger"]["drift_runs"]) == 3
+    assert run.created_by == scientist
+    assert len(retraining.evidence["trigger"]["drift_runs"]) == 3
     # One at a time: nothing more starts while it trains.
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     assert services.retraining_check(model_name="churn", now=timezone.now() + dt.timedelta(days=3)) is None
@@ -78,12 +83,16 @@ def test_held_drift_retrains_on_fresh_data_registers_and_requests_but_never_prom
     retraining.refresh_from_db()
     assert retraining.status == "requested"
     new = retraining.new_version
-    assert new.version == 2 and new.stage == ModelVersion.Stage.NONE and new.dataset == retraining.dataset
+    assert new.version == 2
+    assert new.stage == ModelVersion.Stage.NONE
+    assert new.dataset == retraining.dataset
     request = retraining.promotion_request
-    assert request.status == PromotionRequest.Status.PENDING and request.to_stage == "Production"
+    assert request.status == PromotionRequest.Status.PENDING
+    assert request.to_stage == "Production"
     assert request.requested_by == scientist
     assert f"Retraining #{retraining.pk}: dataset drift in the last 3 drift runs" in request.reason
-    assert "accuracy" in request.reason and "40 of them labelled feedback" in request.reason
+    assert "accuracy" in request.reason
+    assert "40 of them labelled feedback" in request.reason
     assert retraining.evidence["new_metrics"]["accuracy"] == new.metrics["accuracy"]
     # Never promotes: production is still v1, v2 waits for two people.
     production.refresh_from_db()
@@ -107,10 +116,12 @@ def test_cooldown_after_the_last_retraining(policy, production):
     Run.objects.filter(pk=first.run_id).update(status=Run.Status.FAILED, error="worker lost")
     services.retrainings_advance()
     first.refresh_from_db()
-    assert first.status == "failed" and "failed" in first.message
+    assert first.status == "failed"
+    assert "failed" in first.message
     assert services.retraining_check(model_name="churn", now=first.started_at + dt.timedelta(hours=23)) is None
     second = services.retraining_check(model_name="churn", now=first.started_at + dt.timedelta(hours=25))
-    assert second is not None and second.pk != first.pk
+    assert second is not None
+    assert second.pk != first.pk
 
 
 def test_off_by_default_and_without_production_nothing_starts(churn_version, scientist, engineer):
@@ -118,7 +129,8 @@ def test_off_by_default_and_without_production_nothing_starts(churn_version, sci
         _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     assert services.retraining_check(model_name="churn") is None  # no policy
     policy = RetrainingPolicy.objects.create(model=churn_version.model, run_as=scientist)
-    assert policy.enabled is False and services.retraining_check(model_name="churn") is None
+    assert policy.enabled is False
+    assert services.retraining_check(model_name="churn") is None
     policy.enabled = True
     services.retraining_policy_save(policy=policy, by=engineer)
     assert services.retraining_check(model_name="churn") is None  # nothing in Production to retrain
@@ -148,14 +160,17 @@ def test_low_accuracy_retrains_and_a_gate_miss_registers_nothing(
             PredictionLog.objects.filter(request_id=record.request_id).update(actual=wrong, feedback_at=now)
         hours_compute(model_name="churn", start=hour, end=hour + HOUR, sketches=False)
     retraining = services.retraining_check(model_name="churn", now=now)
-    assert retraining.trigger == "accuracy" and len(retraining.evidence["trigger"]["hours"]) == 2
+    assert retraining.trigger == "accuracy"
+    assert len(retraining.evidence["trigger"]["hours"]) == 2
     production.model.metric_thresholds = {"accuracy": 0.9999}
     production.model.save()
     train_run.apply(args=[retraining.run_id])
     services.retrainings_advance()
     retraining.refresh_from_db()
-    assert retraining.status == "gate_failed" and "misses the registration gate" in retraining.message
-    assert retraining.new_version is None and ModelVersion.objects.count() == 1
+    assert retraining.status == "gate_failed"
+    assert "misses the registration gate" in retraining.message
+    assert retraining.new_version is None
+    assert ModelVersion.objects.count() == 1
     assert _actions()[-1] == "retraining.ended"
 
 
@@ -166,6 +181,7 @@ def test_the_alert_links_to_its_retraining(policy, production):
         _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     services.alerts_evaluate(model_name="churn")
     retraining = services.retraining_check(model_name="churn")
-    assert retraining.alert is not None and retraining.alert.rule.kind == "data_drift"
+    assert retraining.alert is not None
+    assert retraining.alert.rule.kind == "data_drift"
     assert list(retraining.alert.retrainings.all()) == [retraining]
     assert Retraining.objects.filter(status="training").count() == 1
