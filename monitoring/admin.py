@@ -304,9 +304,6 @@ class AlertAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     def audit(self, alert):
         return format_html('<a href="{}">entries about this alert</a>', audit_trail_url(alert))
 
-    def has_view_permission(self, request, obj=None):
-        return request.user.has_perm("monitoring.view_alert")
-
     @admin.action(description="Acknowledge the selected alerts (no more reminders)")
     def acknowledge(self, request, queryset):
         for alert in queryset:

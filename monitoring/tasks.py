@@ -5,6 +5,7 @@ import logging
 from celery import chain, shared_task
 from django.conf import settings
 
+from core.errors import ApplicationError
 from monitoring import services
 from monitoring.models import AlertNotification
 from registry.models import ModelVersion
@@ -66,12 +67,17 @@ def evaluate_alerts(model_name=None):
     summary = {}
     for name in names:
         outcomes = services.alerts_evaluate(model_name=name)
-        retraining = services.retraining_check(model_name=name)
         summary[name] = {
             "firing": [o.rule for o in outcomes if o.state == "firing"],
             "pending": [o.rule for o in outcomes if o.state == "pending"],
-            "retraining": retraining.pk if retraining else None,
         }
+        try:
+            retraining = services.retraining_check(model_name=name)
+        except ApplicationError as exc:  # the policy's user lost a permission, the data fails validation...
+            logger.warning("retraining of %s not started: %s", name, exc)
+            summary[name]["retraining_error"] = str(exc)
+        else:
+            summary[name]["retraining"] = retraining.pk if retraining else None
     return summary
 
 
