@@ -227,8 +227,13 @@ def _observe_error_rate(rule, model, now):
 def _observe_no_traffic(rule, model, now):
     start, end = _complete_hours(rule, now)
     key = end.isoformat()
-    if not Deployment.objects.filter(model=model, status=Deployment.Status.ACTIVE).exists():
+    deployed = (
+        Deployment.objects.filter(model=model, status=Deployment.Status.ACTIVE).order_by("created_at").first()
+    )
+    if deployed is None:
         return Observation(None, None, None, "not deployed: no traffic expected", key)
+    if deployed.created_at > start:  # silence since a deployment minutes old says nothing yet
+        return Observation(None, None, None, f"deployed less than {rule.window_hours} h ago", key)
     requests, _ = _traffic(model, start, end)
     return Observation(
         requests == 0,
@@ -292,7 +297,8 @@ def _observe_drift(rule, model, now):
     worst = None
     for run in runs:
         columns = column_effect_drifted(by_run.get(run.pk, []), floor=rule.effect_size_floor)
-        if rule.kind == Kind.PREDICTION_DRIFT:
+        prediction = rule.kind == Kind.PREDICTION_DRIFT
+        if prediction:
             chosen = {k: v for k, v in columns.items() if k[0] != "feature"}
             drifted = sorted(name for (_, name), v in chosen.items() if v[0])
             breached = bool(drifted)
@@ -309,7 +315,9 @@ def _observe_drift(rule, model, now):
                 value = len(drifted) / tested if tested else 0.0
                 breached = tested > 0 and value >= rule.threshold
         p_only = sorted(
-            name for (_, name), v in columns.items() if v[4] and not v[0] and v[2] not in EFFECT_SIZE_METHODS
+            name
+            for (role, name), v in columns.items()
+            if v[4] and not v[0] and v[2] not in EFFECT_SIZE_METHODS and (role == "feature") != prediction
         )
         candidate = (breached, value, run, drifted, p_only)
         if worst is None or (breached, value) > (worst[0], worst[1]):

@@ -290,7 +290,9 @@ def test_no_traffic_only_for_a_deployed_model(churn_version, t0):
     assert _evaluate(t0)["no_traffic"].breached is None  # not deployed: no traffic expected
     from serving.models import Deployment
 
-    Deployment.objects.create(model=churn_version.model, version=churn_version, environment="production")
+    deployment = Deployment.objects.create(model=churn_version.model, version=churn_version, environment="production")
+    assert _evaluate(t0)["no_traffic"].breached is None  # deployed within the window: too early to say
+    Deployment.objects.filter(pk=deployment.pk).update(created_at=t0 - dt.timedelta(hours=7))
     outcome = _evaluate(t0)["no_traffic"]
     assert outcome.breached is True
     assert outcome.state == "firing"
