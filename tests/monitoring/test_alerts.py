@@ -504,3 +504,49 @@ def test_admin_acknowledges_silences_and_edits_rules(firing, engineer, error_rul
     page = client.post(reverse("admin:monitoring_alertrule_change", args=[error_rule.pk]), {**data, "threshold": "2"})
     assert "between 0 and 1" in page.content.decode()
     assert client.get(reverse("admin:monitoring_alertnotification_changelist")).status_code == 200
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_on_a_real_worker_the_hourly_chain_fires_the_alert_and_mails_it_on_the_alerts_queue(
+    churn_reference, churn_frame, log_writer, tmp_path
+):
+    import contextlib
+    import uuid
+
+    from mlops_site.celery import app as celery_app
+    from tests.e2e import processes
+    from tests.monitoring.conftest import hours_ago
+
+    services.alert_rules_defaults_ensure()
+    AlertRule.objects.filter(kind="data_drift", model__isnull=True).update(
+        for_evaluations=1, email_to="oncall@example.com"
+    )
+    shifted = churn_frame.sample(200, random_state=5).reset_index(drop=True)
+    for column in ("tenure_months", "monthly_charges", "total_charges", "support_calls", "age"):
+        shifted[column] = shifted[column] * 3 + 10
+    log_writer.write(shifted, at=hours_ago(2), per_request=10)
+    with celery_app.connection_for_write() as broker, contextlib.suppress(Exception):
+        broker.default_channel.queue_purge("monitoring")
+        broker.default_channel.queue_purge("alerts")
+    worker = processes.start(
+        "celery", "-A", "mlops_site", "worker", "--queues", "monitoring,alerts", "--concurrency", "2",
+        "--loglevel", "INFO", "--hostname", f"alerts-{uuid.uuid4().hex[:8]}@%h", "--without-gossip",
+        "--without-mingle", log=tmp_path / "worker.log", EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
+    )  # fmt: skip
+    try:
+        celery_app.send_task("monitoring.schedule_jobs", queue="monitoring")
+
+        def mailed():
+            return AlertNotification.objects.filter(status="sent").first()
+
+        notification = processes.wait_for(mailed, timeout=180, process=worker, what="the alert e-mail")
+    finally:
+        processes.stop(worker)
+    alert = notification.alert
+    assert alert.state == "firing"
+    assert alert.rule.kind == "data_drift"
+    assert AuditEntry.objects.filter(action="alert.fired", object_id=str(alert.pk)).count() == 1
+    log = (tmp_path / "worker.log").read_text()
+    assert "Subject: [churn] data drift FIRING" in log
+    assert "monitoring.send_alert_email" in log
