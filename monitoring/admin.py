@@ -8,7 +8,7 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from core.admin import ServiceWrittenAdmin, admin_page, audit_trail_url, badge
 from core.errors import ApplicationError
@@ -273,7 +273,11 @@ class AlertAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                     "handled"]  # fmt: skip
     list_filter = ["state", "rule__kind", "model"]
     list_select_related = ["rule", "model", "acknowledged_by"]
-    readonly_fields = [f.name for f in Alert._meta.fields if f.name != "evidence"] + ["evidence_pretty", "audit"]
+    readonly_fields = [f.name for f in Alert._meta.fields if f.name != "evidence"] + [
+        "evidence_pretty",
+        "retraining_links",
+        "audit",
+    ]
     exclude = ["evidence"]
     inlines = [AlertNotificationInline]
     actions = ["acknowledge", "silence"]
@@ -299,6 +303,19 @@ class AlertAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     @admin.display(description="evidence")
     def evidence_pretty(self, alert):
         return format_html("<pre>{}</pre>", json.dumps(alert.evidence, indent=2, default=str))
+
+    @admin.display(description="retrainings it started")
+    def retraining_links(self, alert):
+        links = [
+            format_html(
+                '<a href="{}">#{} ({})</a>',
+                reverse("admin:monitoring_retraining_change", args=[retraining.pk]),
+                retraining.pk,
+                retraining.get_status_display(),
+            )
+            for retraining in alert.retrainings.all()
+        ]
+        return format_html_join(", ", "{}", ((link,) for link in links)) if links else "–"
 
     @admin.display(description="audit trail")
     def audit(self, alert):

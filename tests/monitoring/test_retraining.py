@@ -6,6 +6,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from core.errors import NotPermitted
@@ -174,7 +176,7 @@ def test_low_accuracy_retrains_and_a_gate_miss_registers_nothing(
     assert _actions()[-1] == "retraining.ended"
 
 
-def test_the_alert_links_to_its_retraining(policy, production):
+def test_the_alert_links_to_its_retraining(policy, production, engineer):
     services.alert_rules_defaults_ensure()
     AlertRule.objects.filter(kind="data_drift").update(for_evaluations=1)
     for _ in range(3):
@@ -185,3 +187,8 @@ def test_the_alert_links_to_its_retraining(policy, production):
     assert retraining.alert.rule.kind == "data_drift"
     assert list(retraining.alert.retrainings.all()) == [retraining]
     assert Retraining.objects.filter(status="training").count() == 1
+    client = Client()
+    client.force_login(engineer)
+    page = client.get(reverse("admin:monitoring_alert_change", args=[retraining.alert.pk])).content.decode()
+    assert reverse("admin:monitoring_retraining_change", args=[retraining.pk]) in page
+    assert client.get(reverse("admin:monitoring_retraining_change", args=[retraining.pk])).status_code == 200
