@@ -21,6 +21,7 @@ from governance.models import AuditAction
 from governance.services import audit_record
 from monitoring.models import Alert, AlertRule, DriftRun, HourlyAggregate, Retraining, RetrainingPolicy
 from monitoring.services.aggregates import HOUR
+from monitoring.services.alerts import column_effect_drifted, rules_for
 from monitoring.windows import hour_floor, window_parse
 from registry import selectors as registry_selectors
 from registry import services as registry_services
@@ -79,20 +80,28 @@ def _drift_evidence(policy, version):
         run.status == DriftRun.Status.OK and run.dataset_drift for run in runs
     ):
         return None
-    return {
-        "drift_runs": [
+    # As for alerts, a column counts only with an effect size past the data-drift rule's floor: at large
+    # windows a p-value alone would retrain on differences nobody cares about.
+    rule = next((r for r in rules_for(model=policy.model) if r.kind == AlertRule.Kind.DATA_DRIFT), None)
+    floor = rule.effect_size_floor if rule else 0.1
+    evidence = []
+    for run in runs:
+        columns = column_effect_drifted(list(run.results.filter(role="feature")), floor=floor)
+        drifted = sorted(name for (_, name), v in columns.items() if v[0])
+        tested = sum(1 for v in columns.values() if v[4] is not None)
+        share = len(drifted) / tested if tested else 0.0
+        if share < 0.5:
+            return None
+        evidence.append(
             {
                 "id": run.pk,
                 "computed_at": run.computed_at.isoformat(),
                 "rows": run.rows,
-                "share_drifted": run.share_drifted,
-                "drifted": list(
-                    run.results.filter(verdict=True, drifted=True, role="feature").values_list("name", flat=True)
-                ),
+                "share_drifted": share,
+                "drifted": drifted,
             }
-            for run in runs
-        ]
-    }
+        )
+    return {"drift_runs": evidence, "effect_size_floor": floor}
 
 
 def _accuracy_evidence(policy, version, now):

@@ -61,6 +61,10 @@ def test_held_drift_retrains_on_fresh_data_registers_and_requests_but_never_prom
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     assert services.retraining_check(model_name="churn") is None  # 2 of the 3 windows
+    _drift_run(ks_p=1e-12, psi=0.01, js=0.02)  # the dataset "drifts" by a p-value alone: not a reason
+    assert services.retraining_check(model_name="churn") is None
+    _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
+    _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     _drift_run(ks_p=1e-9, psi=0.5, js=0.3)
     retraining = services.retraining_check(model_name="churn")
     assert retraining.status == "training"
