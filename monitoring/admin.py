@@ -1,5 +1,6 @@
 """Admin for monitoring: the scheduled jobs (progress, last result, run now), drift runs with their columns,
-hourly aggregates and drift references. Every row is written by monitoring's services, never edited here."""
+hourly aggregates and drift references, alerts and their e-mails, retrainings: written by monitoring's services,
+never edited here. Alert rules and retraining policies are edited here, saved through their services."""
 
 import json
 

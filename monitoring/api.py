@@ -1,4 +1,5 @@
-"""REST API of monitoring: traffic and accuracy over time, drift of a model's traffic, drift of two datasets."""
+"""REST API of monitoring: traffic and accuracy over time, drift of a model's traffic, drift of two datasets,
+alerts."""
 
 import datetime as dt
 

@@ -1,5 +1,6 @@
 """What monitoring stores: each version's drift reference, hourly aggregates and feature sketches of the
-prediction log, drift results, and the state of its scheduled jobs.
+prediction log, drift results, the state of its scheduled jobs; alert rules, alerts and their e-mails;
+retraining policies and retrainings.
 
 Rows are keyed by model name and version number as the prediction log is, so they outlive the log's
 raw rows (dropped after PREDICTION_LOG_RETENTION_DAYS).

@@ -1,4 +1,5 @@
-"""Monitoring's reads: traffic and accuracy over time from the hourly aggregates, and stored drift runs."""
+"""Monitoring's reads: traffic and accuracy over time from the hourly aggregates, stored drift runs, alerts
+(`alerts_firing`, `alert_list`) and retrainings."""
 
 import datetime as dt
 import math

@@ -1,4 +1,5 @@
-"""Monitoring's writes: references, hourly aggregates and sketches, drift runs, and the scheduled jobs."""
+"""Monitoring's writes: references, hourly aggregates and sketches, drift runs, the scheduled jobs, alerts and
+retraining."""
 
 from monitoring.services.aggregates import HoursResult, error_kind, hours_compute
 from monitoring.services.alerts import (

@@ -227,9 +227,7 @@ def _observe_error_rate(rule, model, now):
 def _observe_no_traffic(rule, model, now):
     start, end = _complete_hours(rule, now)
     key = end.isoformat()
-    deployed = (
-        Deployment.objects.filter(model=model, status=Deployment.Status.ACTIVE).order_by("created_at").first()
-    )
+    deployed = Deployment.objects.filter(model=model, status=Deployment.Status.ACTIVE).order_by("created_at").first()
     if deployed is None:
         return Observation(None, None, None, "not deployed: no traffic expected", key)
     if deployed.created_at > start:  # silence since a deployment minutes old says nothing yet
