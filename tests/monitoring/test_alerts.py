@@ -550,3 +550,20 @@ def test_on_a_real_worker_the_hourly_chain_fires_the_alert_and_mails_it_on_the_a
     log = (tmp_path / "worker.log").read_text()
     assert "Subject: [churn] data drift FIRING" in log
     assert "monitoring.send_alert_email" in log
+
+
+def test_notifications_are_queued_on_the_alerts_queue(
+    error_rule, log_writer, churn_frame, t0, hooks, django_capture_on_commit_callbacks
+):
+    from mlops_site.celery import app as celery_app
+
+    AlertRule.objects.filter(pk=error_rule.pk).update(for_evaluations=1)
+    _traffic(log_writer, churn_frame, t0, errors=10)
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge("alerts")
+        with django_capture_on_commit_callbacks(execute=True):
+            assert _evaluate(t0 + HOUR + dt.timedelta(minutes=5))["error_rate"].notified == "firing"
+        tasks = []
+        while (message := broker.default_channel.basic_get("alerts", no_ack=True)) is not None:
+            tasks.append(message.headers["task"])
+    assert sorted(tasks) == ["governance.deliver_webhook", "monitoring.send_alert_email"]
