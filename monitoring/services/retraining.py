@@ -351,5 +351,8 @@ def retrainings_advance():
         except Conflict as exc:
             logger.warning("retraining #%s: %s", retraining_id, exc)
             continue
+        except Exception:  # one retraining's fault (a broken artifact, a lost connection) holds up no other
+            logger.exception("retraining #%s could not advance; tried again at the next beat", retraining_id)
+            continue
         ended += retraining.status not in Retraining.OPEN_STATUSES
     return ended
