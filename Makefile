@@ -23,9 +23,10 @@ run: $(BIN)/.installed
 	$(BIN)/python manage.py setup_demo
 	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
 	@# web, worker and beat write their metrics to one directory, so /metrics also counts what the
-	@# worker did (the CRM refresh's segment updates, its batch predictions); wiped at each start.
+	@# worker did (the CRM refresh's segment updates, its batch predictions); wiped at each start. Alert
+	@# e-mails go to oncall@localhost unless ALERT_EMAIL_RECIPIENTS says otherwise: the worker prints them.
 	rm -rf "$(VAR_DIR)/prometheus" && mkdir -p "$(VAR_DIR)/prometheus"
-	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
+	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} ALERT_EMAIL_RECIPIENTS=$${ALERT_EMAIL_RECIPIENTS-oncall@localhost} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
 
 ## serve: the production web server alone (granian, serve.py): PORT (8000), WEB_WORKERS (2), DEBUG off, so
 ## SECRET_KEY is required; static files are collected first. The Dockerfile, compose and the Procfile run the same.

@@ -46,6 +46,16 @@ class AuditAction(models.TextChoices):
     ROLE_GRANTED = "role.granted", "A user was given a role"
     ROLE_REVOKED = "role.revoked", "A user lost a role"
     AUDIT_RESEALED = "audit.resealed", "Entries written before the audit key existed were sealed with it"
+    ALERT_RULE_CREATED = "alert_rule.created", "An alert rule was created"
+    ALERT_RULE_UPDATED = "alert_rule.updated", "An alert rule was edited (threshold, sample, for, recipients...)"
+    ALERT_FIRED = "alert.fired", "An alert's condition held long enough and it fired"
+    ALERT_RESOLVED = "alert.resolved", "A firing alert's condition cleared"
+    ALERT_ACKNOWLEDGED = "alert.acknowledged", "Someone acknowledged a firing alert"
+    ALERT_SILENCED = "alert.silenced", "Someone silenced an alert's notifications until a time, with a reason"
+    RETRAINING_POLICY_UPDATED = "retraining_policy.updated", "A model's retraining policy was created or edited"
+    RETRAINING_STARTED = "retraining.started", "Drift or low accuracy started a retraining (fresh data, a run)"
+    RETRAINING_REGISTERED = "retraining.registered", "A retraining's run passed the gate and was registered"
+    RETRAINING_ENDED = "retraining.ended", "A retraining ended: request opened, gate missed, or run failed"
 
 
 class AuditEntryQuerySet(models.QuerySet):
@@ -207,6 +217,8 @@ class WebhookSubscription(models.Model):
         PROMOTION_DECIDED = "promotion.decided"
         ROLLBACK = "production.rolled_back"
         AUDIT_ANCHORED = "audit.anchored"
+        ALERT_FIRING = "alert.firing"
+        ALERT_RESOLVED = "alert.resolved"
 
     name = models.CharField(max_length=200, unique=True)
     url = models.URLField(max_length=500)

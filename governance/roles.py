@@ -1,9 +1,9 @@
 """The roles: Django groups and exactly the permissions each holds.
 
-Made by governance migration 0005 and brought up to date by later apps' migrations (serving 0002, 0004);
-kept here so the migrations and anything that must restore them (tests that flush the database) share
-one definition. The README's role table says the same, and tests/governance/test_roles.py checks every
-operation on every surface against it. Services decide every permission; these groups only hold them.
+Made by governance migration 0005 and brought up to date by later apps' migrations (serving 0002, 0004,
+monitoring 0002, 0003); kept here so the migrations and anything that must restore them (tests that flush
+the database) share one definition. The README's role table says the same, and tests/governance/test_roles.py
+checks every operation on every surface against it. Services decide every permission; these groups only hold them.
 """
 
 _READ_REGISTRY = [
@@ -22,6 +22,12 @@ _READ_REGISTRY = [
     "monitoring.view_driftreference",
     "monitoring.view_hourlyaggregate",
     "monitoring.view_monitoringjob",
+    # ... and the alerts it raised, their rules and e-mails, and the retrainings it started.
+    "monitoring.view_alert",
+    "monitoring.view_alertrule",
+    "monitoring.view_alertnotification",
+    "monitoring.view_retraining",
+    "monitoring.view_retrainingpolicy",
 ]
 _READ_CRM = [
     "serving.view_customer",
@@ -74,6 +80,12 @@ ROLES = {
         "serving.update_segment",
         "serving.refresh_segments",
         "serving.change_crmsettings",
+        # Alerts wake the ML engineer: they tune the rules, acknowledge and silence, and set retraining policies.
+        "monitoring.acknowledge_alert",
+        "monitoring.add_alertrule",
+        "monitoring.change_alertrule",
+        "monitoring.add_retrainingpolicy",
+        "monitoring.change_retrainingpolicy",
         "django_celery_beat.view_periodictask",
         "django_celery_beat.add_periodictask",
         "django_celery_beat.change_periodictask",

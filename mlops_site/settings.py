@@ -245,6 +245,14 @@ CELERY_BEAT_SCHEDULE = {
     # Once a day, at a quiet time: drop the prediction log's days older than PREDICTION_LOG_RETENTION_DAYS
     # (whole partitions on PostgreSQL) and make the next week's partitions before rows arrive for them.
     "prediction-log-retention": {"task": "serving.prediction_log_retention", "schedule": crontab(minute=20, hour=3)},
+    # Alert rules are evaluated after each model's hourly monitoring run (the last link of its chain); this
+    # catches what that misses: a silence that ended, a reminder due, a model without a monitoring run.
+    "evaluate-alerts": {"task": "monitoring.evaluate_alerts", "schedule": crontab(minute=35)},
+    # A retraining's run trains on the training queue; every two minutes the finished ones are registered
+    # (if they pass the gate) and their promotion requests opened. Cheap: a query on open retrainings.
+    "advance-retrainings": {"task": "monitoring.advance_retrainings", "schedule": 120.0},
+    # E-mails about alerts whose task was lost (broker down at commit) are queued again.
+    "retry-stalled-alert-emails": {"task": "monitoring.retry_stalled_alert_emails", "schedule": 300.0},
 }
 
 # --- Serving ------------------------------------------------------------------------------
@@ -279,6 +287,25 @@ MONITORING_DRIFT_WINDOW = env("MONITORING_DRIFT_WINDOW", "24h")
 MONITORING_LATE_HOURS = env("MONITORING_LATE_HOURS", 3, cast=int)
 # A monitoring job running longer is killed (seconds); on SQLite its lease lapses after it.
 MONITORING_JOB_TIME_LIMIT = env("MONITORING_JOB_TIME_LIMIT", 1800, cast=int)
+
+# --- Alerts -------------------------------------------------------------------------------------
+# Who gets alert e-mails when a rule names nobody (comma-separated); empty: no e-mail, webhooks only.
+ALERT_EMAIL_RECIPIENTS = env("ALERT_EMAIL_RECIPIENTS", [], cast=list)
+# An e-mail is tried this many times, waiting ALERT_EMAIL_RETRY_BASE_SECONDS × 2^(attempt-1) between tries,
+# on the `alerts` queue (webhook deliveries of alert events go there too).
+ALERT_EMAIL_MAX_ATTEMPTS = env("ALERT_EMAIL_MAX_ATTEMPTS", 5, cast=int)
+ALERT_EMAIL_RETRY_BASE_SECONDS = env("ALERT_EMAIL_RETRY_BASE_SECONDS", 30, cast=int)
+# Links in notifications point here.
+SITE_URL = env("SITE_URL", "http://127.0.0.1:8000")
+# Django's mail: the console backend prints e-mails (make run); set EMAIL_BACKEND and EMAIL_HOST for SMTP.
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env("EMAIL_PORT", 25, cast=int)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env("EMAIL_USE_TLS", False, cast=bool)
+EMAIL_TIMEOUT = env("EMAIL_TIMEOUT", 10, cast=int)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "mlops-site@localhost")
 
 # --- Audit log ------------------------------------------------------------------------------
 # The key of the audit chain's HMAC seals. Keep it out of the database and its backups (the environment,

@@ -1,4 +1,5 @@
-"""REST API of monitoring: traffic and accuracy over time, drift of a model's traffic, drift of two datasets."""
+"""REST API of monitoring: traffic and accuracy over time, drift of a model's traffic, drift of two datasets,
+alerts."""
 
 import datetime as dt
 
@@ -6,13 +7,14 @@ from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import InvalidInput
 from core.permissions import require_perm
 from monitoring import selectors, services
-from monitoring.models import DriftRun
+from monitoring.models import Alert, AlertRule, DriftRun
 from monitoring.windows import moment_parse, window_parse
 
 # Reading monitoring is reading the registry's models; computing drift reads the prediction log.
@@ -142,7 +144,54 @@ class DatasetsDriftApi(APIView):
         return Response({"reference": result.reference, "current": result.current, **result.as_dict()})
 
 
+class AlertOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    model = serializers.CharField()
+    rule = serializers.CharField()
+    kind = serializers.ChoiceField(choices=AlertRule.Kind.choices)
+    state = serializers.ChoiceField(choices=Alert.State.choices)
+    summary = serializers.CharField(help_text="What the last evaluation found, in one line.")
+    value = serializers.FloatField(allow_null=True, help_text="The measured value the threshold bounds.")
+    threshold = serializers.FloatField(allow_null=True)
+    consecutive = serializers.IntegerField(help_text="Consecutive evaluations the condition held.")
+    opened_at = serializers.DateTimeField()
+    fired_at = serializers.DateTimeField(allow_null=True)
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_by = serializers.CharField(allow_null=True)
+    silenced_until = serializers.DateTimeField(allow_null=True)
+    silence_reason = serializers.CharField(allow_blank=True)
+    evidence = serializers.DictField(help_text="The numbers behind the summary (version, window, drift run, ...).")
+    url = serializers.CharField(help_text="The alert in the admin, where it is acknowledged or silenced.")
+
+
+class AlertListApi(APIView):
+    """Alerts, newest first: those firing now with ?state=firing; pending, resolved, or all without a state."""
+
+    permission_classes = [CanViewMonitoring]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("state", str, enum=list(Alert.State.values), description="default: every state"),
+            OpenApiParameter("model", str, description="a registered model's name"),
+            OpenApiParameter("limit", int),
+            OpenApiParameter("offset", int),
+        ],
+        responses={200: AlertOutput(many=True)},
+    )
+    def get(self, request):
+        alerts = selectors.alert_list(
+            state=request.query_params.get("state") or None, model_name=request.query_params.get("model") or None
+        )
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(alerts, request, view=self)
+        return paginator.get_paginated_response(
+            AlertOutput([services.alert_payload(alert) for alert in page], many=True).data
+        )
+
+
 urlpatterns = [
+    path("alerts", AlertListApi.as_view(), name="alerts"),
     path("models/<str:name>/monitoring", MonitoringApi.as_view(), name="model-monitoring"),
     path("models/<str:name>/drift", DriftApi.as_view(), name="model-drift"),
     path("drift", DatasetsDriftApi.as_view(), name="datasets-drift"),

@@ -1,10 +1,12 @@
 """What monitoring stores: each version's drift reference, hourly aggregates and feature sketches of the
-prediction log, drift results, and the state of its scheduled jobs.
+prediction log, drift results, the state of its scheduled jobs; alert rules, alerts and their e-mails;
+retraining policies and retrainings.
 
 Rows are keyed by model name and version number as the prediction log is, so they outlive the log's
 raw rows (dropped after PREDICTION_LOG_RETENTION_DAYS).
 """
 
+from django.conf import settings
 from django.db import models
 
 from monitoring.stattests import Kind, Method
@@ -245,3 +247,302 @@ class MonitoringJob(models.Model):
 
     def __str__(self):
         return f"{self.get_job_display()} of {self.model_name}"
+
+
+# --- Alerts -------------------------------------------------------------------------------------------
+
+
+class AlertRule(models.Model):
+    """A condition on what monitoring stores that should wake someone: per model, or for every model.
+
+    A model's own rule of a kind replaces the default (model empty) rule of that kind. Every rule needs a
+    minimum sample and must hold for `for_evaluations` consecutive evaluations before it fires; the drift
+    rules also need an effect size at least `effect_size_floor`, so a p-value alone never fires.
+    """
+
+    class Kind(models.TextChoices):
+        ACCURACY_DROP = "accuracy_drop", "accuracy drop (live or estimated accuracy below validation)"
+        LATENCY = "latency", "latency (p95 over its baseline)"
+        ERROR_RATE = "error_rate", "error rate"
+        DATA_DRIFT = "data_drift", "data drift (dataset, or named features)"
+        PREDICTION_DRIFT = "prediction_drift", "prediction drift (predicted classes or confidence)"
+        NO_TRAFFIC = "no_traffic", "no traffic"
+
+    class AccuracySource(models.TextChoices):
+        LIVE = "live", "live (from feedback)"
+        ESTIMATED = "estimated", "estimated (CBPE, before labels arrive)"
+
+    name = models.CharField(max_length=200, unique=True)
+    model = models.ForeignKey(
+        "registry.RegisteredModel",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alert_rules",
+        help_text="Leave empty for a default rule of every model (a model's own rule of the kind replaces it).",
+    )
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    threshold = models.FloatField(
+        help_text="accuracy drop: the largest drop below validation accuracy (0.05); latency: the largest ratio "
+        "of p95 to its baseline (2); error rate: the largest share of failed requests (0.1); data drift: the "
+        "share of drifted features that makes the dataset drift (0.5; ignored with named features); prediction "
+        "drift and no traffic: unused."
+    )
+    window_hours = models.PositiveIntegerField(
+        default=24, help_text="The hours of aggregates each evaluation reads (no traffic: the silent period)."
+    )
+    min_samples = models.PositiveIntegerField(
+        default=100,
+        help_text="Below it the evaluation says 'not enough data' and the alert's state stays: labelled rows "
+        "(live accuracy), rows (estimated accuracy, drift), requests (latency, error rate).",
+    )
+    for_evaluations = models.PositiveSmallIntegerField(
+        default=2, help_text="Consecutive evaluations the condition must hold before the alert fires."
+    )
+    effect_size_floor = models.FloatField(
+        default=0.1,
+        help_text="Drift: a column counts only if its effect size (PSI, Jensen–Shannon or normalised Wasserstein) "
+        "is at least this, whatever the p-value says.",
+    )
+    features = models.JSONField(
+        default=list, blank=True, help_text="Data drift: feature names (any of them drifting fires); empty: dataset."
+    )
+    accuracy_source = models.CharField(max_length=16, choices=AccuracySource.choices, default=AccuracySource.LIVE)
+    remind_every_hours = models.PositiveIntegerField(
+        default=4, help_text="While firing, a reminder at most this often (0: never)."
+    )
+    email_to = models.TextField(
+        blank=True, help_text="Comma-separated addresses; empty: ALERT_EMAIL_RECIPIENTS from the settings."
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind", "model__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "kind"], name="alert_rule_one_per_model_kind"),
+            models.UniqueConstraint(
+                fields=["kind"], condition=models.Q(model__isnull=True), name="alert_rule_one_default_per_kind"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def recipients(self):
+        from django.conf import settings
+
+        listed = self.email_to or ",".join(settings.ALERT_EMAIL_RECIPIENTS)
+        return [address.strip() for address in listed.split(",") if address.strip()]
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if not isinstance(self.features, list) or not all(isinstance(f, str) for f in self.features):
+            errors["features"] = 'Give a list of feature names, e.g. ["monthly_charges"].'
+        if self.threshold is not None and self.threshold < 0:
+            errors["threshold"] = "Give a number ≥ 0."
+        if self.for_evaluations < 1:
+            errors["for_evaluations"] = "Give 1 or more."
+        if self.window_hours < 1:
+            errors["window_hours"] = "Give 1 or more hours."
+        if self.kind == self.Kind.LATENCY and self.threshold is not None and self.threshold <= 1:
+            errors["threshold"] = "Latency: give a ratio above 1 (2 = twice the baseline)."
+        if self.kind == self.Kind.ERROR_RATE and self.threshold is not None and self.threshold > 1:
+            errors["threshold"] = "Error rate: give a share between 0 and 1 (0.1 = 10 %)."
+        if errors:
+            raise ValidationError(errors)
+
+
+class Alert(models.Model):
+    """One occurrence of a rule's condition on one model: pending, then firing, then resolved.
+
+    At most one open (pending or firing) alert per rule and model, enforced by the database; the next
+    occurrence after it resolves is a new row. Read it through `monitoring.selectors.alerts_firing`.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending (holding, not yet for long enough)"
+        FIRING = "firing"
+        RESOLVED = "resolved"
+
+    OPEN_STATES = (State.PENDING, State.FIRING)
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    model = models.ForeignKey("registry.RegisteredModel", on_delete=models.CASCADE, related_name="alerts")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
+    consecutive = models.PositiveIntegerField(default=1, help_text="Consecutive evaluations it held.")
+    value = models.FloatField(null=True, blank=True, help_text="The last measured value (what threshold bounds).")
+    threshold = models.FloatField(null=True, blank=True)
+    summary = models.CharField(max_length=300)
+    evidence = models.JSONField(default=dict, blank=True)
+    opened_at = models.DateTimeField()
+    fired_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    last_evaluated_at = models.DateTimeField()
+    last_notified_at = models.DateTimeField(null=True, blank=True)
+    reminders = models.PositiveIntegerField(default=0)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    silenced_until = models.DateTimeField(null=True, blank=True, help_text="No notification before then.")
+    silence_reason = models.TextField(blank=True)
+    silenced_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["rule", "model"],
+                condition=models.Q(state__in=["pending", "firing"]),
+                name="alert_one_open_per_rule_model",
+            )
+        ]
+        indexes = [models.Index(fields=["state", "model"])]
+        permissions = [("acknowledge_alert", "Can acknowledge and silence alerts")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.rule.kind} on {self.model.name} ({self.state})"
+
+    def silenced(self, now):
+        return self.silenced_until is not None and self.silenced_until > now
+
+
+class AlertNotification(models.Model):
+    """One e-mail about an alert (it fired, a reminder, it resolved), with each attempt's outcome.
+
+    Webhooks about alerts are governance's deliveries (events alert.firing and alert.resolved)."""
+
+    class Event(models.TextChoices):
+        FIRING = "firing"
+        REMINDER = "reminder"
+        RESOLVED = "resolved"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    event = models.CharField(max_length=16, choices=Event.choices)
+    recipients = models.JSONField(default=list)
+    subject = models.CharField(max_length=300)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    attempt_log = models.JSONField(default=list, blank=True, help_text="[{at, outcome}] per attempt.")
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.event} e-mail about alert #{self.alert_id}"
+
+
+# --- Retraining -----------------------------------------------------------------------------------------
+
+
+class RetrainingPolicy(models.Model):
+    """When the platform retrains a model by itself (off by default). It never promotes: it opens a request."""
+
+    class Stage(models.TextChoices):
+        STAGING = "Staging"
+        PRODUCTION = "Production"
+
+    model = models.OneToOneField("registry.RegisteredModel", on_delete=models.CASCADE, related_name="retraining")
+    enabled = models.BooleanField(default=False)
+    drift_windows = models.PositiveSmallIntegerField(
+        default=3, help_text="Retrain when the dataset drifted in this many consecutive drift runs (0: never)."
+    )
+    accuracy_below = models.FloatField(
+        null=True, blank=True, help_text="Retrain when live accuracy stays below this (empty: never)."
+    )
+    accuracy_windows = models.PositiveSmallIntegerField(
+        default=3, help_text="... for this many consecutive hours with at least min_labelled labelled rows each."
+    )
+    min_labelled = models.PositiveIntegerField(default=30)
+    cooldown_hours = models.PositiveIntegerField(default=24, help_text="No new retraining sooner after the last one.")
+    request_stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.PRODUCTION)
+    run_as = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Who the runs, registrations and requests are made as (a data scientist); required to enable.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "retraining policies"
+        ordering = ["model__name"]
+
+    def __str__(self):
+        return f"retraining of {self.model.name}"
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if self.enabled and self.run_as_id is None:
+            raise ValidationError({"run_as": "Say who the retraining acts as (a data scientist) before enabling it."})
+        if self.enabled and not self.drift_windows and self.accuracy_below is None:
+            raise ValidationError({"drift_windows": "Enable at least one trigger: drift windows or accuracy below."})
+        if self.accuracy_below is not None and not 0 < self.accuracy_below <= 1:
+            raise ValidationError({"accuracy_below": "Give an accuracy between 0 and 1."})
+
+
+class Retraining(models.Model):
+    """One retraining: why it started, the fresh dataset, the run, the version it gave and the request opened."""
+
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        REQUESTED = "requested", "requested (a promotion request awaits a decision)"
+        GATE_FAILED = "gate_failed", "not registered (missed the gate or the signature)"
+        FAILED = "failed"
+
+    OPEN_STATUSES = (Status.TRAINING,)
+
+    class Trigger(models.TextChoices):
+        DRIFT = "drift", "dataset drift held"
+        ACCURACY = "accuracy", "accuracy stayed below its threshold"
+
+    model = models.ForeignKey("registry.RegisteredModel", on_delete=models.CASCADE, related_name="retrainings")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING, db_index=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    base_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    dataset = models.ForeignKey(
+        "experiments.DatasetVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    feedback_rows = models.PositiveIntegerField(default=0)
+    run = models.ForeignKey("experiments.Run", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    new_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    promotion_request = models.ForeignKey(
+        "registry.PromotionRequest", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="retrainings")
+    evidence = models.JSONField(default=dict, blank=True)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model"], condition=models.Q(status="training"), name="retraining_one_open_per_model"
+            )
+        ]
+
+    def __str__(self):
+        return f"retraining #{self.pk} of {self.model.name} ({self.status})"

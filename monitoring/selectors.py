@@ -1,4 +1,5 @@
-"""Monitoring's reads: traffic and accuracy over time from the hourly aggregates, and stored drift runs."""
+"""Monitoring's reads: traffic and accuracy over time from the hourly aggregates, stored drift runs, alerts
+(`alerts_firing`, `alert_list`) and retrainings."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InvalidInput, NotFound
-from monitoring.models import DriftReference, DriftRun, HourlyAggregate
+from monitoring.models import Alert, DriftReference, DriftRun, HourlyAggregate, Retraining
 from monitoring.services.aggregates import LATENCY_BIN_RATIO
 from registry.models import ModelVersion, RegisteredModel
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
+
+    from django.db.models import QuerySet
 
 GRANULARITIES = ("hour", "day")
 
@@ -57,6 +60,13 @@ def _latency_percentiles(histogram, percentiles=(50, 95, 99)):
                 results.append(LATENCY_BIN_RATIO ** (key + 0.5))
                 break
     return results
+
+
+def latency_percentiles(
+    histogram: Mapping[Any, int], percentiles: Sequence[float] = (50, 95, 99)
+) -> list[float | None]:
+    """Percentiles (ms) of a merged latency histogram ({bin: requests}), None where it is empty."""
+    return _latency_percentiles(histogram, percentiles)
 
 
 class _Bucket:
@@ -259,3 +269,40 @@ def drift_run_payload(run: DriftRun) -> dict[str, Any]:
         "computed_at": run.computed_at.isoformat() if run.computed_at else None,
         "seconds": round(run.seconds, 3),
     }
+
+
+# --- alerts and retraining ---------------------------------------------------------------------------
+
+
+def alerts_firing(*, model_name: str | None = None) -> QuerySet[Alert]:
+    """The alerts firing now (newest first), of one model or all: a queryset with rule and model loaded.
+
+    Each has `rule.kind`, `summary` (what it found, one line), `value` against `threshold`, `fired_at`,
+    `acknowledged_at` and `silenced_until`; see monitoring.models.Alert.
+    """
+    alerts = Alert.objects.filter(state=Alert.State.FIRING).select_related("rule", "model", "acknowledged_by")
+    if model_name:
+        alerts = alerts.filter(model__name=model_name)
+    return alerts.order_by("-fired_at", "-id")
+
+
+def alert_list(*, state: str | None = None, model_name: str | None = None) -> QuerySet[Alert]:
+    """Alerts in a state (pending, firing, resolved; None: all), of one model or all, newest first."""
+    if state and state not in Alert.State.values:
+        raise InvalidInput(f"must be one of {', '.join(Alert.State.values)}", field="state")
+    alerts = Alert.objects.select_related("rule", "model", "acknowledged_by")
+    if state:
+        alerts = alerts.filter(state=state)
+    if model_name:
+        model_require(model_name=model_name)
+        alerts = alerts.filter(model__name=model_name)
+    return alerts.order_by("-opened_at", "-id")
+
+
+def retrainings_of(*, model_name: str) -> QuerySet[Retraining]:
+    """A model's retrainings, newest first, with what they made."""
+    return (
+        Retraining.objects.filter(model__name=model_name)
+        .select_related("model", "base_version", "new_version", "promotion_request", "run", "dataset")
+        .order_by("-started_at", "-id")
+    )

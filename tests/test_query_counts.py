@@ -88,3 +88,33 @@ def test_a_prediction_reads_nothing_once_its_route_is_loaded(production, serving
         ask()  # the first request of a process loads the route and the version
     assert len(first) == 1  # the active deployments, with their versions and model, in one query
     assert _queries(ask) == 0
+
+
+def test_the_alert_list_costs_the_same_for_one_alert_or_many(register, root, client):
+    from django.utils import timezone
+
+    from monitoring.models import Alert, AlertRule
+    from monitoring.services import alert_rules_defaults_ensure
+
+    client.force_login(root)
+    api = _api(root)
+    model = register().model
+    alert_rules_defaults_ensure()
+    now = timezone.now()
+
+    def alert(kind):
+        return Alert.objects.create(
+            rule=AlertRule.objects.get(kind=kind, model__isnull=True), model=model, state="firing", summary=kind,
+            opened_at=now, fired_at=now, last_evaluated_at=now, acknowledged_by=root, acknowledged_at=now,
+        )  # fmt: skip
+
+    changelist = reverse("admin:monitoring_alert_changelist")
+
+    def measure():
+        return _queries(lambda: api.get("/api/v1/alerts?state=firing")), _queries(lambda: client.get(changelist))
+
+    alert("latency")
+    few = measure()
+    for kind in ("error_rate", "data_drift", "no_traffic"):
+        alert(kind)
+    assert measure() == few == (2, 8)

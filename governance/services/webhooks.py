@@ -41,18 +41,23 @@ def webhook_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _enqueue(delivery_ids, countdown=0):
+def _enqueue(delivery_ids, countdown=0, queue=None):
     from governance.tasks import deliver_webhook
 
+    options = {"queue": queue} if queue else {}
     for delivery_id in delivery_ids:
         try:
-            deliver_webhook.apply_async(args=[delivery_id], countdown=countdown)
+            deliver_webhook.apply_async(args=[delivery_id], countdown=countdown, **options)
         except Exception as exc:  # broker down: the retry_pending_webhooks beat task sends it later
             logger.warning("could not queue webhook delivery %s: %s", delivery_id, exc)
 
 
-def webhook_event_emit(*, event: WebhookSubscription.Event, data: dict[str, Any]) -> list[WebhookDelivery]:
-    """Record one delivery per subscription that wants `event`; they are sent once the transaction commits."""
+def webhook_event_emit(
+    *, event: WebhookSubscription.Event, data: dict[str, Any], queue: str | None = None
+) -> list[WebhookDelivery]:
+    """Record one delivery per subscription that wants `event`; they are sent once the transaction commits.
+
+    `queue` sends them (and their retries) on a Celery queue of their own (alerts: `alerts`)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("webhook_event_emit must run inside the transaction of the change it announces.")
     payload = json.loads(
@@ -68,7 +73,7 @@ def webhook_event_emit(*, event: WebhookSubscription.Event, data: dict[str, Any]
     ]
     if deliveries:
         ids = [delivery.pk for delivery in deliveries]
-        transaction.on_commit(lambda: _enqueue(ids))
+        transaction.on_commit(lambda: _enqueue(ids, queue=queue))
     return deliveries
 
 

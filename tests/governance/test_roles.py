@@ -17,12 +17,13 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from rest_framework.test import APIClient
 
 from experiments.models import DatasetVersion, Run
 from governance.models import Policy, WebhookSubscription
-from monitoring.models import DriftRun
+from monitoring.models import AlertRule, DriftRun, RetrainingPolicy
 from registry import services as registry_services
 from registry.models import ModelVersion, PromotionRequest, RegisteredModel
 from serving.crm.models import CrmRefresh, CrmSettings, SegmentChange
@@ -61,6 +62,8 @@ ALLOWED = {
     "update a customer's segment from a prediction": {"engineer", "application"},
     "refresh every customer's segment, stop, resume": {"engineer"},
     "edit the CRM settings: model and mapping": {"engineer"},
+    "acknowledge or silence an alert": {"engineer"},
+    "edit alert rules and retraining policies": {"engineer"},
 }
 # The Application account is not staff: it uses the API only, never the admin.
 API_ONLY = {"application"}
@@ -491,6 +494,76 @@ OPERATIONS.update(
                 reverse("admin:serving_crmsettings_change", args=[CrmSettings.objects.get().pk]),
                 {"model_name": "churn", "mapping": json.dumps(_RENEW_MAPPING), "reason": "roles"},
             ),
+        },
+    }
+)
+
+
+def _firing_alert(world):
+    from monitoring.models import Alert, AlertRule
+    from monitoring.services import alert_rules_defaults_ensure
+
+    version = world.version()
+    alert_rules_defaults_ensure()
+    now = timezone.now()
+    return Alert.objects.create(
+        rule=AlertRule.objects.get(kind="error_rate", model__isnull=True),
+        model=version.model,
+        state="firing",
+        summary="roles",
+        opened_at=now,
+        fired_at=now,
+        last_evaluated_at=now,
+    )
+
+
+def _acknowledged(alert):
+    alert.refresh_from_db()
+    return alert.acknowledged_at is not None
+
+
+def _rule_and_policy_added(u, version):
+    _admin(
+        u,
+        "post",
+        reverse("admin:monitoring_alertrule_add"),
+        {
+            "name": "roles-rule", "kind": "latency", "model": version.model_id, "enabled": "on", "threshold": "3",
+            "window_hours": "1", "min_samples": "50", "for_evaluations": "2", "effect_size_floor": "0.1",
+            "features": "[]", "accuracy_source": "live", "remind_every_hours": "4", "email_to": "",
+        },
+    )  # fmt: skip
+    _admin(
+        u,
+        "post",
+        reverse("admin:monitoring_retrainingpolicy_add"),
+        {
+            "model": version.model_id, "drift_windows": "3", "accuracy_windows": "3", "min_labelled": "30",
+            "cooldown_hours": "24", "request_stage": "Production",
+        },
+    )  # fmt: skip
+
+
+OPERATIONS.update(
+    {
+        "acknowledge or silence an alert": {
+            "setup": _firing_alert,
+            "effect": _acknowledged,
+            "cli": lambda u, alert: _cli(u, "alerts", "ack", str(alert.pk)),
+            "admin": lambda u, alert: _admin(
+                u,
+                "post",
+                reverse("admin:monitoring_alert_changelist"),
+                {"action": "acknowledge", "_selected_action": [alert.pk]},
+            ),
+        },
+        "edit alert rules and retraining policies": {
+            "setup": lambda world: world.version(),
+            "effect": lambda version: (
+                AlertRule.objects.filter(name="roles-rule").exists()
+                and RetrainingPolicy.objects.filter(model=version.model).exists()
+            ),
+            "admin": _rule_and_policy_added,
         },
     }
 )
