@@ -1,5 +1,7 @@
 """Small server-side SVG charts for the admin: no JavaScript, no CDN, readable in any browser."""
 
+import math
+
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
@@ -12,6 +14,21 @@ def _ticks(low, high, count=5):
         return [low]
     step = (high - low) / (count - 1)
     return [low + step * i for i in range(count)]
+
+
+def _nice_ticks(low, high, count=6):
+    """About `count` ticks on round numbers (1, 2, 2.5 or 5 times a power of ten) covering [low, high]."""
+    if high <= low:
+        return [low]
+    raw = (high - low) / (count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9) * step
+    ticks, tick = [], first
+    while tick <= high + step * 1e-9:
+        ticks.append(round(tick, 12))
+        tick += step
+    return ticks
 
 
 def _fmt(value):
@@ -35,7 +52,7 @@ def line_chart_svg(
 ):
     """An SVG line chart of {label: [(x, y), ...]}, one coloured line and legend entry per label.
 
-    `thresholds`: (value, label) pairs drawn as dashed red lines across the plot; `y_range`: (low, high) to
+    `thresholds`: (value, label) pairs drawn as dotted black lines across the plot; `y_range`: (low, high) to
     fix the axis (None on either side: from the data); `x_format`: how an x tick reads (times, say);
     `dashed`: labels of the series drawn dashed (an estimate beside the measured line).
     """
@@ -47,7 +64,7 @@ def line_chart_svg(
     left, top, bottom = 64 if y_label else 56, 28, 40
     # Room for the legend beside the plot, as wide as its longest label (about 6 px a character).
     longest = max((len(str(label)[:_LEGEND_CHARS]) for label in series), default=0)
-    right = int(min(40 + 6 * longest, width / 2)) if len(series) > 1 else 16
+    right = int(min(40 + 6 * longest, width / 2)) if len(series) > 1 else 36
     plot_w, plot_h = width - left - right, height - top - bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points] + [value for value, _ in thresholds]
     x_min, x_max = min(xs), max(xs)
@@ -56,9 +73,15 @@ def line_chart_svg(
         y_min, y_max = y_min - 0.5, y_max + 0.5
     pad = (y_max - y_min) * 0.05
     y_min, y_max = y_min - pad, y_max + pad
-    if y_range is not None:
-        y_min = y_range[0] if y_range[0] is not None else y_min
-        y_max = y_range[1] if y_range[1] is not None else y_max
+    fixed_low, fixed_high = y_range if y_range is not None else (None, None)
+    y_min = fixed_low if fixed_low is not None else y_min
+    y_max = fixed_high if fixed_high is not None else y_max
+    # Stretch the free ends to round numbers, so the axis starts and ends on a labelled tick.
+    ticks = _nice_ticks(y_min, y_max)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 0
+    if step:
+        y_min = y_min if fixed_low is not None else math.floor(y_min / step + 1e-9) * step
+        y_max = y_max if fixed_high is not None else math.ceil(y_max / step - 1e-9) * step
 
     def sx(x):
         return left + (plot_w * (x - x_min) / (x_max - x_min) if x_max != x_min else plot_w / 2)
@@ -71,7 +94,7 @@ def line_chart_svg(
         f' role="img" aria-label="{escape(title)}" style="background:#fff;font:11px sans-serif">',
         f'<text x="{left}" y="16" font-weight="bold" font-size="12">{escape(title)}</text>',
     ]
-    for tick in _ticks(y_min, y_max):
+    for tick in _nice_ticks(y_min, y_max):
         y = sy(tick)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#374151">{_fmt(tick)}</text>')
@@ -94,9 +117,10 @@ def line_chart_svg(
     for value, label in thresholds:
         y = sy(value)
         parts.append(
-            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#dc2626" '
-            f'stroke-width="1.5" stroke-dasharray="6 4"/>'
-            f'<text x="{left + plot_w - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#dc2626">{escape(label)}</text>'
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#111827" '
+            f'stroke-width="1.5" stroke-dasharray="2 3"/>'
+            f'<text x="{left + plot_w - 4}" y="{y - 4:.1f}" text-anchor="end" fill="#111827" stroke="#fff" '
+            f'stroke-width="3" paint-order="stroke">{escape(label)}</text>'
         )
     for index, (label, line) in enumerate(series.items()):
         color = PALETTE[index % len(PALETTE)]
@@ -169,14 +193,16 @@ def bar_chart_svg(categories, series, *, title, x_label="", y_label="", width=64
     left, top, bottom = 64, 28, 44
     right = int(min(40 + 6 * longest, width / 3)) if len(series) > 1 else 16
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = max(values) or 1
-    peak *= 1.05
+    ticks = _nice_ticks(0, max(values) or 1)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1
+    peak = math.ceil((max(values) or 1) / step - 1e-9) * step
+    ticks = _nice_ticks(0, peak)
 
     def fmt(value):
         return f"{value:.0%}" if percent else _fmt(value)
 
     parts = [_svg_open(width, height, title)]
-    for tick in _ticks(0, peak):
+    for tick in ticks:
         y = top + plot_h * (1 - tick / peak)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" fill="#374151">{fmt(tick)}</text>')

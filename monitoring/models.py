@@ -245,3 +245,22 @@ class MonitoringJob(models.Model):
 
     def __str__(self):
         return f"{self.get_job_display()} of {self.model_name}"
+
+
+class FleetOverview(HourlyAggregate):
+    """No table of its own: the admin's entry for the fleet overview and each model's monitoring page."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # readers of the registry read it (monitoring.dashboards checks)
+        verbose_name = verbose_name_plural = "fleet overview"
+
+
+class Report(HourlyAggregate):
+    """No table of its own: the admin's entry for the experiment and deployment reports."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # monitoring.reports checks the reader's permissions
+        verbose_name = "report"
+        verbose_name_plural = "reports"

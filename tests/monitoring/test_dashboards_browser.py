@@ -1,0 +1,79 @@
+"""The fleet overview and a model's page in headless Chromium, with real data: every chart drawn, no page
+error, screenshots saved to docs/screenshots/ (the README shows them)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from tests.chromium import BINARY, Chromium
+from tests.monitoring.seed import seed_fleet
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Per chart: its title and how many data marks it draws (lines, bars, cells); the empty-state boxes.
+MEASURE = """({
+  charts: [...document.querySelectorAll('#content-main svg[role=img]')].map(svg => ({
+    title: svg.getAttribute('aria-label'),
+    marks: svg.querySelectorAll('polyline[points]:not([points=""]), rect > title, circle').length,
+    width: svg.getBoundingClientRect().width,
+  })),
+  empty: [...document.querySelectorAll('.mon-empty')].map(e => e.textContent.trim()),
+  rows: document.querySelectorAll('#content-main tbody tr').length,
+})"""
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which(BINARY), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+def _charts_drawn(visit, *, at_least):
+    assert visit.status == 200, visit
+    assert not visit.errors, visit.errors
+    charts = visit.measured["charts"]
+    assert len(charts) >= at_least, charts
+    empty = [chart["title"] for chart in charts if chart["marks"] == 0 or chart["width"] < 50]
+    assert not empty, f"empty charts: {empty}"
+    assert not visit.measured["empty"], visit.measured["empty"]
+
+
+def test_fleet_and_model_pages_in_chromium(
+    live_server, client, churn_version, churn_frame, scientist, promote, put_on_traffic, application, auditor
+):
+    seed_fleet(
+        churn_version=churn_version,
+        churn_frame=churn_frame,
+        scientist=scientist,
+        promote=promote,
+        put_on_traffic=put_on_traffic,
+        application=application,
+    )
+    client.force_login(auditor)  # an auditor reads the registry, so reads monitoring
+    cookies = {"sessionid": client.cookies["sessionid"].value}
+    fleet_url = live_server.url + reverse("admin:monitoring_fleetoverview_changelist") + "?window=24h"
+    model_url = live_server.url + reverse("admin:monitoring_model_dashboard", args=["churn"]) + "?window=24h"
+    with Chromium(width=1400) as browser:
+        fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=SCREENSHOTS / "fleet.png")
+        model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=SCREENSHOTS / "model.png")
+        missing = browser.visit(
+            live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]), cookies=cookies
+        )
+    _charts_drawn(fleet, at_least=1)
+    assert fleet.measured["rows"] == 1
+    # Traffic (2), latency, confidence, class mix, accuracy, canary vs primary (2), heatmap, feature detail.
+    _charts_drawn(model, at_least=10)
+    titles = " | ".join(chart["title"] for chart in model.measured["charts"])
+    for expected in (
+        "Requests and errors",
+        "Error rate",
+        "Latency of v1",
+        "Confidence",
+        "Predicted class mix",
+        "Accuracy of v1",
+        "p95 latency by version and mode",
+        "Drift of v1",
+        "monthly_charges",
+    ):
+        assert expected in titles, titles
+    assert missing.status == 404
