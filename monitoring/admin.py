@@ -4,13 +4,22 @@ hourly aggregates and drift references. Every row is written by monitoring's ser
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.urls import path
 from django.utils.html import format_html
 
 from core.admin import ServiceWrittenAdmin, badge
 from core.errors import ApplicationError
 from monitoring import pages
-from monitoring.models import DriftReference, DriftResult, DriftRun, FleetOverview, HourlyAggregate, MonitoringJob
+from monitoring.models import (
+    DriftReference,
+    DriftResult,
+    DriftRun,
+    FleetOverview,
+    HourlyAggregate,
+    MonitoringJob,
+    Report,
+)
 from monitoring.services import drift_reference_rebuild_queue, monitoring_job_queue
 
 _STATUS_COLORS = {"ok": "#15803d", "running": "#2563eb", "failed": "#b91c1c", "idle": "#6b7280"}
@@ -217,3 +226,20 @@ class FleetOverviewAdmin(_PageAdmin, admin.ModelAdmin):
 
     def model_view(self, request, name):
         return pages.model_view(self, request, name)
+
+
+@admin.register(Report)
+class ReportAdmin(_PageAdmin, admin.ModelAdmin):
+    read_perm = "experiments.view_run"
+
+    def has_module_permission(self, request):
+        user = request.user
+        return user.is_active and (user.has_perm("experiments.view_run") or user.has_perm("serving.view_deployment"))
+
+    def get_urls(self):
+        return [path("", self.admin_site.admin_view(self.changelist_view), name="monitoring_report_changelist")]
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return pages.reports_view(self, request)

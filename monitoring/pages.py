@@ -10,12 +10,14 @@ from collections import defaultdict
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from core.admin import admin_page
 from core.charts import bar_chart_svg, heatmap_svg, line_chart_svg, sparkline_svg
 from core.errors import InvalidInput, NotFound, NotPermitted
-from monitoring import dashboards
+from monitoring import dashboards, reports
 from monitoring.windows import window_parse
 
 RANGES = ("24h", "7d", "30d")
@@ -335,4 +337,40 @@ def model_view(model_admin, request, name):
         window=window,
         ranges=RANGES,
         now=timezone.now(),
+    )
+
+
+def reports_view(model_admin, request):
+    """Both reports since ?since= (default 30 days), each as the reader may see it, with CSV and JSON links."""
+    text = request.GET.get("since") or "30d"
+    try:
+        since = reports.since_parse(text)
+    except InvalidInput as exc:
+        messages.warning(request, f"since: {exc}; showing the last 30 days")
+        text, since = "30d", reports.since_parse("30d")
+    shown = []
+    for kind in reports.ReportKind.ALL:
+        try:
+            report = reports.report_build(kind=kind, by=request.user, since=since)
+        except NotPermitted as exc:
+            shown.append({"kind": kind, "refused": str(exc)})
+            continue
+        columns = report.table_columns
+        shown.append(
+            {
+                "kind": kind,
+                "headers": [column.replace("_", " ") for column in columns],
+                "rows": [[reports.cell_text(row[column]) for column in columns] for row in report.csv_rows(columns)],
+                "api": reverse("report", args=[kind]) + "?" + urlencode({"since": text}),
+            }
+        )
+    return admin_page(
+        model_admin,
+        request,
+        "Reports",
+        "admin/monitoring/reports.html",
+        reports=shown,
+        since=since,
+        since_text=text,
+        choices=("7d", "30d", "90d"),
     )
