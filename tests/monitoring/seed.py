@@ -5,6 +5,8 @@ rows, and the monitoring jobs run (the drift job at several moments, so the heat
 from experiments import services as experiment_services
 from monitoring.services import drift_reference_build, job_run
 from registry import services as registry_services
+from registry.models import PromotionRequest
+from serving.models import Deployment
 from serving.services import feedback_record
 from tests.monitoring.conftest import LogWriter, hours_ago
 
@@ -27,6 +29,12 @@ def seed_fleet(*, churn_version, churn_frame, scientist, promote, put_on_traffic
     v2 = registry_services.model_version_register(run_id=run.pk, model_name="churn", by=scientist)
     drift_reference_build(version=v2)
     put_on_traffic(v2, mode="canary", percent=20)
+    # Deployed (and approved) before the traffic below: dated back to the hour before it starts.
+    deployed_at = hours_ago(HOURS + 1, minute=0)
+    PromotionRequest.objects.filter(version__model__name="churn").update(
+        requested_at=deployed_at, decided_at=deployed_at
+    )
+    Deployment.objects.filter(model__name="churn").update(created_at=deployed_at)
 
     primary, canary = LogWriter(churn_version), LogWriter(v2)
     target = churn_version.dataset.target

@@ -36,12 +36,16 @@ def test_fleet_and_model_pages(client, fleet, auditor):
     assert (health.name, health.version, health.requests, health.errors) == ("churn", 1, 150, 6)
     assert health.error_rate == pytest.approx(0.04)
     assert health.latency_p95_ms > 1
-    assert health.labelled == 45 and 0 <= health.accuracy <= 1
-    assert health.validation_accuracy is not None and health.estimated_accuracy is not None
+    assert health.labelled == 45
+    assert 0 <= health.accuracy <= 1
+    assert health.validation_accuracy is not None
+    assert health.estimated_accuracy is not None
     assert [(d.environment, d.mode, d.version, d.traffic_percent) for d in health.canary] == [
         ("production", "canary", 2, 20.0)
     ]
-    assert health.drift is not None and health.drift.status == "ok" and health.drift.n_columns == 10
+    assert health.drift is not None
+    assert health.drift.status == "ok"
+    assert health.drift.n_columns == 10
     assert sum(health.hourly_requests) == 150 + 36  # the sparkline: every version, the canary too
 
     client.force_login(auditor)
@@ -69,8 +73,10 @@ def test_fleet_and_model_pages(client, fleet, auditor):
         "monthly_charges: reference and current",  # the most drifted column, shown by default
     ):
         assert expected in titles, titles
-    assert "limit 10%" in page and "validation 0." in page  # thresholds drawn on the charts
-    assert "monthly_charges at " in page and ", drifted</title>" in page  # a drifted heatmap cell
+    assert "limit 10%" in page
+    assert "validation 0." in page
+    assert "monthly_charges at " in page
+    assert ", drifted</title>" in page
     assert "training labels (v1)" in page
 
     page = client.get(url + "?window=24h&version=2&feature=contract_type").content.decode()
@@ -80,7 +86,8 @@ def test_fleet_and_model_pages(client, fleet, auditor):
     response = client.get(url + "?window=yesterday&version=x", follow=True)
     assert response.status_code == 200
     shown = [str(m) for m in response.context["messages"]]
-    assert any(m.startswith("window: ") for m in shown) and any(m.startswith("version: ") for m in shown)
+    assert any(m.startswith("window: ") for m in shown)
+    assert any(m.startswith("version: ") for m in shown)
     assert client.get(reverse("admin:monitoring_model_dashboard", args=["nope"])).status_code == 404
 
     week = dashboards.model_dashboard(by=auditor, model_name="churn", start=now - timezone.timedelta(days=7), end=now)
@@ -103,4 +110,5 @@ def test_empty_fleet_says_so(client, auditor):
     page = client.get(reverse("admin:monitoring_fleetoverview_changelist")).content.decode()
     assert "No model is deployed" in page
     index = client.get(reverse("admin:app_list", args=["monitoring"])).content.decode()
-    assert "Fleet overview" in index and "Reports" in index
+    assert "Fleet overview" in index
+    assert "Reports" in index
