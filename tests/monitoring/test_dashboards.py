@@ -90,6 +90,10 @@ def test_fleet_and_model_pages(client, fleet, auditor):
     assert any(m.startswith("version: ") for m in shown)
     assert client.get(reverse("admin:monitoring_model_dashboard", args=["nope"])).status_code == 404
 
+    v1, _ = fleet
+    registry_page = client.get(reverse("admin:registry_registeredmodel_change", args=[v1.model.pk])).content.decode()
+    assert f'href="{url}"' in registry_page  # the model's registry page links to its monitoring page
+
     week = dashboards.model_dashboard(by=auditor, model_name="churn", start=now - timezone.timedelta(days=7), end=now)
     assert week.granularity == "day"
 
