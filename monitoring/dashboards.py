@@ -354,9 +354,9 @@ def _feature_detail(model_name, version, name, start, end, latest):
     else:
         merged = sketches_merge(list(sketches))
         current = merged.counts or {}
-        reference = column.counts or {}
-        labels = sorted(set(reference) | set(current), key=lambda key: -reference.get(key, 0))
-        reference_values = [reference.get(label, 0) for label in labels]
+        training = column.counts or {}
+        labels = sorted(set(training) | set(current), key=lambda key: -training.get(key, 0))
+        reference_values = [training.get(label, 0) for label in labels]
         current_values = [current.get(label, 0) for label in labels]
     reference_total, current_total = sum(reference_values), sum(current_values)
     return FeatureDetail(

@@ -1,6 +1,8 @@
 """The fleet overview and a model's page in headless Chromium, with real data: every chart drawn, no page
-error, screenshots saved to docs/screenshots/ (the README shows them)."""
+error. The screenshots go to the test's temporary directory, or with SCREENSHOTS_DIR set (`make
+screenshots`) to docs/screenshots/, which the README shows."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,6 @@ from django.urls import reverse
 from tests.chromium import BINARY, Chromium
 from tests.monitoring.seed import seed_fleet
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 # Per chart: its title and how many data marks it draws (lines, bars, cells); the empty-state boxes.
 MEASURE = """({
   charts: [...document.querySelectorAll('#content-main svg[role=img]')].map(svg => ({
@@ -39,7 +40,7 @@ def _charts_drawn(visit, *, at_least):
 
 
 def test_fleet_and_model_pages_in_chromium(
-    live_server, client, churn_version, churn_frame, scientist, promote, put_on_traffic, application, auditor
+    tmp_path, live_server, client, churn_version, churn_frame, scientist, promote, put_on_traffic, application, auditor
 ):
     seed_fleet(
         churn_version=churn_version,
@@ -53,9 +54,10 @@ def test_fleet_and_model_pages_in_chromium(
     cookies = {"sessionid": client.cookies["sessionid"].value}
     fleet_url = live_server.url + reverse("admin:monitoring_fleetoverview_changelist") + "?window=24h"
     model_url = live_server.url + reverse("admin:monitoring_model_dashboard", args=["churn"]) + "?window=24h"
+    screenshots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
     with Chromium(width=1400) as browser:
-        fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=SCREENSHOTS / "fleet.png")
-        model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=SCREENSHOTS / "model.png")
+        fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "fleet.png")
+        model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "model.png")
         missing = browser.visit(
             live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]), cookies=cookies
         )
@@ -77,3 +79,5 @@ def test_fleet_and_model_pages_in_chromium(
     ):
         assert expected in titles, titles
     assert missing.status == 404
+    assert (screenshots / "fleet.png").stat().st_size > 10_000
+    assert (screenshots / "model.png").stat().st_size > 50_000
