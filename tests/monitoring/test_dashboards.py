@@ -54,7 +54,7 @@ def test_fleet_and_model_pages(client, fleet, auditor, django_assert_max_num_que
     assert fleet_page.status_code == 200
     page = fleet_page.content.decode()
     assert "churn: requests per hour" in _svgs(page)
-    assert "production canary: v2 (20 %)" in page
+    assert "v2 canary 20 %" in page
     assert "4.0%" in page  # the error rate
     assert reverse("admin:monitoring_model_dashboard", args=["churn"]) in page
 

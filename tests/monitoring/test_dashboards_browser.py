@@ -21,6 +21,7 @@ MEASURE = """({
   })),
   empty: [...document.querySelectorAll('.mon-empty')].map(e => e.textContent.trim()),
   rows: document.querySelectorAll('#content-main tbody tr').length,
+  overflow: document.documentElement.scrollWidth - window.innerWidth,
 })"""
 
 pytestmark = [
@@ -37,6 +38,7 @@ def _charts_drawn(visit, *, at_least):
     empty = [chart["title"] for chart in charts if chart["marks"] == 0 or chart["width"] < 50]
     assert not empty, f"empty charts: {empty}"
     assert not visit.measured["empty"], visit.measured["empty"]
+    assert visit.measured["overflow"] <= 0, "the page is wider than the window"
 
 
 def test_fleet_and_model_pages_in_chromium(
