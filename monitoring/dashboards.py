@@ -9,6 +9,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import Max
 
 from core.permissions import permission_require
@@ -17,6 +19,9 @@ from monitoring.selectors import _Bucket, accuracy_summary, model_require, monit
 from monitoring.services.drift import sketches_merge
 from monitoring.stattests import RULES, Kind
 from serving.models import Deployment
+
+# Who reads: a user, or nobody signed in (refused).
+Reader = AbstractBaseUser | AnonymousUser | None
 
 # The specification's rules for "unhealthy" (the alerting rules use the same numbers): an error rate
 # above 10 % of at least MIN_REQUESTS requests, live or estimated accuracy more than 0.05 below the
@@ -157,7 +162,7 @@ def _hour_slots(start, end):
     return slots
 
 
-def fleet_overview(*, by, start, end):
+def fleet_overview(*, by: Reader, start: dt.datetime, end: dt.datetime) -> list[ModelHealth]:
     """Every deployed model's health over [start, end): traffic, errors, p95 latency, accuracy (live and
     estimated) against validation, its latest drift, and the canaries and shadows beside its primary."""
     _can_read(by)
@@ -371,7 +376,15 @@ def _feature_detail(model_name, version, name, start, end, latest):
     )
 
 
-def model_dashboard(*, by, model_name, start, end, version=None, feature=None):
+def model_dashboard(
+    *,
+    by: Reader,
+    model_name: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    version: int | None = None,
+    feature: str | None = None,
+) -> ModelDashboard:
     """One model over [start, end): its traffic series, accuracy against validation, the drift heatmap of a
     version (its production primary unless named) and one feature's reference and current distributions."""
     _can_read(by)

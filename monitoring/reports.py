@@ -18,6 +18,7 @@ from core.errors import InvalidInput
 from core.metrics import lower_is_better
 from core.permissions import permission_require
 from experiments.models import Experiment, Run
+from monitoring.dashboards import Reader
 from monitoring.models import HourlyAggregate
 from monitoring.selectors import _Bucket
 from monitoring.windows import moment_parse
@@ -72,7 +73,7 @@ class Report:
     csv_columns: list = field(default_factory=list)
     table_columns: list = field(default_factory=list)  # the few a terminal or the admin shows
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {
             "report": self.kind,
             "since": self.since.isoformat(),
@@ -80,7 +81,7 @@ class Report:
             "rows": self.rows,
         }
 
-    def csv_rows(self, columns=None):
+    def csv_rows(self, columns: list[str] | None = None) -> list[dict]:
         """The rows flattened for CSV: nested values become one text cell each."""
         flat = []
         for row in self.rows:
@@ -102,7 +103,7 @@ def _cell(value):
     return value
 
 
-def cell_text(value):
+def cell_text(value: object) -> str:
     """A report cell as a table shows it: numbers to four figures, moments to the minute, nothing as –."""
     if value is None or value == "":
         return "–"
@@ -113,7 +114,7 @@ def cell_text(value):
     return str(value)
 
 
-def since_parse(text, *, now=None):
+def since_parse(text: str | None, *, now: dt.datetime | None = None) -> dt.datetime:
     """`--since`: a duration back from now (24h, 7d, 2w) or a date or moment (ISO 8601); default 30 days."""
     now = now or timezone.now()
     if text in (None, ""):
@@ -127,7 +128,7 @@ def since_parse(text, *, now=None):
     return moment
 
 
-def experiment_report(*, by, since):
+def experiment_report(*, by: Reader, since: dt.datetime) -> Report:
     """Per experiment, the runs created since `since`: how many, finished, failed, and the best run of each
     metric (largest, or smallest for losses and times) among the finished ones."""
     permission_require(by, "experiments.view_run", doing="read the experiment report")
@@ -190,7 +191,7 @@ def _approval(deployment, approvals):
     return max(before, key=lambda r: r.decided_at, default=None)
 
 
-def deployment_report(*, by, since):
+def deployment_report(*, by: Reader, since: dt.datetime) -> Report:
     """Each model's deployments active at any moment since `since`: version per environment and mode, since
     when (and until when), requested and approved by whom, and its traffic and accuracy over the period."""
     permission_require(by, "serving.view_deployment", doing="read the deployment report")
@@ -274,7 +275,7 @@ def deployment_report(*, by, since):
     )
 
 
-def report_build(*, kind, by, since):
+def report_build(*, kind: str, by: Reader, since: dt.datetime) -> Report:
     """The report named `kind` (experiments or deployments) since `since`, as `by` may read it."""
     if kind == ReportKind.EXPERIMENTS:
         return experiment_report(by=by, since=since)
