@@ -340,6 +340,13 @@ def model_view(model_admin, request, name):
     )
 
 
+def _report_cell(value):
+    """A report cell for the admin: a best-run mapping one metric a line, anything else as text."""
+    if isinstance(value, dict):
+        return {"lines": [f"{metric} {reports.cell_text(b['value'])} (#{b['run']})" for metric, b in value.items()]}
+    return {"text": reports.cell_text(value)}
+
+
 def reports_view(model_admin, request):
     """Both reports since ?since= (default 30 days), each as the reader may see it, with CSV and JSON links."""
     text = request.GET.get("since") or "30d"
@@ -360,7 +367,7 @@ def reports_view(model_admin, request):
             {
                 "kind": kind,
                 "headers": [column.replace("_", " ") for column in columns],
-                "rows": [[reports.cell_text(row[column]) for column in columns] for row in report.csv_rows(columns)],
+                "rows": [[_report_cell(row.get(column)) for column in columns] for row in report.rows],
                 "api": reverse("report", args=[kind]) + "?" + urlencode({"since": text}),
             }
         )

@@ -117,3 +117,13 @@ def test_empty_fleet_says_so(client, auditor):
     index = client.get(reverse("admin:app_list", args=["monitoring"])).content.decode()
     assert "Fleet overview" in index
     assert "Reports" in index
+
+
+def test_model_page_before_any_traffic(client, auditor, churn_version):
+    client.force_login(auditor)
+    response = client.get(reverse("admin:monitoring_model_dashboard", args=["churn"]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "No traffic in this range" in page
+    assert "No drift run in this range" in page
+    assert "not deployed" in page

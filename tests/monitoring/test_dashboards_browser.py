@@ -60,6 +60,12 @@ def test_fleet_and_model_pages_in_chromium(
     with Chromium(width=1400) as browser:
         fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "fleet.png")
         model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "model.png")
+        report = browser.visit(
+            live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d",
+            cookies=cookies,
+            measure=MEASURE,
+            screenshot=screenshots / "reports.png",
+        )
         missing = browser.visit(
             live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]), cookies=cookies
         )
@@ -80,6 +86,10 @@ def test_fleet_and_model_pages_in_chromium(
         "monthly_charges",
     ):
         assert expected in titles, titles
+    assert report.status == 200
+    assert not report.errors, report.errors
+    assert report.measured["rows"] >= 3  # an experiment, the primary and the canary
+    assert report.measured["overflow"] <= 0
     assert missing.status == 404
     assert (screenshots / "fleet.png").stat().st_size > 10_000
     assert (screenshots / "model.png").stat().st_size > 50_000
