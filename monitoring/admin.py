@@ -4,22 +4,11 @@ hourly aggregates and drift references. Every row is written by monitoring's ser
 import json
 
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
-from django.urls import path
 from django.utils.html import format_html
 
 from core.admin import ServiceWrittenAdmin, badge
 from core.errors import ApplicationError
-from monitoring import pages
-from monitoring.models import (
-    DriftReference,
-    DriftResult,
-    DriftRun,
-    FleetOverview,
-    HourlyAggregate,
-    MonitoringJob,
-    Report,
-)
+from monitoring.models import DriftReference, DriftResult, DriftRun, HourlyAggregate, MonitoringJob
 from monitoring.services import drift_reference_rebuild_queue, monitoring_job_queue
 
 _STATUS_COLORS = {"ok": "#15803d", "running": "#2563eb", "failed": "#b91c1c", "idle": "#6b7280"}
@@ -189,57 +178,3 @@ class DriftReferenceAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 self.message_user(request, f"{reference}: could not queue ({exc})", messages.ERROR)
             else:
                 self.message_user(request, f"{reference}: rebuild queued.")
-
-
-class _PageAdmin:
-    """An admin entry that is a page, not a table: listed under Monitoring for whoever may read it."""
-
-    read_perm = "registry.view_modelversion"
-
-    def has_module_permission(self, request):
-        return request.user.is_active and request.user.has_perm(self.read_perm)
-
-    def has_view_permission(self, request, obj=None):
-        return self.has_module_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(FleetOverview)
-class FleetOverviewAdmin(_PageAdmin, admin.ModelAdmin):
-    def get_urls(self):
-        wrap = self.admin_site.admin_view
-        return [
-            path("", wrap(self.changelist_view), name="monitoring_fleetoverview_changelist"),
-            path("<str:name>/", wrap(self.model_view), name="monitoring_model_dashboard"),
-        ]
-
-    def changelist_view(self, request, extra_context=None):
-        return pages.fleet_view(self, request)
-
-    def model_view(self, request, name):
-        return pages.model_view(self, request, name)
-
-
-@admin.register(Report)
-class ReportAdmin(_PageAdmin, admin.ModelAdmin):
-    read_perm = "experiments.view_run"
-
-    def has_module_permission(self, request):
-        user = request.user
-        return user.is_active and (user.has_perm("experiments.view_run") or user.has_perm("serving.view_deployment"))
-
-    def get_urls(self):
-        return [path("", self.admin_site.admin_view(self.changelist_view), name="monitoring_report_changelist")]
-
-    def changelist_view(self, request, extra_context=None):
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        return pages.reports_view(self, request)

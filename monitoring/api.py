@@ -1,20 +1,17 @@
 """REST API of monitoring: traffic and accuracy over time, drift of a model's traffic, drift of two datasets."""
 
-import csv
 import datetime as dt
-import io
 
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import InvalidInput
 from core.permissions import require_perm
-from monitoring import reports, selectors, services
+from monitoring import selectors, services
 from monitoring.models import DriftRun
 from monitoring.windows import moment_parse, window_parse
 
@@ -145,53 +142,7 @@ class DatasetsDriftApi(APIView):
         return Response({"reference": result.reference, "current": result.current, **result.as_dict()})
 
 
-class CsvRenderer(BaseRenderer):
-    """A report's rows as CSV (its csv_rows, one header line); errors stay JSON (ReportApi sees to it)."""
-
-    media_type = "text/csv"
-    format = "csv"
-    charset = "utf-8"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        report = renderer_context["view"].report
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=report.csv_columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(report.csv_rows())
-        return out.getvalue().encode("utf-8")
-
-
-class ReportApi(APIView):
-    """The experiment or deployment report since `since` (24h, 7d, 2w or an ISO date; default 30 days), as
-    JSON or, with ?format=csv (or Accept: text/csv), as CSV. Who may read which report is checked in
-    monitoring.reports with the caller."""
-
-    renderer_classes = [JSONRenderer, CsvRenderer]
-    report = None
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("since", str, description="24h, 7d, 2w or an ISO 8601 date; default 30 days ago"),
-            OpenApiParameter("format", str, enum=["json", "csv"]),
-        ],
-        responses={200: dict},
-    )
-    def get(self, request, kind):
-        since = reports.since_parse(request.query_params.get("since"))
-        self.report = reports.report_build(kind=kind, by=request.user, since=since)
-        response = Response(self.report.as_dict())
-        if request.accepted_renderer.format == "csv":
-            response["Content-Disposition"] = f'attachment; filename="{kind}-report.csv"'
-        return response
-
-    def finalize_response(self, request, response, *args, **kwargs):
-        if response.status_code >= 400:  # an error is a JSON body naming the field, whatever was asked
-            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
-        return super().finalize_response(request, response, *args, **kwargs)
-
-
 urlpatterns = [
-    path("reports/<str:kind>", ReportApi.as_view(), name="report"),
     path("models/<str:name>/monitoring", MonitoringApi.as_view(), name="model-monitoring"),
     path("models/<str:name>/drift", DriftApi.as_view(), name="model-drift"),
     path("drift", DatasetsDriftApi.as_view(), name="datasets-drift"),

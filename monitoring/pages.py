@@ -1,16 +1,18 @@
-"""The monitoring pages of the admin: the fleet overview and a model's page, drawn as server-side SVG.
+"""The monitoring pages of the admin: the fleet overview, a model's page (drawn as server-side SVG) and
+the reports, each an entry under Monitoring (a proxy model registered below; MonitoringConfig.ready
+imports this module, so admin.py keeps to the tables).
 
-Thin: the numbers come from monitoring.dashboards (which checks the reader's permission); this module only
-turns them into charts and tables.
+Thin: the numbers come from monitoring.dashboards and monitoring.reports (which check the reader's
+permission); this module only turns them into charts and tables.
 """
 
 import datetime as dt
 from collections import defaultdict
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
@@ -18,6 +20,7 @@ from core.admin import admin_page
 from core.charts import bar_chart_svg, heatmap_svg, line_chart_svg, sparkline_svg
 from core.errors import InvalidInput, NotFound, NotPermitted
 from monitoring import dashboards, reports
+from monitoring.models import FleetOverview, Report
 from monitoring.windows import window_parse
 
 RANGES = ("24h", "7d", "30d")
@@ -381,3 +384,57 @@ def reports_view(model_admin, request):
         since_text=text,
         choices=("7d", "30d", "90d"),
     )
+
+
+class _PageAdmin:
+    """An admin entry that is a page, not a table: listed under Monitoring for whoever may read it."""
+
+    read_perm = "registry.view_modelversion"
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.has_perm(self.read_perm)
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(FleetOverview)
+class FleetOverviewAdmin(_PageAdmin, admin.ModelAdmin):
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path("", wrap(self.changelist_view), name="monitoring_fleetoverview_changelist"),
+            path("<str:name>/", wrap(self.model_view), name="monitoring_model_dashboard"),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        return fleet_view(self, request)
+
+    def model_view(self, request, name):
+        return model_view(self, request, name)
+
+
+@admin.register(Report)
+class ReportAdmin(_PageAdmin, admin.ModelAdmin):
+    read_perm = "experiments.view_run"
+
+    def has_module_permission(self, request):
+        user = request.user
+        return user.is_active and (user.has_perm("experiments.view_run") or user.has_perm("serving.view_deployment"))
+
+    def get_urls(self):
+        return [path("", self.admin_site.admin_view(self.changelist_view), name="monitoring_report_changelist")]
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return reports_view(self, request)
