@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run serve test lint bench bench-servers bench-crm mlflow-ui clean-var
+.PHONY: run serve test lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-servers: $(BIN)/.installed
 ## bench-crm: the CRM refresh of 100,000 customers in batches against one request per customer (about 10 minutes)
 bench-crm: $(BIN)/.installed
 	$(BIN)/python bench/crm.py
+
+## screenshots: the monitoring pages in headless Chromium with seeded data, saved to docs/screenshots/
+screenshots: $(BIN)/.installed-dev
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/monitoring/test_dashboards_browser.py
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

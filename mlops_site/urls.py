@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("governance.api")),
     path("api/v1/crm/", include("serving.crm.api")),
     path("api/v1/", include("monitoring.api")),
+    path("api/v1/", include("monitoring.reports_api")),
     path("v2", ServerMetadataApi.as_view(), name="v2-server-metadata"),  # the protocol's URL has no slash
     path("v2/", include("serving.v2")),
     # The seed's short forms: POST /predict (SERVING_DEFAULT_MODEL) and GET /health.

@@ -30,3 +30,5 @@ class MonitoringConfig(AppConfig):
         from registry.signals import version_registered as registered
 
         registered.connect(version_registered, dispatch_uid="monitoring.drift_reference")
+        # The fleet overview, model pages and reports register their admin entries themselves.
+        from monitoring import pages  # noqa: F401

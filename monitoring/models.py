@@ -112,6 +112,25 @@ class HourlyAggregate(models.Model):
         return self.errors / self.requests if self.requests else None
 
 
+class FleetOverview(HourlyAggregate):
+    """No table of its own: the admin's entry for the fleet overview and each model's monitoring page."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # readers of the registry read it (monitoring.dashboards checks)
+        verbose_name = verbose_name_plural = "fleet overview"
+
+
+class Report(HourlyAggregate):
+    """No table of its own: the admin's entry for the experiment and deployment reports."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # monitoring.reports checks the reader's permissions
+        verbose_name = "report"
+        verbose_name_plural = "reports"
+
+
 class FeatureSketch(models.Model):
     """One hour of one column of one version's inputs, on the reference's fixed bins: sketches add up."""
 

@@ -1,0 +1,95 @@
+"""The fleet overview and a model's page in headless Chromium, with real data: every chart drawn, no page
+error. The screenshots go to the test's temporary directory, or with SCREENSHOTS_DIR set (`make
+screenshots`) to docs/screenshots/, which the README shows."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from tests.chromium import BINARY, Chromium
+from tests.monitoring.seed import seed_fleet
+
+# Per chart: its title and how many data marks it draws (lines, bars, cells); the empty-state boxes.
+MEASURE = """({
+  charts: [...document.querySelectorAll('#content-main svg[role=img]')].map(svg => ({
+    title: svg.getAttribute('aria-label'),
+    marks: svg.querySelectorAll('polyline[points]:not([points=""]), rect > title, circle').length,
+    width: svg.getBoundingClientRect().width,
+  })),
+  empty: [...document.querySelectorAll('.mon-empty')].map(e => e.textContent.trim()),
+  rows: document.querySelectorAll('#content-main tbody tr').length,
+  overflow: document.documentElement.scrollWidth - window.innerWidth,
+})"""
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which(BINARY), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+def _charts_drawn(visit, *, at_least):
+    assert visit.status == 200, visit
+    assert not visit.errors, visit.errors
+    charts = visit.measured["charts"]
+    assert len(charts) >= at_least, charts
+    empty = [chart["title"] for chart in charts if chart["marks"] == 0 or chart["width"] < 50]
+    assert not empty, f"empty charts: {empty}"
+    assert not visit.measured["empty"], visit.measured["empty"]
+    assert visit.measured["overflow"] <= 0, "the page is wider than the window"
+
+
+def test_fleet_and_model_pages_in_chromium(
+    tmp_path, live_server, client, churn_version, churn_frame, scientist, promote, put_on_traffic, application, auditor
+):
+    seed_fleet(
+        churn_version=churn_version,
+        churn_frame=churn_frame,
+        scientist=scientist,
+        promote=promote,
+        put_on_traffic=put_on_traffic,
+        application=application,
+    )
+    client.force_login(auditor)  # an auditor reads the registry, so reads monitoring
+    cookies = {"sessionid": client.cookies["sessionid"].value}
+    fleet_url = live_server.url + reverse("admin:monitoring_fleetoverview_changelist") + "?window=24h"
+    model_url = live_server.url + reverse("admin:monitoring_model_dashboard", args=["churn"]) + "?window=24h"
+    screenshots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
+    with Chromium(width=1400) as browser:
+        fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "fleet.png")
+        model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "model.png")
+        report = browser.visit(
+            live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d",
+            cookies=cookies,
+            measure=MEASURE,
+            screenshot=screenshots / "reports.png",
+        )
+        missing = browser.visit(
+            live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]), cookies=cookies
+        )
+    _charts_drawn(fleet, at_least=1)
+    assert fleet.measured["rows"] == 1
+    # Traffic (2), latency, confidence, class mix, accuracy, canary vs primary (2), heatmap, feature detail.
+    _charts_drawn(model, at_least=10)
+    titles = " | ".join(chart["title"] for chart in model.measured["charts"])
+    for expected in (
+        "Requests and errors",
+        "Error rate",
+        "Latency of v1",
+        "Confidence",
+        "Predicted class mix",
+        "Accuracy of v1",
+        "p95 latency by version and mode",
+        "Drift of v1",
+        "monthly_charges",
+    ):
+        assert expected in titles, titles
+    assert report.status == 200
+    assert not report.errors, report.errors
+    assert report.measured["rows"] >= 3  # an experiment, the primary and the canary
+    assert report.measured["overflow"] <= 0
+    assert missing.status == 404
+    assert (screenshots / "fleet.png").stat().st_size > 10_000
+    assert (screenshots / "model.png").stat().st_size > 50_000
