@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('monitoring', '0002_roles'),
+        ('monitoring', '0003_alerts'),
     ]
 
     operations = [
