@@ -28,5 +28,6 @@ urlpatterns = [
     path("", include("django_prometheus.urls")),
 ]
 
+handler400 = "core.errors.bad_request"
 handler404 = "core.errors.not_found"
 handler500 = "core.errors.server_error"
