@@ -318,4 +318,3 @@ def test_an_onnx_form_that_disagrees_beyond_the_tolerance_is_not_kept_and_scikit
     answer = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json").json()
     assert answer["predictions"][0]["label"] == "setosa"
     assert client.get("/health").json()["serving_form"] == "sklearn"
-
