@@ -172,6 +172,8 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI served from the drf-spectacular-sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Every operation's error statuses (400/401/403/404/409/413/422/429/503) with the one error body.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.error_responses"],
 }
 
 # --- Celery -------------------------------------------------------------------------------
