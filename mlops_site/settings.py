@@ -200,6 +200,9 @@ CELERY_TIMEZONE = TIME_ZONE
 TRAINING_TIME_LIMIT = env("TRAINING_TIME_LIMIT", 3600, cast=int)
 # A RUNNING run whose heartbeat is older than this is considered lost with its worker.
 RUN_HEARTBEAT_TIMEOUT = env("RUN_HEARTBEAT_TIMEOUT", TRAINING_TIME_LIMIT + 300, cast=int)
+# A run still QUEUED this long after its launch never reached a worker (its broker message was lost, e.g. a
+# Redis restart without persistence): the reaper fails it with the reason. Longer than a busy queue's wait.
+RUN_QUEUED_TIMEOUT = env("RUN_QUEUED_TIMEOUT", 24 * 3600, cast=int)
 # How many times a run interrupted by a lost worker is started again before it is marked FAILED.
 RUN_MAX_ATTEMPTS = env("RUN_MAX_ATTEMPTS", 2, cast=int)
 
@@ -235,7 +238,8 @@ CELERY_BEAT_SCHEDULE = {
     # without hammering a server that is down.
     "mirror-pending-runs-to-mlflow": {"task": "experiments.mirror_pending_runs", "schedule": 300.0},
     # A worker killed mid-run stops the heartbeat; once it is older than RUN_HEARTBEAT_TIMEOUT the run
-    # is failed with the reason. Every two minutes: lost runs show up promptly, the query is cheap.
+    # is failed with the reason; so is a run still QUEUED RUN_QUEUED_TIMEOUT after launch (its message was lost).
+    # Every two minutes: lost runs show up promptly, the query is cheap.
     "reap-lost-runs": {"task": "experiments.reap_lost_runs", "schedule": 120.0},
     # Registrations and stage changes made while MLflow was down: aliases catch up within five minutes.
     "mirror-pending-models-to-mlflow": {"task": "registry.mirror_pending_models", "schedule": 300.0},
