@@ -1,6 +1,11 @@
-"""Refuse, before any view runs, request parts no view can use and the database would choke on."""
+"""Requests the database cannot serve: refused before a view runs (NUL bytes), or answered 503 while it is down."""
 
+import logging
+
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+
+logger = logging.getLogger(__name__)
 
 
 class RefuseNulBytesMiddleware:
@@ -18,3 +23,25 @@ class RefuseNulBytesMiddleware:
         if "%00" in request.META.get("QUERY_STRING", ""):
             return JsonResponse({"error": "NUL characters are not allowed in the query", "field": "query"}, status=400)
         return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """The database down or its connection lost (OperationalError, InterfaceError) is a 503 with Retry-After,
+    not a 500: the request may succeed once it is back, and load balancers and clients treat it so. Django
+    drops the broken connection at the end of the request, so the next one connects afresh."""
+
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
+        response = JsonResponse({"error": "the database is unavailable; try again shortly"}, status=503)
+        response["Retry-After"] = str(self.RETRY_AFTER_SECONDS)
+        return response

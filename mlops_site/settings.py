@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The database down (OperationalError, InterfaceError) is a 503 with Retry-After, not a 500.
+    "core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # Request id and client IP for the audit trail; X-Request-ID on every response.
     "governance.context.RequestContextMiddleware",
@@ -281,6 +283,11 @@ PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
 PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
 PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
 PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
+# A batch the database will not take (an outage, a restart) is kept on local disk here and written, in order,
+# when it returns; at most PREDICTION_LOG_SPILL_MAX_BYTES (past that, or on a full disk, rows are lost and
+# counted in prediction_log_rows_lost_total). Local to each host: give each web host its own directory.
+PREDICTION_LOG_SPILL_DIR = env("PREDICTION_LOG_SPILL_DIR", str(VAR_DIR / "predlog-spill"))
+PREDICTION_LOG_SPILL_MAX_BYTES = env("PREDICTION_LOG_SPILL_MAX_BYTES", 512 * 1024 * 1024, cast=int)
 # Raw log rows are kept this many days (on PostgreSQL a day is one partition, dropped whole); monitoring's
 # hourly aggregates and sketches are kept beyond.
 PREDICTION_LOG_RETENTION_DAYS = env("PREDICTION_LOG_RETENTION_DAYS", 30, cast=int)

@@ -106,3 +106,29 @@ def test_a_100_mb_body_is_a_json_refusal(token_client):
     response = token_client.post("/api/v1/datasets", body, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 413, response.content[:200]
     assert response.json()["field"] == "body"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_db_backed_endpoints_answer_503_while_the_database_is_down(django_user_model):
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    admin = django_user_model.objects.create_superuser("root", password="pw-root-1")
+    client = APIClient(raise_request_exception=False)
+    client.force_authenticate(admin)
+    settings_dict, saved = connection.settings_dict, dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "postgresql":
+        settings_dict["PORT"] = "1"  # nothing listens there: every new connection is refused
+    else:
+        settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
+    try:
+        for path in ("/api/v1/audit-log", "/api/v1/runs", "/api/v1/models"):
+            response = client.get(path)
+            assert response.status_code == 503, (path, response.content[:200])
+            assert response["Retry-After"] == "5"
+            assert "database is unavailable" in response.json()["error"]
+    finally:
+        connection.close()
+        settings_dict.update(saved)
+    assert client.get("/api/v1/audit-log").status_code == 200  # back without a restart
