@@ -1,6 +1,6 @@
 """Reads of the serving app."""
 
-from serving.models import Deployment
+from serving.models import Deployment, LastServed
 
 
 def active_deployments(*, model_name, environment):
@@ -10,3 +10,13 @@ def active_deployments(*, model_name, environment):
         .filter(model__name=model_name, environment=environment, status=Deployment.Status.ACTIVE)
         .order_by("mode")
     )
+
+
+def last_served_version(*, model_name, environment):
+    """The version that last answered as the primary of a model's environment (any process), or None."""
+    found = (
+        LastServed.objects.select_related("version", "version__model")
+        .filter(model__name=model_name, environment=environment)
+        .first()
+    )
+    return found.version if found else None

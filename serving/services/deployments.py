@@ -14,7 +14,7 @@ from core.permissions import permission_require
 from governance.models import AuditAction
 from governance.services import audit_record
 from registry.models import Environment, ModelVersion, PromotionRequest
-from serving.models import Deployment
+from serving.models import Deployment, LastServed
 from serving.signal import signal_bump
 
 _ENVIRONMENT_OF_STAGE = {
@@ -152,3 +152,12 @@ def deployment_retire(*, deployment, by, reason="") -> Deployment:
         _retire([locked], by=by, reason=reason)
         transaction.on_commit(signal_bump)
     return locked
+
+
+def last_served_record(*, version, environment):
+    """Remember `version` as the one answering for its model's `environment` (the fallback after a restart).
+
+    Not audited: it records what a process loaded, not a decision; the promotion that put it there is."""
+    LastServed.objects.update_or_create(
+        model_id=version.model_id, environment=environment, defaults={"version": version}
+    )
