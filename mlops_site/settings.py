@@ -145,13 +145,25 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # --- REST API -----------------------------------------------------------------------------
+API_BASIC_AUTH = env("API_BASIC_AUTH", False, cast=bool)
+# A client (address) failing to authenticate this many times in AUTH_FAILURE_WINDOW seconds gets 429 with
+# Retry-After until the window ends; counted in the cache (CACHE_URL: shared by every process).
+AUTH_FAILURE_LIMIT = env("AUTH_FAILURE_LIMIT", 20, cast=int)
+AUTH_FAILURE_WINDOW = env("AUTH_FAILURE_WINDOW", 60, cast=int)
+# Touched when a token is deleted or a user deactivated, deleted or given a new password: every process
+# forgets the tokens it remembers on its next request. Shared by the web hosts like SERVING_SIGNAL_FILE.
+AUTH_SIGNAL_FILE = env("AUTH_SIGNAL_FILE", str(VAR_DIR / "serving" / "auth-generation"))
+# Unset: /metrics is open (scraped from a private network). Set: it needs "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", "")
 REST_FRAMEWORK = {
     # Token first: a request without valid credentials gets 401 with "WWW-Authenticate: Token",
     # not 403 (DRF answers from the first class). A signed-in user of the admin still gets in by session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        # Basic auth sends the password with every request and costs a password hash each time: off unless
+        # API_BASIC_AUTH is set (scripts should use a token).
+        *(["core.auth.LimitedBasicAuthentication"] if API_BASIC_AUTH else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -176,6 +188,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     # Every operation's error statuses (400/401/403/404/409/413/422/429/503) with the one error body.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.error_responses"],
+}
+
+# --- Cache: the auth failure counters and DRF's throttles. CACHE_URL (redis://...) shares them between
+# processes and hosts; unset, each process counts on its own (local use).
+CACHE_URL = env("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 # --- Celery -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ All three call serving.predict.predict; they differ only in how a request and an
 
 import json
 import time
+import uuid
 
 import orjson
 from django.conf import settings
@@ -133,6 +134,10 @@ class PredictionApiView(APIView):
     def initial(self, request, *args, **kwargs):
         self._started = time.perf_counter()
         self._model_name = kwargs.get("name")
+        if "HTTP_X_REQUEST_ID" in request.META:
+            # A prediction's id is unique: the log's rows and the feedback sent for them are found by it, so
+            # a client's (or proxy's) X-Request-ID, which may be reused, is kept only as its prefix.
+            request._request.request_id = f"{request._request.request_id[:51]}.{uuid.uuid4().hex[:12]}"
         super().initial(request, *args, **kwargs)
 
     def _predict(self, request, *, name, payload, kind, version=None, environment="production") -> Prediction:
