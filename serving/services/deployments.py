@@ -158,6 +158,10 @@ def last_served_record(*, version, environment):
     """Remember `version` as the one answering for its model's `environment` (the fallback after a restart).
 
     Not audited: it records what a process loaded, not a decision; the promotion that put it there is."""
-    LastServed.objects.update_or_create(
-        model_id=version.model_id, environment=environment, defaults={"version": version}
+    # One upsert statement: it runs on the first request of each process after a deployment change.
+    LastServed.objects.bulk_create(
+        [LastServed(model_id=version.model_id, environment=environment, version=version)],
+        update_conflicts=True,
+        unique_fields=["model", "environment"],
+        update_fields=["version", "served_at"],
     )
