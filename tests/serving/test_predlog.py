@@ -136,3 +136,44 @@ def test_a_full_spill_loses_rows_loudly_and_requests_go_on(writer, settings, tmp
     assert list((tmp_path / "spill").glob("*.spill")) == [first]
     assert _metric("prediction_log_rows_lost_total", reason="spill_full") - lost == 6
     assert "row(s) LOST (spill_full)" in caplog.text
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 KiB filesystem (tmpfs) for the spill: writing past it fails with ENOSPC."""
+    import os
+    import subprocess
+
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True
+    ).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_a_full_disk_loses_rows_counted_and_logged_and_the_writer_goes_on(
+    writer, settings, database_down, full_disk, caplog
+):
+    down, up = database_down
+    settings.PREDICTION_LOG_SPILL_DIR = str(full_disk)
+    lost = _metric("prediction_log_rows_lost_total", reason="disk_error")
+    spilled = _metric("prediction_log_rows_spilled_total")
+    down()
+    for index in range(40):  # ~6 KiB a batch: the disk fills after about ten
+        writer._queue.put(_record(index, rows=200))
+        writer.flush()  # never raises: the request path is not affected
+    lost_rows = _metric("prediction_log_rows_lost_total", reason="disk_error") - lost
+    spilled_rows = _metric("prediction_log_rows_spilled_total") - spilled
+    print(f"\nspill on a 64 KiB disk: {spilled_rows:.0f} rows spilled, {lost_rows:.0f} lost (counted)")
+    assert lost_rows > 0
+    assert spilled_rows > 0
+    assert lost_rows + spilled_rows == 40 * 200
+    assert "LOST (disk_error)" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert not list(full_disk.glob(".*.tmp"))  # a half-written batch is removed, not replayed
+    up()
+    writer.flush()
+    assert PredictionLog.objects.count() == spilled_rows  # what fitted on the disk, all written back
