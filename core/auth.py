@@ -9,6 +9,7 @@ the CPU by guessing.
   AUTH_FAILURE_WINDOW seconds the client gets 429 with Retry-After, before any password is hashed.
 """
 
+import logging
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ from django.core.cache import cache
 from rest_framework.authentication import BasicAuthentication, TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
+logger = logging.getLogger(__name__)
 _TOKEN_TTL = 60.0
 
 
@@ -54,7 +56,11 @@ def auth_failures_check(request):
     seconds = settings.AUTH_FAILURE_WINDOW
     now = time.time()
     window = int(now // seconds)
-    failures = cache.get(_failure_key(_client(request), window), 0)
+    try:
+        failures = cache.get(_failure_key(_client(request), window), 0)
+    except Exception as exc:  # a shared cache (Redis) down must not take authentication down with it
+        logger.warning("auth failure counter unavailable, not limiting: %s", exc)
+        return
     if failures >= settings.AUTH_FAILURE_LIMIT:
         wait = max(1, int((window + 1) * seconds - now + 0.999))
         raise Throttled(wait=wait, detail=f"too many failed authentications from this client; retry in {wait} s")
@@ -64,11 +70,14 @@ def auth_failure_count(request):
     """Count one failed authentication of this client in the current window."""
     seconds = settings.AUTH_FAILURE_WINDOW
     key = _failure_key(_client(request), int(time.time() // seconds))
-    if not cache.add(key, 1, timeout=seconds + 1):
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.add(key, 1, timeout=seconds + 1)
+    try:
+        if not cache.add(key, 1, timeout=seconds + 1):
+            try:
+                cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=seconds + 1)
+    except Exception as exc:  # the cache down: the failure is answered 401 all the same
+        logger.warning("auth failure counter unavailable: %s", exc)
 
 
 class FailureLimitedMixin:
