@@ -152,7 +152,7 @@ AUTH_FAILURE_LIMIT = env("AUTH_FAILURE_LIMIT", 20, cast=int)
 AUTH_FAILURE_WINDOW = env("AUTH_FAILURE_WINDOW", 60, cast=int)
 # Touched when a token is deleted or a user deactivated, deleted or given a new password: every process
 # forgets the tokens it remembers on its next request. Shared by the web hosts like SERVING_SIGNAL_FILE.
-AUTH_SIGNAL_FILE = env("AUTH_SIGNAL_FILE", str(VAR_DIR / "serving" / "auth-generation"))
+AUTH_SIGNAL_FILE = env("AUTH_SIGNAL_FILE", "") or str(VAR_DIR / "serving" / "auth-generation")
 # Unset: /metrics is open (scraped from a private network). Set: it needs "Authorization: Bearer <token>".
 METRICS_TOKEN = env("METRICS_TOKEN", "")
 REST_FRAMEWORK = {
@@ -309,7 +309,7 @@ PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
 # A batch the database will not take (an outage, a restart) is kept on local disk here and written, in order,
 # when it returns; at most PREDICTION_LOG_SPILL_MAX_BYTES (past that, or on a full disk, rows are lost and
 # counted in prediction_log_rows_lost_total). Local to each host: give each web host its own directory.
-PREDICTION_LOG_SPILL_DIR = env("PREDICTION_LOG_SPILL_DIR", str(VAR_DIR / "predlog-spill"))
+PREDICTION_LOG_SPILL_DIR = env("PREDICTION_LOG_SPILL_DIR", "") or str(VAR_DIR / "predlog-spill")
 PREDICTION_LOG_SPILL_MAX_BYTES = env("PREDICTION_LOG_SPILL_MAX_BYTES", 512 * 1024 * 1024, cast=int)
 # Raw log rows are kept this many days (on PostgreSQL a day is one partition, dropped whole); monitoring's
 # hourly aggregates and sketches are kept beyond.
