@@ -19,7 +19,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from tests.e2e import processes
-from tests.e2e.test_processes import _free_port, _status
+from tests.e2e.test_processes import _free_port
 from tests.serving.conftest import IRIS_ROW
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -132,7 +132,7 @@ def test_a_postgresql_restart_under_load_loses_no_logged_prediction_and_answers_
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        processes.wait_for(lambda: _status(f"{base}/health") == 200, timeout=60, process=web, what="the server")
+        processes.wait_for(lambda: _call(f"{base}/health")[0] == 200, timeout=60, process=web, what="the server")
         answered, other = [], []  # (when, status, request id) of predictions; (when, status) of DB-backed reads
         stop = threading.Event()
         body = json.dumps({"instances": [IRIS_ROW]}).encode()
@@ -209,3 +209,96 @@ def test_a_postgresql_restart_under_load_loses_no_logged_prediction_and_answers_
     finally:
         if web.poll() is None:
             processes.stop(web)
+
+
+class PrivateRedis:
+    """A throwaway redis-server on another port (no persistence), stopped and started by the test."""
+
+    def __init__(self, root):
+        if not shutil.which("redis-server"):
+            pytest.skip("no redis-server on this machine")
+        self.root, self.port, self.process = root, _free_port(), None
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() != b"PONG"
+        ):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.1)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    instance = PrivateRedis(tmp_path)
+    yield instance
+    if instance.process.poll() is None:
+        instance.stop()
+
+
+def test_redis_down_predictions_answer_launches_are_503_and_the_worker_picks_up_when_it_returns(
+    private_redis, production, scientist, tmp_path
+):
+    from experiments.models import Run
+
+    token = Token.objects.create(user=scientist).key
+    port = _free_port()
+    broker = {"CELERY_BROKER_URL": private_redis.url, "CACHE_URL": private_redis.url}
+    web = processes.start_web(
+        tmp_path, port=port, SERVING_SIGNAL_FILE=str(tmp_path / "signal"), PREDICTION_LOG_FLUSH_SECONDS="0.2", **broker
+    )
+    worker = processes.start(
+        "celery", "-A", "mlops_site", "worker", "--queues", "training,default", "--concurrency", "1",
+        "--pool", "solo", "--without-gossip", "--without-mingle", "--hostname", f"faults-{port}@%h",
+        log=tmp_path / "worker.log", **broker,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    body = json.dumps({"instances": [IRIS_ROW]}).encode()
+    launch = json.dumps({"experiment": "redis-down", "dataset": "iris", "algorithm": "random_forest"}).encode()
+    try:
+        processes.wait_for(lambda: _call(f"{base}/v2/health/live")[0] == 200, timeout=60, process=web, what="web")
+        private_redis.stop()
+        down_at = time.monotonic()
+        during = [_call(f"{base}/api/v1/models/iris-clf/predict", token=token, body=body)[0] for _ in range(50)]
+        assert set(during) == {200}, during  # predictions never touch the broker
+        started = time.monotonic()
+        status, answer = _call(f"{base}/api/v1/runs", token=token, body=launch, timeout=30)
+        refused_in = time.monotonic() - started
+        assert status == 503, (status, answer)
+        assert b"broker is unreachable" in answer
+        refused = Run.objects.get(experiment__name="redis-down")
+        assert refused.status == Run.Status.FAILED  # not left QUEUED
+        private_redis.start()
+        up_at = time.monotonic()
+        status, answer = _call(f"{base}/api/v1/runs", token=token, body=launch, timeout=30)
+        assert status == 202, (status, answer)
+        run_id = answer["id"]
+
+        def finished():
+            return Run.objects.get(pk=run_id).status == Run.Status.FINISHED
+
+        processes.wait_for(
+            finished, timeout=30, process=worker, what="the worker to train the run after Redis returned"
+        )
+        print(
+            f"\nRedis down {up_at - down_at:.1f} s: 50/50 predictions answered 200, the launch answered 503 "
+            f"in {refused_in:.1f} s (run FAILED, not QUEUED); back: the next launch trained {time.monotonic() - up_at:.1f} s after Redis"
+        )
+    finally:
+        for process in (web, worker):
+            if process.poll() is None:
+                processes.stop(process)
