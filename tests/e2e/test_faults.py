@@ -296,7 +296,8 @@ def test_redis_down_predictions_answer_launches_are_503_and_the_worker_picks_up_
         )
         print(
             f"\nRedis down {up_at - down_at:.1f} s: 50/50 predictions answered 200, the launch answered 503 "
-            f"in {refused_in:.1f} s (run FAILED, not QUEUED); back: the next launch trained {time.monotonic() - up_at:.1f} s after Redis"
+            f"in {refused_in:.1f} s (run FAILED, not QUEUED); back: the next launch trained "
+            f"{time.monotonic() - up_at:.1f} s after Redis"
         )
     finally:
         for process in (web, worker):
