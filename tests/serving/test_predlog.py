@@ -146,9 +146,12 @@ def full_disk(tmp_path):
 
     mount_point = tmp_path / "small-disk"
     mount_point.mkdir()
-    if os.geteuid() != 0 or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True
-    ).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount_point
     subprocess.run(["umount", "-l", str(mount_point)], check=True)
