@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import queue
+import re
 import struct
 import threading
 import time
@@ -178,6 +179,7 @@ def _numeric_features(model_name, version):
 # The database is down or the connection gone: worth keeping the batch for later. Other errors are about the
 # rows themselves, which a later try would meet again.
 UNAVAILABLE = (OperationalError, InterfaceError)
+_CLAIMED = re.compile(r"^.+\.spill\.claimed-(?P<pid>\d+)$")
 
 
 class LogSpill:
@@ -253,10 +255,10 @@ class LogSpill:
         for name in names:
             if name.endswith(self._SUFFIX):
                 found.append(name)
-            elif ".claimed-" in name:
-                pid = int(name.rsplit(".claimed-", 1)[1])
-                if pid != os.getpid() and not _alive(pid):
-                    found.append(name)
+                continue
+            claimed = _CLAIMED.match(name)  # set-aside files (.refused, .unreadable) match neither
+            if claimed and int(claimed["pid"]) != os.getpid() and not _alive(int(claimed["pid"])):
+                found.append(name)
         return sorted(found, key=lambda name: name.split(".claimed-")[0])
 
     def replay(self, write):

@@ -180,3 +180,31 @@ def test_a_full_disk_loses_rows_counted_and_logged_and_the_writer_goes_on(
     up()
     writer.flush()
     assert PredictionLog.objects.count() == spilled_rows  # what fitted on the disk, all written back
+
+
+def test_a_batch_the_database_refuses_is_set_aside_and_does_not_block_the_rest(
+    writer, settings, tmp_path, database_down
+):
+    down, up = database_down
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    refused = _metric("prediction_log_rows_lost_total", reason="refused")
+    down()
+    bad = _record(1)
+    bad.version = -1  # the table's check constraint refuses it once the database is back
+    writer._queue.put(bad)
+    writer.flush()
+    writer._queue.put(_record(2))
+    writer.flush()
+    # A batch claimed by a process that died before writing it is taken back.
+    writer._queue.put(_record(3))
+    writer.flush()
+    newest = sorted(spill.glob("*.spill"))[-1]
+    newest.rename(spill / f"{newest.name}.claimed-999999999")
+    up()
+    writer.flush()
+    writer._queue.put(_record(4))
+    writer.flush()
+    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2", "req-3", "req-4"]
+    assert _metric("prediction_log_rows_lost_total", reason="refused") - refused == 1
+    assert [path.name.endswith(".refused") for path in spill.iterdir()] == [True]
