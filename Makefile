@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run serve test lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
+.PHONY: run serve test fuzz lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ serve: $(BIN)/.installed
 ## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(BIN)/.installed-dev
 	$(BIN)/pytest
+
+## fuzz: schemathesis against the API's OpenAPI schema with many more cases than the suite's (FUZZ_EXAMPLES per
+## operation, positive and negative; any 5xx or answer the schema does not describe fails)
+fuzz: $(BIN)/.installed-dev
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest -p no:cacheprovider -s tests/test_fuzz.py
 
 ## bench: our prediction API (serve.py) against `mlflow models serve` on the same models, single rows and
 ## batches of 100 and 1,000 rows, with the empty-request floor (about 6 minutes); prints a JSON summary too

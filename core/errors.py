@@ -5,6 +5,7 @@ a JSON body naming the field, the admin shows them as messages and the CLI as a
 message with a non-zero exit.
 """
 
+from django.conf import settings
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -85,21 +86,45 @@ def api_exception_handler(exc, context):
     return response
 
 
+# Paths whose clients are programs: their errors are JSON, never Django's HTML pages.
+_API_PREFIXES = ("/api/", "/v2", "/predict", "/health", "/crm_segment_update", "/metrics")
+
+
+def is_api_path(path):
+    return path.startswith(_API_PREFIXES) and not path.startswith("/api/docs/")
+
+
 def not_found(request, exception=None):
-    """404 for URLs no view matched: JSON under /api/, Django's page elsewhere."""
+    """404 for URLs no view matched: JSON for the APIs, Django's page elsewhere."""
     from django.http import JsonResponse
     from django.views.defaults import page_not_found
 
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return JsonResponse({"error": f"no endpoint at {request.path}"}, status=404)
     return page_not_found(request, exception)
 
 
+def bad_request(request, exception=None):
+    """A request Django refused before any view (a body over DATA_UPLOAD_MAX_MEMORY_SIZE, too many fields, a
+    disallowed host): 413 for a body too large, 400 otherwise, as JSON for the APIs."""
+    from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+    from django.http import JsonResponse
+    from django.views.defaults import bad_request as django_bad_request
+
+    too_big = isinstance(exception, RequestDataTooBig | TooManyFieldsSent | TooManyFilesSent)
+    if is_api_path(request.path):
+        if too_big:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            return JsonResponse({"error": f"the body is over the limit of {limit} bytes", "field": "body"}, status=413)
+        return JsonResponse({"error": "bad request"}, status=400)
+    return django_bad_request(request, exception)
+
+
 def server_error(request):
-    """500: JSON under /api/, Django's page elsewhere. Every 500 is a bug; the log has its traceback."""
+    """500: JSON for the APIs, Django's page elsewhere. Every 500 is a bug; the log has its traceback."""
     from django.http import JsonResponse
     from django.views.defaults import server_error as django_server_error
 
-    if request.path.startswith("/api/"):
+    if is_api_path(request.path):
         return JsonResponse({"error": "internal error; it has been logged"}, status=500)
     return django_server_error(request)

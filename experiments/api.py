@@ -4,11 +4,12 @@ from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import InvalidInput
+from core.parsers import SafeJSONParser
 from experiments import selectors, services
 from experiments.datasets import CUSTOMER_CHURN_MAX_SAMPLES
 from experiments.models import DatasetVersion, Run
@@ -93,7 +94,7 @@ class DatasetListCreateApi(ListAPIView):
     """List dataset versions, or upload a CSV as a new one (multipart: file, name, target)."""
 
     serializer_class = DatasetOutput
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, SafeJSONParser]
     queryset = DatasetVersion.objects.all()
 
     class UploadInput(serializers.Serializer):

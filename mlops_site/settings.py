@@ -52,12 +52,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # A NUL byte in the path or query is a 400 before any view looks it up (PostgreSQL refuses NUL in text).
+    "core.middleware.RefuseNulBytesMiddleware",
     # Serves the admin's static files under gunicorn, without a separate web server.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The database down (OperationalError, InterfaceError) is a 503 with Retry-After, not a 500.
+    "core.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     # Request id and client IP for the audit trail; X-Request-ID on every response.
     "governance.context.RequestContextMiddleware",
@@ -141,18 +145,37 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 # --- REST API -----------------------------------------------------------------------------
+API_BASIC_AUTH = env("API_BASIC_AUTH", False, cast=bool)
+# A client (address) failing to authenticate this many times in AUTH_FAILURE_WINDOW seconds gets 429 with
+# Retry-After until the window ends; counted in the cache (CACHE_URL: shared by every process).
+AUTH_FAILURE_LIMIT = env("AUTH_FAILURE_LIMIT", 20, cast=int)
+AUTH_FAILURE_WINDOW = env("AUTH_FAILURE_WINDOW", 60, cast=int)
+# Touched when a token is deleted or a user deactivated, deleted or given a new password: every process
+# forgets the tokens it remembers on its next request. Shared by the web hosts like SERVING_SIGNAL_FILE.
+AUTH_SIGNAL_FILE = env("AUTH_SIGNAL_FILE", "") or str(VAR_DIR / "serving" / "auth-generation")
+# Unset: /metrics is open (scraped from a private network). Set: it needs "Authorization: Bearer <token>".
+METRICS_TOKEN = env("METRICS_TOKEN", "")
 REST_FRAMEWORK = {
     # Token first: a request without valid credentials gets 401 with "WWW-Authenticate: Token",
     # not 403 (DRF answers from the first class). A signed-in user of the admin still gets in by session.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.auth.CachedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
+        # Basic auth sends the password with every request and costs a password hash each time: off unless
+        # API_BASIC_AUTH is set (scripts should use a token).
+        *(["core.auth.LimitedBasicAuthentication"] if API_BASIC_AUTH else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON nested too deeply or holding NUL characters is a 400, not a RecursionError or a database error.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # A non-integer or out-of-range ?limit=/?offset= is a 400 (DRF ignores a bad offset, passes a huge limit on).
+    "DEFAULT_PAGINATION_CLASS": "core.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {
@@ -163,6 +186,19 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI served from the drf-spectacular-sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Every operation's error statuses (400/401/403/404/409/413/422/429/503) with the one error body.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.error_responses"],
+}
+
+# --- Cache: the auth failure counters and DRF's throttles. CACHE_URL (redis://...) shares them between
+# processes and hosts; unset, each process counts on its own (local use).
+CACHE_URL = env("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
 }
 
 # --- Celery -------------------------------------------------------------------------------
@@ -189,6 +225,9 @@ CELERY_TIMEZONE = TIME_ZONE
 TRAINING_TIME_LIMIT = env("TRAINING_TIME_LIMIT", 3600, cast=int)
 # A RUNNING run whose heartbeat is older than this is considered lost with its worker.
 RUN_HEARTBEAT_TIMEOUT = env("RUN_HEARTBEAT_TIMEOUT", TRAINING_TIME_LIMIT + 300, cast=int)
+# A run still QUEUED this long after its launch never reached a worker (its broker message was lost, e.g. a
+# Redis restart without persistence): the reaper fails it with the reason. Longer than a busy queue's wait.
+RUN_QUEUED_TIMEOUT = env("RUN_QUEUED_TIMEOUT", 24 * 3600, cast=int)
 # How many times a run interrupted by a lost worker is started again before it is marked FAILED.
 RUN_MAX_ATTEMPTS = env("RUN_MAX_ATTEMPTS", 2, cast=int)
 
@@ -224,7 +263,8 @@ CELERY_BEAT_SCHEDULE = {
     # without hammering a server that is down.
     "mirror-pending-runs-to-mlflow": {"task": "experiments.mirror_pending_runs", "schedule": 300.0},
     # A worker killed mid-run stops the heartbeat; once it is older than RUN_HEARTBEAT_TIMEOUT the run
-    # is failed with the reason. Every two minutes: lost runs show up promptly, the query is cheap.
+    # is failed with the reason; so is a run still QUEUED RUN_QUEUED_TIMEOUT after launch (its message was lost).
+    # Every two minutes: lost runs show up promptly, the query is cheap.
     "reap-lost-runs": {"task": "experiments.reap_lost_runs", "schedule": 120.0},
     # Registrations and stage changes made while MLflow was down: aliases catch up within five minutes.
     "mirror-pending-models-to-mlflow": {"task": "registry.mirror_pending_models", "schedule": 300.0},
@@ -274,6 +314,11 @@ PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
 PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
 PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
 PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
+# A batch the database will not take (an outage, a restart) is kept on local disk here and written, in order,
+# when it returns; at most PREDICTION_LOG_SPILL_MAX_BYTES (past that, or on a full disk, rows are lost and
+# counted in prediction_log_rows_lost_total). Local to each host: give each web host its own directory.
+PREDICTION_LOG_SPILL_DIR = env("PREDICTION_LOG_SPILL_DIR", "") or str(VAR_DIR / "predlog-spill")
+PREDICTION_LOG_SPILL_MAX_BYTES = env("PREDICTION_LOG_SPILL_MAX_BYTES", 512 * 1024 * 1024, cast=int)
 # Raw log rows are kept this many days (on PostgreSQL a day is one partition, dropped whole); monitoring's
 # hourly aggregates and sketches are kept beyond.
 PREDICTION_LOG_RETENTION_DAYS = env("PREDICTION_LOG_RETENTION_DAYS", 30, cast=int)

@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from core.prometheus import metrics_view
 from serving.api import root_urlpatterns as serving_root_urlpatterns
 from serving.crm.api import root_urlpatterns as crm_root_urlpatterns
 from serving.v2 import ServerMetadataApi
@@ -26,8 +27,9 @@ urlpatterns = [
     *crm_root_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("django_prometheus.urls")),
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
 
+handler400 = "core.errors.bad_request"
 handler404 = "core.errors.not_found"
 handler500 = "core.errors.server_error"

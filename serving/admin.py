@@ -10,7 +10,7 @@ from core.errors import ApplicationError
 from registry import services as registry_services
 from registry.models import ModelVersion
 from serving import services
-from serving.models import Deployment, PredictionLog
+from serving.models import Deployment, LastServed, PredictionLog
 
 
 class TrafficRequestForm(forms.Form):
@@ -119,6 +119,15 @@ class PredictionLogAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in PredictionLog._meta.fields]
     show_full_result_count = False  # a count(*) over millions of rows on every page is not worth it
+
+
+@admin.register(LastServed)
+class LastServedAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
+    """The version each model's environment fell back to after a restart if its primary were refused."""
+
+    list_display = ["model", "environment", "version", "served_at"]
+    list_select_related = ["model", "version", "version__model"]
+    readonly_fields = [f.name for f in LastServed._meta.fields]
 
 
 # The CRM connector's admin lives with it.

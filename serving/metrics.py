@@ -31,3 +31,18 @@ crm_segment_updates_total = Counter(
     "(updated: written; unchanged: already right; failed: not written).",
     ["model", "model_version", "segment", "status"],
 )
+prediction_log_rows_spilled_total = Counter(
+    "prediction_log_rows_spilled_total",
+    "Prediction log rows the database would not take, kept on local disk to be written when it returns.",
+)
+prediction_log_rows_replayed_total = Counter(
+    "prediction_log_rows_replayed_total",
+    "Prediction log rows written from the local spill once the database was back.",
+)
+prediction_log_rows_lost_total = Counter(
+    "prediction_log_rows_lost_total",
+    "Prediction log rows lost, by reason (spill_full: PREDICTION_LOG_SPILL_MAX_BYTES reached; disk_error: "
+    "the spill could not be written, e.g. disk full; unreadable: a spill file was damaged; "
+    "refused: the database, up, refused the rows; error: a bug).",
+    ["reason"],
+)

@@ -53,6 +53,24 @@ class Deployment(models.Model):
         return f"{self.version} {self.environment}/{self.mode}"
 
 
+class LastServed(models.Model):
+    """The version that last answered as a model's primary in an environment, written by the serving
+    processes when they load it: after a restart, a primary refused (its file changed or missing) falls
+    back to this version instead of answering 409 to every request."""
+
+    model = models.ForeignKey("registry.RegisteredModel", on_delete=models.CASCADE, related_name="+")
+    environment = models.CharField(max_length=16, choices=Deployment.Environment.choices)
+    version = models.ForeignKey("registry.ModelVersion", on_delete=models.CASCADE, related_name="+")
+    served_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "last served version"
+        constraints = [models.UniqueConstraint(fields=["model", "environment"], name="one_last_served_per_env")]
+
+    def __str__(self):
+        return f"{self.version} last served in {self.environment}"
+
+
 class FloatVectorField(models.Field):
     """A vector of float64 (NaN where a value is missing): `float8[]` on PostgreSQL, where monitoring reads
     it ~3x faster than the same numbers out of JSON, and little-endian float64 bytes elsewhere (SQLite)."""

@@ -7,6 +7,10 @@ and runs shadow versions, so neither slows the answer. `flush()` at exit (atexit
 worker_exit) writes what is queued, so a worker shut down gracefully loses no row.
 PREDICTION_LOG_SYNC writes in the request instead (tests, one-off scripts).
 
+A batch the database does not take (down, restarting, connection lost) is spilled to local disk
+(LogSpill, PREDICTION_LOG_SPILL_DIR, bounded by PREDICTION_LOG_SPILL_MAX_BYTES) and written, in order
+and before anything newer, once it is back; spilled, replayed and lost rows are Prometheus counters.
+
 Each row also carries its numeric features as a typed vector (`features`, in the order of the
 version's signature, NaN where missing), which monitoring reads instead of the JSON. On PostgreSQL
 the table is partitioned by day: partitions are made ahead by the daily maintenance task (and by the
@@ -15,19 +19,30 @@ PREDICTION_LOG_RETENTION_DAYS are dropped whole (`prediction_log_retention_apply
 """
 
 import atexit
+import contextlib
 import datetime as dt
 import json
 import logging
 import math
+import os
+import pickle
 import queue
+import re
 import struct
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
-from django.db import DatabaseError, Error, connection, transaction
+from django.db import DatabaseError, Error, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
+
+from serving.metrics import (
+    prediction_log_rows_lost_total,
+    prediction_log_rows_replayed_total,
+    prediction_log_rows_spilled_total,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +176,140 @@ def _numeric_features(model_name, version):
     return tuple(f["name"] for f in signature["features"] if f["dtype"] != "categorical")
 
 
+# The database is down or the connection gone: worth keeping the batch for later. Other errors are about the
+# rows themselves, which a later try would meet again.
+UNAVAILABLE = (OperationalError, InterfaceError)
+_CLAIMED = re.compile(r"^.+\.spill\.claimed-(?P<pid>\d+)$")
+
+
+class LogSpill:
+    """Batches the database would not take, kept in files under PREDICTION_LOG_SPILL_DIR until it does.
+
+    One file a batch (pickled records: this process wrote them, into a directory only it and its siblings
+    use), named by the time it was spilled, so replaying in name order is replaying in order. A file is
+    claimed by renaming it before it is replayed, so two processes sharing the directory never both write
+    it; one claimed by a process that died is taken back. The directory holds at most
+    PREDICTION_LOG_SPILL_MAX_BYTES: past that, or when the disk is full, the batch is lost, counted in
+    prediction_log_rows_lost_total and logged as an error — never silently. A batch the database refuses
+    for its content once back is set aside (`.refused`) and counted, so it does not block the ones after."""
+
+    _SUFFIX = ".spill"
+
+    def __init__(self):
+        self._sequence = 0
+        self.pending = True  # files left by an earlier process are looked for once
+
+    @property
+    def directory(self):
+        return Path(settings.PREDICTION_LOG_SPILL_DIR)
+
+    def _size(self):
+        total = 0
+        for entry in os.scandir(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                total += entry.stat().st_size
+        return total
+
+    def save(self, records):
+        """Keep `records` on disk; False (and counted as lost) when the spill is full or the disk is."""
+        rows = _row_count(records)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+            limit = settings.PREDICTION_LOG_SPILL_MAX_BYTES
+            if self._size() + len(data) > limit:
+                return self.lost(records, "spill_full", f"the spill directory holds {limit} bytes at most")
+            self._sequence += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:06d}{self._SUFFIX}"
+            temporary = self.directory / f".{name}.tmp"
+            try:
+                with open(temporary, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(temporary, self.directory / name)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    temporary.unlink()
+                raise
+        except OSError as exc:
+            return self.lost(records, "disk_error", f"{type(exc).__name__}: {exc}")
+        self.pending = True
+        prediction_log_rows_spilled_total.inc(rows)
+        logger.warning("prediction log: database unavailable, %d row(s) spilled to %s", rows, self.directory)
+        return True
+
+    def lost(self, records, reason, detail):
+        rows = _row_count(records)
+        prediction_log_rows_lost_total.labels(reason=reason).inc(rows)
+        logger.error("prediction log: %d row(s) LOST (%s): %s", rows, reason, detail)
+        return False
+
+    def _claimable(self):
+        """The spilled files to replay, oldest first: unclaimed ones, and those claimed by a process now dead."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.endswith(self._SUFFIX):
+                found.append(name)
+                continue
+            claimed = _CLAIMED.match(name)  # set-aside files (.refused, .unreadable) match neither
+            if claimed and int(claimed["pid"]) != os.getpid() and not _alive(int(claimed["pid"])):
+                found.append(name)
+        return sorted(found, key=lambda name: name.split(".claimed-")[0])
+
+    def replay(self, write):
+        """Write the spilled batches in order with `write`; False if the database refused one (it stays)."""
+        if not self.pending:
+            return True
+        for name in self._claimable():
+            original = self.directory / (name.split(".claimed-")[0])
+            claimed = self.directory / f"{original.name}.claimed-{os.getpid()}"
+            try:
+                os.rename(self.directory / name, claimed)
+            except FileNotFoundError:
+                continue  # another process took it
+            try:
+                records = pickle.loads(claimed.read_bytes())  # noqa: S301 (our own file, see the class)
+            except (OSError, pickle.UnpicklingError, EOFError) as exc:
+                logger.error("prediction log: spill file %s unreadable, set aside: %s", claimed, exc)
+                os.replace(claimed, claimed.with_name(claimed.name + ".unreadable"))
+                prediction_log_rows_lost_total.labels(reason="unreadable").inc()
+                continue
+            try:
+                write(records)
+            except UNAVAILABLE:
+                os.replace(claimed, original)  # back in line, first to go when the database returns
+                raise
+            except Error as exc:  # the database is up and refuses these rows: they would block the rest
+                os.replace(claimed, claimed.with_name(claimed.name + ".refused"))
+                self.lost(records, "refused", f"{type(exc).__name__}: {exc}; kept as {claimed.name}.refused")
+                continue
+            claimed.unlink()
+            rows = _row_count(records)
+            prediction_log_rows_replayed_total.inc(rows)
+            logger.info("prediction log: %d spilled row(s) written from %s", rows, original.name)
+        self.pending = False
+        return True
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _row_count(records):
+    return sum(len(record.labels) if record.labels is not None and not record.error else 1 for record in records)
+
+
 class PredictionLogWriter:
     def __init__(self):
         self._queue = queue.SimpleQueue()
@@ -169,6 +318,7 @@ class PredictionLogWriter:
         self._write_lock = threading.RLock()
         # (model, version) -> numeric feature names; a version's signature never changes once registered.
         self._layouts = {}
+        self.spill = LogSpill()
 
     def _layout(self, record):
         key = (record.model_name, record.version)
@@ -182,7 +332,7 @@ class PredictionLogWriter:
     def submit(self, record):
         if settings.PREDICTION_LOG_SYNC:
             with self._write_lock:
-                self._write([record])
+                self._write_or_spill([record])
             return
         self._queue.put(record)
         if self._thread is None:
@@ -214,17 +364,51 @@ class PredictionLogWriter:
         with self._write_lock:
             records = self._drain(limit)
             while records:
-                try:
-                    self._write(records)
-                except Error:
-                    # The thread keeps its connection between batches (opening one per batch costs
-                    # more than the batch); one gone stale is opened again and the batch retried once.
-                    connection.close()
-                    self._write(records)
+                self._write_or_spill(records)
                 records = self._drain(limit)
+            if self.spill.pending:  # nothing new came, but batches wait on disk for the database
+                self._replay()
+
+    def _replay(self):
+        try:
+            return self.spill.replay(self._write)
+        except UNAVAILABLE:
+            connection.close()
+            return False
+
+    def _write_or_spill(self, records):
+        """Write the batch; if the database will not take it, spill it to disk (after any batch already
+        spilled, so the log keeps its order)."""
+        # Shadows run now, once: a batch spilled and replayed later is not predicted again.
+        records = records + [_shadow_record(r) for r in records if r.shadow is not None]
+        for record in records:
+            record.shadow = None
+        if self.spill.pending and not self._replay():
+            self.spill.save(records)
+            return
+        try:
+            self._write(records)
+            return
+        except Error:
+            # The thread keeps its connection between batches (opening one per batch costs more than the
+            # batch); one gone stale is opened again and the batch tried once more.
+            connection.close()
+        except Exception:
+            prediction_log_rows_lost_total.labels(reason="error").inc(_row_count(records))
+            raise
+        try:
+            self._write(records)
+        except UNAVAILABLE as exc:
+            connection.close()
+            logger.warning("prediction log: database unavailable (%s: %s)", type(exc).__name__, exc)
+            self.spill.save(records)
+        except Error as exc:
+            self.spill.lost(records, "refused", f"{type(exc).__name__}: {exc}")
+        except Exception:
+            prediction_log_rows_lost_total.labels(reason="error").inc(_row_count(records))
+            raise
 
     def _write(self, records):
-        records = records + [_shadow_record(r) for r in records if r.shadow is not None]
         adapt = connection.ops.adapt_datetimefield_value
         postgres = connection.vendor == "postgresql"
         vector = 6  # position of `features` in _COLUMNS

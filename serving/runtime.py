@@ -19,7 +19,8 @@ from registry.fast_inference import MISSING_CATEGORY, onnx_session
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import version_get
 from serving.models import Deployment
-from serving.selectors import active_deployments
+from serving.selectors import active_deployments, last_served_version
+from serving.services import last_served_record
 from serving.signal import signal_read
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class ServingRuntime:
         self._routes = {}  # (model name, environment) -> Route
         self._last_good = {}  # (model name, environment) -> Route that served before a failed reload
         self._models = {}  # version pk -> LoadedModel
+        self._recorded = {}  # (model name, environment) -> pk of the version this process recorded as last served
         self._by_number = {}  # (model name, version number) -> LoadedModel
 
     def _check_signal(self):
@@ -158,8 +160,8 @@ class ServingRuntime:
         try:
             route = Route(primary=self._loaded(primary.version))
         except ApplicationError as exc:
-            previous = self._last_good.get(key)
             logger.error("cannot serve %s v%s: %s", model_name, primary.version.version, exc)
+            previous = self._last_good.get(key) or self._last_served(key, refused=primary.version)
             if previous is None:
                 refused = ModelNotServable(f"{model_name} v{primary.version.version} cannot be served: {exc}")
                 self._routes[key] = refused
@@ -167,7 +169,8 @@ class ServingRuntime:
             # Keep answering with the version that worked, and say why on /health.
             route = Route(
                 primary=previous.primary,
-                error=f"v{primary.version.version} refused: {exc}; still serving v{previous.primary.version}",
+                error=f"v{primary.version.version} refused: {exc}; still serving v{previous.primary.version}"
+                + ("" if key in self._last_good else " (the version last served, as recorded)"),
             )
             self._routes[key] = route
             return route
@@ -181,7 +184,22 @@ class ServingRuntime:
                 route.error = f"{deployment.mode} v{deployment.version.version} refused: {exc}"
         self._routes[key] = route
         self._last_good.pop(key, None)
+        if self._recorded.get(key) != route.primary.pk:
+            last_served_record(version=primary.version, environment=environment)
+            self._recorded[key] = route.primary.pk
         return route
+
+    def _last_served(self, key, *, refused):
+        """A route on the version that last served `key` in any process (persisted), if it is not the
+        refused one and its own files still check out; None otherwise."""
+        version = last_served_version(model_name=key[0], environment=key[1])
+        if version is None or version.pk == refused.pk:
+            return None
+        try:
+            return Route(primary=self._loaded(version))
+        except ApplicationError as exc:
+            logger.error("the version last served, %s v%s, cannot be served either: %s", key[0], version.version, exc)
+            return None
 
     def version(self, model_name, number, *, by=None):
         """A given version by number: one in Staging or Production for anyone, any other only for a user

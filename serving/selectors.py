@@ -1,6 +1,7 @@
 """Reads of the serving app."""
 
-from serving.models import Deployment
+from registry.models import ModelVersion
+from serving.models import Deployment, LastServed
 
 
 def active_deployments(*, model_name: str, environment: str) -> list[Deployment]:
@@ -10,3 +11,13 @@ def active_deployments(*, model_name: str, environment: str) -> list[Deployment]
         .filter(model__name=model_name, environment=environment, status=Deployment.Status.ACTIVE)
         .order_by("mode")
     )
+
+
+def last_served_version(*, model_name: str, environment: str) -> ModelVersion | None:
+    """The version that last answered as the primary of a model's environment (any process), or None."""
+    found = (
+        LastServed.objects.select_related("version", "version__model")
+        .filter(model__name=model_name, environment=environment)
+        .first()
+    )
+    return found.version if found else None

@@ -7,13 +7,14 @@ import json
 import struct
 
 import numpy as np
+from django.conf import settings
 from django.http import HttpResponse
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from core.errors import InvalidInput, Unprocessable
+from core.errors import ApplicationError, InvalidInput, Unprocessable
 from registry.models import ModelVersion
 from serving.api import OpenPredictionView, PredictionApiView, body_checked, json_loads
 from serving.predict import RequestKind
@@ -46,9 +47,29 @@ class LiveApi(OpenPredictionView):
 
 
 class ReadyApi(OpenPredictionView):
-    @extend_schema(responses=inline_serializer("V2Ready", {"ready": serializers.BooleanField()}))
+    """Ready when the default model (SERVING_DEFAULT_MODEL) has a servable version loaded: its production
+    version, or the last good one if that was refused. 503 with the reason otherwise, so a load balancer
+    sends no traffic to a process that could only answer 409."""
+
+    @extend_schema(
+        responses=inline_serializer(
+            "V2Ready",
+            {
+                "ready": serializers.BooleanField(),
+                "model": serializers.CharField(),
+                "version": serializers.IntegerField(required=False),
+                "reason": serializers.CharField(),
+            },
+        )
+    )
     def get(self, request):
-        return Response({"ready": True})
+        name = settings.SERVING_DEFAULT_MODEL
+        try:
+            route = runtime.route(name)
+        except ApplicationError as exc:
+            body = {"ready": False, "model": name, "reason": exc.message, "error": exc.message}
+            return Response(body, status=503)
+        return Response({"ready": True, "model": name, "version": route.primary.version, "reason": route.error})
 
 
 class ServerMetadataApi(OpenPredictionView):

@@ -144,6 +144,9 @@ _NO_MLFLOW = "http://127.0.0.1:9"
 def isolated_stores(request, settings, tmp_path):
     """Each test gets its own artifact store, and its own MLflow store if it is about MLflow."""
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    # The prediction log's spill too: a batch one test (or a server it started) spilled is never replayed
+    # into another test's database.
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "predlog-spill")
     settings.MLFLOW_MIRROR_ENABLED = request.node.get_closest_marker("mlflow") is not None
     if settings.MLFLOW_MIRROR_ENABLED:
         store = request.getfixturevalue("mlflow_store")

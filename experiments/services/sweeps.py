@@ -70,7 +70,8 @@ def sweep_finalize(*, parent_id: int) -> Run | None:
 
 
 def runs_reap_lost(*, now: datetime | None = None) -> list[int]:
-    """Fail RUNNING runs whose heartbeat stopped longer ago than RUN_HEARTBEAT_TIMEOUT; returns their ids."""
+    """Fail RUNNING runs whose heartbeat stopped longer ago than RUN_HEARTBEAT_TIMEOUT, and runs still QUEUED
+    RUN_QUEUED_TIMEOUT after their launch (their broker message was lost); returns their ids."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT)
     lost = list(
@@ -81,6 +82,22 @@ def runs_reap_lost(*, now: datetime | None = None) -> list[int]:
     for run_id, heartbeat in lost:
         run = run_fail(run_id=run_id, reason=f"worker lost: no heartbeat since {heartbeat:%Y-%m-%d %H:%M:%S %Z}")
         report_parent_progress(run)
+    # Failed, not dispatched again: a message only late (workers busy) would then run twice, the second
+    # delivery taken for a redelivery after a lost worker. A failed run says why and is launched again.
+    queued_cutoff = now - timedelta(seconds=settings.RUN_QUEUED_TIMEOUT)
+    never_started = list(
+        Run.objects.filter(status=Run.Status.QUEUED, created_at__lt=queued_cutoff, children__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    for run_id in never_started:
+        run = run_fail(
+            run_id=run_id,
+            reason=f"never started: still queued after {settings.RUN_QUEUED_TIMEOUT} s (RUN_QUEUED_TIMEOUT), "
+            "its broker message was lost; launch it again",
+        )
+        report_parent_progress(run)
+    lost += [(run_id, None) for run_id in never_started]
     # A sweep whose children all ended but whose chord callback never ran (a child task
     # crashed or its message was lost) is closed here.
     stranded = (

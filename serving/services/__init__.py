@@ -4,6 +4,7 @@ from serving.services.deployments import (
     deployment_retire,
     deployments_follow_stage,
     deployments_follow_traffic_approval,
+    last_served_record,
 )
 from serving.services.feedback import feedback_record
 
@@ -12,4 +13,5 @@ __all__ = [
     "deployments_follow_stage",
     "deployments_follow_traffic_approval",
     "feedback_record",
+    "last_served_record",
 ]

@@ -18,7 +18,7 @@ from core.permissions import permission_require
 from governance.models import AuditAction
 from governance.services import audit_record
 from registry.models import Environment, ModelVersion, PromotionRequest
-from serving.models import Deployment
+from serving.models import Deployment, LastServed
 from serving.signal import signal_bump
 
 if TYPE_CHECKING:
@@ -161,3 +161,16 @@ def deployment_retire(*, deployment: Deployment, by: Actor, reason: str = "") ->
         _retire([locked], by=by, reason=reason)
         transaction.on_commit(signal_bump)
     return locked
+
+
+def last_served_record(*, version: ModelVersion, environment: str) -> None:
+    """Remember `version` as the one answering for its model's `environment` (the fallback after a restart).
+
+    Not audited: it records what a process loaded, not a decision; the promotion that put it there is."""
+    # One upsert statement: it runs on the first request of each process after a deployment change.
+    LastServed.objects.bulk_create(
+        [LastServed(model_id=version.model_id, environment=environment, version=version)],
+        update_conflicts=True,
+        unique_fields=["model", "environment"],
+        update_fields=["version", "served_at"],
+    )

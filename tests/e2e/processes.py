@@ -34,6 +34,7 @@ def start(*args, log, **extra_env):
         "DATABASE_URL": database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
+        "PREDICTION_LOG_SPILL_DIR": str(settings.PREDICTION_LOG_SPILL_DIR),
         "MLFLOW_TRACKING_URI": settings.MLFLOW_TRACKING_URI,
         "MLFLOW_ARTIFACT_LOCATION": settings.MLFLOW_ARTIFACT_LOCATION,
         "MLFLOW_MIRROR_ENABLED": "1" if settings.MLFLOW_MIRROR_ENABLED else "0",

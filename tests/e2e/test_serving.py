@@ -236,8 +236,9 @@ def test_request_limits_request_id_and_client_ip_behind_a_proxy(web, scientist):
     assert _predict(base)["version"] == 1
 
     # Behind a proxy (this test's address is a trusted one): the client's IP and request id are audited.
-    import base64
+    from rest_framework.authtoken.models import Token
 
+    token = Token.objects.create(user=scientist).key
     form = (
         b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nproxied\r\n'
         b'--b\r\nContent-Disposition: form-data; name="target"\r\n\r\ny\r\n'
@@ -252,7 +253,7 @@ def test_request_limits_request_id_and_client_ip_behind_a_proxy(web, scientist):
         data=form,
         headers={
             "Content-Type": "multipart/form-data; boundary=b",
-            "Authorization": "Basic " + base64.b64encode(b"dana:pw-dana-1").decode(),
+            "Authorization": f"Token {token}",
             "X-Request-ID": "proxied-upload-1",
             "X-Forwarded-For": "203.0.113.7, 127.0.0.1",
         },

@@ -12,7 +12,7 @@ from core.errors import InvalidInput
 from core.storage import artifact_path
 from experiments import services
 from experiments.models import Experiment, Metric, Run
-from governance.models import AuditEntry
+from governance.models import AuditAction, AuditEntry
 
 pytestmark = pytest.mark.django_db
 
@@ -192,6 +192,24 @@ def test_the_reaper_fails_runs_whose_heartbeat_stopped(queue, settings):
     assert run.status == Run.Status.FAILED
     assert run.error.startswith("worker lost: no heartbeat since")
     assert Run.objects.get(pk=fresh.pk).status == Run.Status.RUNNING
+
+
+def test_the_reaper_fails_a_run_whose_broker_message_was_lost(queue, settings):
+    settings.RUN_QUEUED_TIMEOUT = 600
+    lost = queue()  # its message never reaches a worker
+    Run.objects.filter(pk=lost.pk).update(created_at=timezone.now() - timedelta(seconds=601))
+    waiting = queue()  # queued a moment ago, behind a busy worker
+    assert services.runs_reap_lost() == [lost.pk]
+    lost.refresh_from_db()
+    assert lost.status == Run.Status.FAILED
+    assert "still queued after 600 s" in lost.error
+    entry = AuditEntry.objects.filter(action=AuditAction.RUN_FAILED, object_id=str(lost.pk)).get()
+    assert "broker message was lost" in entry.reason
+    assert Run.objects.get(pk=waiting.pk).status == Run.Status.QUEUED
+    # The message turning up late afterwards does nothing: the run stays failed, not half-run.
+    services.run_execute(run_id=lost.pk)
+    lost.refresh_from_db()
+    assert (lost.status, lost.attempts) == (Run.Status.FAILED, 0)
 
 
 def test_the_reaper_closes_a_sweep_whose_chord_never_fired(queue, launch):

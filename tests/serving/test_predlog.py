@@ -57,3 +57,154 @@ def test_a_dropped_connection_is_reopened_and_the_batch_kept(writer):
     writer.flush()
 
     assert set(PredictionLog.objects.values_list("request_id", flat=True)) == {"req-1", "req-2"}
+
+
+def _metric(name, **labels):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def database_down():
+    """Make the next connections fail for real: the connection is closed and its settings point nowhere."""
+    settings_dict = connection.settings_dict
+    saved = dict(settings_dict)
+
+    def down():
+        connection.close()
+        if connection.vendor == "postgresql":
+            settings_dict["PORT"] = "1"  # nothing listens there: connection refused
+        else:
+            settings_dict["NAME"] = "/nonexistent/dir/db.sqlite3"
+
+    def up():
+        connection.close()
+        settings_dict.update(saved)
+
+    yield down, up
+    up()
+
+
+def test_a_database_outage_spills_batches_to_disk_and_replays_them_in_order(writer, settings, tmp_path, database_down):
+    down, up = database_down
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    spilled, replayed = _metric("prediction_log_rows_spilled_total"), _metric("prediction_log_rows_replayed_total")
+    writer._queue.put(_record(0))
+    writer.flush()
+    down()
+    for index in range(1, 4):  # three batches while the database is away
+        writer._queue.put(_record(index, rows=2))
+        writer.flush()
+    assert len(list((tmp_path / "spill").glob("*.spill"))) == 3
+    assert _metric("prediction_log_rows_spilled_total") - spilled == 6
+    up()
+    writer._queue.put(_record(4))
+    writer.flush()  # the spilled batches go first, then the new one
+    assert list((tmp_path / "spill").iterdir()) == []
+    assert _metric("prediction_log_rows_replayed_total") - replayed == 6
+    order = list(PredictionLog.objects.order_by("id", "row").values_list("request_id", flat=True))
+    assert order == ["req-0", "req-1", "req-1", "req-2", "req-2", "req-3", "req-3", "req-4"]
+    assert PredictionLog.objects.count() == 8
+
+
+def test_spilled_batches_wait_for_the_database_with_nothing_new_coming(writer, settings, tmp_path, database_down):
+    down, up = database_down
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    down()
+    writer._queue.put(_record(1))
+    writer.flush()
+    writer.flush()  # still down: the file stays
+    assert len(list((tmp_path / "spill").glob("*.spill"))) == 1
+    up()
+    writer.flush()  # an idle tick replays it
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1"]
+
+
+def test_a_full_spill_loses_rows_loudly_and_requests_go_on(writer, settings, tmp_path, database_down, caplog):
+    down, _up = database_down
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    lost = _metric("prediction_log_rows_lost_total", reason="spill_full")
+    down()
+    writer._queue.put(_record(0, rows=3))
+    writer.flush()
+    (first,) = (tmp_path / "spill").glob("*.spill")
+    settings.PREDICTION_LOG_SPILL_MAX_BYTES = first.stat().st_size + 100  # full with this one batch
+    for index in range(1, 3):
+        writer._queue.put(_record(index, rows=3))
+        writer.flush()
+    assert list((tmp_path / "spill").glob("*.spill")) == [first]
+    assert _metric("prediction_log_rows_lost_total", reason="spill_full") - lost == 6
+    assert "row(s) LOST (spill_full)" in caplog.text
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 KiB filesystem (tmpfs) for the spill: writing past it fails with ENOSPC."""
+    import os
+    import subprocess
+
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_a_full_disk_loses_rows_counted_and_logged_and_the_writer_goes_on(
+    writer, settings, database_down, full_disk, caplog
+):
+    down, up = database_down
+    settings.PREDICTION_LOG_SPILL_DIR = str(full_disk)
+    lost = _metric("prediction_log_rows_lost_total", reason="disk_error")
+    spilled = _metric("prediction_log_rows_spilled_total")
+    down()
+    for index in range(40):  # ~6 KiB a batch: the disk fills after about ten
+        writer._queue.put(_record(index, rows=200))
+        writer.flush()  # never raises: the request path is not affected
+    lost_rows = _metric("prediction_log_rows_lost_total", reason="disk_error") - lost
+    spilled_rows = _metric("prediction_log_rows_spilled_total") - spilled
+    print(f"\nspill on a 64 KiB disk: {spilled_rows:.0f} rows spilled, {lost_rows:.0f} lost (counted)")
+    assert lost_rows > 0
+    assert spilled_rows > 0
+    assert lost_rows + spilled_rows == 40 * 200
+    assert "LOST (disk_error)" in caplog.text
+    assert "No space left on device" in caplog.text
+    assert not list(full_disk.glob(".*.tmp"))  # a half-written batch is removed, not replayed
+    up()
+    writer.flush()
+    assert PredictionLog.objects.count() == spilled_rows  # what fitted on the disk, all written back
+
+
+def test_a_batch_the_database_refuses_is_set_aside_and_does_not_block_the_rest(
+    writer, settings, tmp_path, database_down
+):
+    down, up = database_down
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    refused = _metric("prediction_log_rows_lost_total", reason="refused")
+    down()
+    bad = _record(1)
+    bad.version = -1  # the table's check constraint refuses it once the database is back
+    writer._queue.put(bad)
+    writer.flush()
+    writer._queue.put(_record(2))
+    writer.flush()
+    # A batch claimed by a process that died before writing it is taken back.
+    writer._queue.put(_record(3))
+    writer.flush()
+    newest = sorted(spill.glob("*.spill"))[-1]
+    newest.rename(spill / f"{newest.name}.claimed-999999999")
+    up()
+    writer.flush()
+    writer._queue.put(_record(4))
+    writer.flush()
+    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2", "req-3", "req-4"]
+    assert _metric("prediction_log_rows_lost_total", reason="refused") - refused == 1
+    assert [path.name.endswith(".refused") for path in spill.iterdir()] == [True]

@@ -59,9 +59,10 @@ def _v2_features(n):
     return [{"name": name, "shape": [n, 1], "datatype": "FP32", "data": [[IRIS_ROW[name]]] * n} for name in names]
 
 
-def test_v2_health_metadata_and_infer_without_content_type(production, client):
+def test_v2_health_metadata_and_infer_without_content_type(production, client, settings):
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
     assert client.get("/v2/health/live").json() == {"live": True}
-    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True, "model": "iris-clf", "version": 1, "reason": ""}
     assert client.get("/v2").json()["name"] == "mlops-site"
     metadata = client.get("/v2/models/iris-clf").json()
     assert metadata["versions"] == ["1"]

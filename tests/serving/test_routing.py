@@ -58,6 +58,56 @@ def test_a_changed_file_with_nothing_to_fall_back_on_is_a_409(register, promote,
     assert "cannot be served" in response.json()["error"]
 
 
+def _restart(monkeypatch):
+    """A serving process as after a restart: nothing in memory."""
+    from serving.runtime import ServingRuntime
+
+    fresh = ServingRuntime()
+    for module in ("serving.runtime", "serving.predict", "serving.api", "serving.v2"):
+        monkeypatch.setattr(f"{module}.runtime", fresh)
+
+
+def test_a_tampered_production_version_after_a_restart_falls_back_to_the_version_last_served(
+    production, register, train, promote, settings, client, monkeypatch, django_capture_on_commit_callbacks
+):
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
+    assert _ask().model.version == 1  # served: recorded as the last good version
+    v2 = register(run=train(n_estimators=6))  # other files than v1's
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(v2)
+    for path in (v2.artifact_path, v2.onnx_path):
+        (settings.ARTIFACT_ROOT / path).write_bytes(b"tampered")
+    _restart(monkeypatch)  # the in-memory last good route is gone with the process
+
+    assert _ask().model.version == 1
+    response = client.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
+    assert (response.status_code, response.json()["version"]) == (200, 1)
+    health = client.get("/health").json()
+    assert (health["status"], health["version"]) == ("degraded", 1)
+    assert "v2 refused" in health["error"]
+    assert "last served" in health["error"]
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["version"] == 1
+    assert "v2 refused" in ready.json()["reason"]
+
+
+def test_readiness_is_false_and_says_why_while_nothing_servable_is_loaded(register, promote, settings, client):
+    settings.SERVING_DEFAULT_MODEL = "iris-clf"
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["ready"] is False
+    assert ready.json()["reason"] == "model 'iris-clf' does not exist"
+    version = register()
+    promote(version)
+    (settings.ARTIFACT_ROOT / version.artifact_path).write_bytes(b"tampered")
+    ready = client.get("/v2/health/ready")
+    assert ready.status_code == 503
+    assert "cannot be served" in ready.json()["reason"]
+    assert "sha256" in ready.json()["reason"]
+    assert client.get("/health").status_code == 503
+
+
 def test_canary_answers_its_share(production, register, put_on_traffic, django_capture_on_commit_callbacks):
     assert _ask().served_by == "primary"  # the route is cached now: only the change signal makes it see the canary
     canary = register()

@@ -4,7 +4,7 @@ through the same request → approve path a team uses, so a fresh `make run` has
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from experiments import services
@@ -36,7 +36,20 @@ DEMO_POLICIES = [
 class Command(BaseCommand):
     help = "Create the demo admin user (if missing) and train the demo model (if no demo run finished yet)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--allow-demo-accounts",
+            action="store_true",
+            help="Create the demo accounts even with DEBUG off (they share one published password).",
+        )
+
     def handle(self, *args, **options):
+        if not settings.DEBUG and not options["allow_demo_accounts"]:
+            raise CommandError(
+                "DEBUG is off: setup_demo would create staff accounts sharing the demo password "
+                f"({', '.join([settings.DEMO_ADMIN_USERNAME, *DEMO_USERS])}). Create real users with "
+                "`manage.py createsuperuser`, or pass --allow-demo-accounts if this is a demo."
+            )
         users = get_user_model()
         username, password = settings.DEMO_ADMIN_USERNAME, settings.DEMO_ADMIN_PASSWORD
         user = users.objects.filter(username=username).first()
