@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from monitoring.metrics import metrics_view
 from serving.api import root_urlpatterns as serving_root_urlpatterns
 from serving.crm.api import root_urlpatterns as crm_root_urlpatterns
 from serving.v2 import ServerMetadataApi
@@ -25,7 +26,8 @@ urlpatterns = [
     *crm_root_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("django_prometheus.urls")),
+    # django_prometheus's metrics and the monitoring jobs' gauges read from the database.
+    path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
 
 handler404 = "core.errors.not_found"
