@@ -16,7 +16,8 @@ RUN DEBUG=1 python manage.py collectstatic --noinput \
     && useradd --create-home --uid 1000 mlops && mkdir -p /srv/mlops && chown -R mlops /srv/mlops
 USER mlops
 
-EXPOSE 8000
+# 8000: the web server; 9808: a worker's metrics (WORKER_METRICS_PORT), for Prometheus.
+EXPOSE 8000 9808
 # serve.py: granian with WEB_WORKERS processes (one per core suits predictions), keep-alive spread over
 # them, Prometheus multiprocess mode, the prediction log flushed when a worker stops, DEBUG off.
 ENV WEB_WORKERS=4 PORT=8000
