@@ -29,17 +29,25 @@ pytestmark = [
 
 @pytest.fixture
 def fresh_database():
-    """An empty database on the same server, dropped afterwards; yields its DATABASE_URL."""
-    name = f"{connection.settings_dict['NAME']}_restore_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(database_url().rsplit("/", 1)[0] + "/postgres")
+    """Makes empty databases on the same server (dropped afterwards); each call returns a DATABASE_URL."""
+    server = database_url().rsplit("/", 1)[0]
+    admin = psycopg2.connect(server + "/postgres")
     admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    made = []
+
+    def make():
+        name = f"{connection.settings_dict['NAME']}_restore_{uuid.uuid4().hex[:8]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{server}/{name}"
+
     try:
-        yield database_url().rsplit("/", 1)[0] + f"/{name}"
+        yield make
     finally:
         with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in made:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
 
@@ -76,11 +84,12 @@ def test_backup_restores_into_a_fresh_database_with_the_audit_chain_verified(
     entries = AuditEntry.objects.count()
     assert manifest["audit"]["entries"] == entries > 0
     restored_artifacts = tmp_path / "restored-artifacts"
-    result = _restore(backup, fresh_database, restored_artifacts)
+    target = fresh_database()
+    result = _restore(backup, target, restored_artifacts)
     assert result.returncode == 0, result.stderr
     assert f"audit log intact: {entries} entries, head {manifest['audit']['head_hash']}" in result.stdout
 
-    with psycopg2.connect(fresh_database) as restored, restored.cursor() as cursor:
+    with psycopg2.connect(target) as restored, restored.cursor() as cursor:
         cursor.execute(
             "SELECT count(*), max(entry_hash) FILTER (WHERE id = %s) FROM governance_auditentry",
             [manifest["audit"]["head_id"]],
@@ -93,9 +102,18 @@ def test_backup_restores_into_a_fresh_database_with_the_audit_chain_verified(
     assert _files(restored_artifacts) == original
 
     # Again into the same, now full, database: refused, nothing changed.
-    again = _restore(backup, fresh_database, tmp_path / "other-artifacts")
+    again = _restore(backup, target, tmp_path / "other-artifacts")
     assert again.returncode == 1
     assert "not empty" in again.stderr
+
+    # A backup whose recorded head is not the restored chain's (cut short, or its manifest edited): exit 1.
+    def other_head(manifest):
+        manifest["audit"]["head_hash"] = "0" * 64
+
+    wrong = _restore(_rewrite(backup, tmp_path, other_head), fresh_database(), tmp_path / "wrong-head")
+    assert wrong.returncode == 1
+    assert "audit log is not intact" in wrong.stderr
+    assert "expected head" in wrong.stderr
 
 
 def _rewrite(backup, tmp_path, change):
@@ -111,16 +129,6 @@ def _rewrite(backup, tmp_path, change):
                 member.size = len(data)
             target.addfile(member, io.BytesIO(data))
     return changed
-
-
-def test_a_head_other_than_the_recorded_one_fails_the_restore(backup, fresh_database, tmp_path):
-    def other_head(manifest):
-        manifest["audit"]["head_hash"] = "0" * 64
-
-    result = _restore(_rewrite(backup, tmp_path, other_head), fresh_database, tmp_path / "restored")
-    assert result.returncode == 1
-    assert "audit log is not intact" in result.stderr
-    assert "expected head" in result.stderr
 
 
 def test_damaged_backups_and_full_databases_are_refused(backup, tmp_path):
