@@ -14,3 +14,10 @@ def load_yaml(path):
 
 def load_all_yaml(path):
     return [document for document in yaml.safe_load_all(Path(path).read_text()) if document]
+
+
+def procfile_queues():
+    """The queues `make run`'s worker consumes (the Procfile): every deployment must consume them all."""
+    worker = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:"))
+    words = worker.split()
+    return set(words[words.index("--queues") + 1].split(","))

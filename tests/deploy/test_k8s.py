@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.conftest import DEPLOY, load_all_yaml, load_yaml
+from tests.deploy.conftest import DEPLOY, load_all_yaml, load_yaml, procfile_queues
 
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.32"
@@ -155,7 +155,10 @@ def test_workers_per_queue_group_one_beat_recreate_and_the_migration_job(overlay
         if command[:4] == ["celery", "-A", "mlops_site", "worker"]:
             queues[name] = set(command[command.index("--queues") + 1].split(","))
             assert document["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9808"
-    assert queues == {"mlops-worker-default": {"default", "monitoring"}, "mlops-worker-training": {"training"}}
+    assert queues["mlops-worker-training"] == {"training"}
+    consumed = set().union(*queues.values())
+    assert consumed >= procfile_queues() | {"default", "monitoring"}
+    assert sum(len(q) for q in queues.values()) == len(consumed)  # each queue by one group
     beat = overlay[("Deployment", "mlops-beat")]["spec"]
     assert beat["replicas"] == 1
     assert beat["strategy"] == {"type": "Recreate"}
