@@ -32,7 +32,7 @@ run: $(BIN)/.installed
 ## SECRET_KEY is required; static files are collected first. The Dockerfile, compose and the Procfile run the same.
 serve: $(BIN)/.installed
 	DEBUG=$${DEBUG:-0} $(BIN)/python manage.py collectstatic --noinput -v 0
-	DEBUG=$${DEBUG:-0} $(BIN)/python serve.py
+	DEBUG=$${DEBUG:-0} HTTPS_ONLY=$${HTTPS_ONLY:-0} $(BIN)/python serve.py
 
 ## test: install what the tests need and run the whole suite (PostgreSQL/Redis when DATABASE_URL/CELERY_BROKER_URL are set)
 test: $(BIN)/.installed-dev

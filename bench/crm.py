@@ -226,6 +226,7 @@ def main():
         "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
         "DEBUG": "0",  # as in production: DEBUG keeps every query in memory
         "SECRET_KEY": "bench-only-secret-key",
+        "HTTPS_ONLY": "0",  # plain HTTP on localhost
         "SERVING_THROTTLE_RATE": "1000000/second",
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
         "LOG_LEVEL": "WARNING",  # a log line per customer is the same cost on both sides; off for both

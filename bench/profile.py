@@ -80,6 +80,7 @@ def main():
         "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
         "DEBUG": "0",
         "SECRET_KEY": "bench-only-secret-key",
+        "HTTPS_ONLY": "0",  # plain HTTP on localhost
         "SERVING_REQUIRE_AUTH": "0",
         "SERVING_THROTTLE_RATE": "1000000/second",
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),

@@ -286,6 +286,7 @@ def main():
         # As in production: DEBUG keeps every query in memory and costs the prediction log dearly.
         "DEBUG": "0",
         "SECRET_KEY": "bench-only-secret-key",
+        "HTTPS_ONLY": "0",  # plain HTTP on localhost
         "SERVING_REQUIRE_AUTH": "0",
         "SERVING_THROTTLE_RATE": "1000000/second",
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),

@@ -25,6 +25,26 @@ SECRET_KEY = env("SECRET_KEY", "insecure-local-development-key") if DEBUG else e
 ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"], cast=list)
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], cast=list)
 
+# HTTPS. Once DEBUG is off the site is HTTPS-only by default (`manage.py check --deploy` has nothing to say):
+# plain HTTP is redirected, cookies are sent over HTTPS only, browsers are told to stick to HTTPS (HSTS).
+# HTTPS_ONLY=0 turns the four off together (plain HTTP on localhost: `make serve`, compose); each is
+# settable on its own too.
+HTTPS_ONLY = env("HTTPS_ONLY", not DEBUG, cast=bool)
+SECURE_SSL_REDIRECT = env("SECURE_SSL_REDIRECT", HTTPS_ONLY, cast=bool)
+SESSION_COOKIE_SECURE = env("SESSION_COOKIE_SECURE", HTTPS_ONLY, cast=bool)
+CSRF_COOKIE_SECURE = env("CSRF_COOKIE_SECURE", HTTPS_ONLY, cast=bool)
+SECURE_HSTS_SECONDS = env("SECURE_HSTS_SECONDS", 31_536_000 if HTTPS_ONLY else 0, cast=int)
+# HSTS for the subdomains too, and the header allows (does not make) a submission to browsers' preload
+# list; set both to 0 if a subdomain must stay reachable over plain HTTP.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env("SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS_ONLY, cast=bool)
+SECURE_HSTS_PRELOAD = env("SECURE_HSTS_PRELOAD", HTTPS_ONLY, cast=bool)
+# Behind a proxy that terminates TLS (nginx, an ingress controller) and sets X-Forwarded-Proto (stripping
+# the client's): believe it, so a request that came in over HTTPS is not redirected again.
+if env("SECURE_PROXY_SSL_HEADER", False, cast=bool):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Probes and Prometheus talk plain HTTP to the pod itself, never through the proxy: not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^v2/health/", r"^metrics$"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from core.prometheus import metrics_view
+from monitoring.metrics import metrics_view
 from serving.api import root_urlpatterns as serving_root_urlpatterns
 from serving.crm.api import root_urlpatterns as crm_root_urlpatterns
 from serving.v2 import ServerMetadataApi
@@ -27,6 +27,7 @@ urlpatterns = [
     *crm_root_urlpatterns,
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # django_prometheus's metrics and the monitoring jobs' gauges read from the database.
     path("metrics", metrics_view, name="prometheus-django-metrics"),
 ]
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db.models import Max, Prefetch, Sum
+
 from core.errors import InvalidInput, NotFound
-from monitoring.models import Alert, DriftReference, DriftRun, HourlyAggregate, Retraining
+from monitoring.models import Alert, DriftReference, DriftResult, DriftRun, HourlyAggregate, Retraining
 from monitoring.services.aggregates import LATENCY_BIN_RATIO
 from registry.models import ModelVersion, RegisteredModel
 
@@ -306,3 +309,80 @@ def retrainings_of(*, model_name: str) -> QuerySet[Retraining]:
         .select_related("model", "base_version", "new_version", "promotion_request", "run", "dataset")
         .order_by("-started_at", "-id")
     )
+
+
+@dataclass(frozen=True)
+class VersionQuality:
+    """A version's accuracy over the monitoring window, as the /metrics gauges show it."""
+
+    model_name: str
+    version: int
+    rows: int
+    labelled: int
+    accuracy: float | None
+    estimated_accuracy: float | None
+    validation_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class DriftGauge:
+    """The latest successful drift run of a model for a window label, with its deciding per-column results."""
+
+    run: DriftRun
+    results: list
+
+
+def quality_by_version(*, start: dt.datetime, end: dt.datetime) -> list[VersionQuality]:
+    """Every model version with traffic in [start, end): rows, labelled rows, live, estimated, validation accuracy.
+
+    Three queries whatever the number of models (a scrape of /metrics runs it)."""
+    totals = (
+        HourlyAggregate.objects.filter(hour__gte=start, hour__lt=end, version__gt=0)
+        .values("model_name", "version")
+        .annotate(rows=Sum("rows"), labelled=Sum("labelled"), correct=Sum("correct"))
+    )
+    # CBPE's estimate is over the calibrated hours' rows only (as accuracy_summary computes it).
+    calibrated = defaultdict(lambda: [0.0, 0])
+    for hour in HourlyAggregate.objects.filter(
+        hour__gte=start, hour__lt=end, version__gt=0, expected_correct__isnull=False
+    ).only("model_name", "version", "expected_correct", "class_counts"):
+        entry = calibrated[(hour.model_name, hour.version)]
+        entry[0] += hour.expected_correct
+        entry[1] += sum(hour.class_counts.values())
+    validation = {}
+    for model_name, version, reference_accuracy, metrics in ModelVersion.objects.filter(
+        model__name__in={t["model_name"] for t in totals}
+    ).values_list("model__name", "version", "drift_reference__validation_accuracy", "metrics"):
+        validation[(model_name, version)] = (
+            reference_accuracy if reference_accuracy is not None else (metrics or {}).get("accuracy")
+        )
+    qualities = []
+    for t in totals:
+        key = (t["model_name"], t["version"])
+        expected, calibrated_rows = calibrated.get(key, (0.0, 0))
+        qualities.append(
+            VersionQuality(
+                model_name=t["model_name"],
+                version=t["version"],
+                rows=t["rows"] or 0,
+                labelled=t["labelled"] or 0,
+                accuracy=t["correct"] / t["labelled"] if t["labelled"] else None,
+                estimated_accuracy=expected / calibrated_rows if calibrated_rows else None,
+                validation_accuracy=validation.get(key),
+            )
+        )
+    return qualities
+
+
+def drift_latest_runs() -> list[DriftGauge]:
+    """The latest successful drift run of every model and window label, with its per-column verdicts."""
+    latest = (
+        DriftRun.objects.filter(status=DriftRun.Status.OK)
+        .values("model_name", "window")
+        .annotate(last=Max("id"))
+        .values_list("last", flat=True)
+    )
+    runs = DriftRun.objects.filter(id__in=list(latest)).prefetch_related(
+        Prefetch("results", queryset=DriftResult.objects.filter(verdict=True))
+    )
+    return [DriftGauge(run=run, results=list(run.results.all())) for run in runs]

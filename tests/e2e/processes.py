@@ -89,6 +89,7 @@ def start_web(tmp_path, *, port, workers=2, **extra_env):
         WEB_WORKERS=str(workers),
         WEB_RESPAWN_INTERVAL="0.5",
         DEBUG="0",  # as in production
+        HTTPS_ONLY="0",  # plain HTTP on localhost, as `make serve`
         SECRET_KEY="e2e-tests-only-secret-key",
         **extra_env,
     )

@@ -28,6 +28,9 @@ def worker(tmp_path):
         connection.default_channel.queue_purge("default")
     metrics = tmp_path / "prometheus"
     metrics.mkdir()
+    from tests.e2e.test_processes import _free_port
+
+    metrics_port = _free_port()
     process = processes.start(
         "celery", "-A", "mlops_site", "worker", "--queues", "default", "--concurrency", "1", "--pool", "prefork",
         "--loglevel", "INFO", "--hostname", f"crm-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle",
@@ -35,8 +38,11 @@ def worker(tmp_path):
         PROMETHEUS_MULTIPROC_DIR=str(metrics),
         SERVING_SIGNAL_FILE=str(tmp_path / "signal"),
         CRM_BATCH_SIZE="16",
+        WORKER_METRICS_PORT=str(metrics_port),  # as compose and Kubernetes run it
+        WORKER_METRICS_HOST="127.0.0.1",
     )  # fmt: skip
     process.metrics = metrics
+    process.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     yield process
     processes.stop(process)
 
@@ -74,6 +80,17 @@ def test_the_beat_task_refreshes_every_customer_on_a_real_worker(worker, scienti
         AuditEntry.objects.filter(object_type="serving.crmrefresh").order_by("id").values_list("action", "actor_name")
     ) == [("crm.refresh_started", "crm-refresh"), ("crm.refresh_ended", "crm-refresh")]
     assert _counted(worker.metrics, "updated") == 40
+    # The same count on the worker's own metrics port, where Prometheus scrapes it (WORKER_METRICS_PORT).
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = urllib.request.urlopen(worker.metrics_url, timeout=10).read().decode()
+    served = sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "crm_segment_updates_total" and sample.labels["status"] == "updated"
+    )
+    assert served == 40
 
 
 def test_crm_updates_on_two_gunicorn_workers_add_up_on_metrics(tmp_path, scientist, approver, django_user_model):

@@ -395,6 +395,20 @@ def firing(error_rule, t0):
     )  # fmt: skip
 
 
+def test_metrics_show_the_firing_alerts(firing, client):
+    from monitoring.metrics import COLLECTOR
+
+    samples = [
+        sample for family in COLLECTOR.collect() if family.name == "mlops_alerts_firing" for sample in family.samples
+    ]
+    assert [(s.labels["model"], s.labels["kind"], s.labels["acknowledged"], s.value) for s in samples] == [
+        (firing.model.name, firing.rule.kind, "false", 1.0)
+    ]
+    firing.state = "resolved"
+    firing.save()
+    assert not [family.samples for family in COLLECTOR.collect() if family.name == "mlops_alerts_firing"][0]
+
+
 def test_api_lists_alerts_by_state(firing, scientist, error_rule, t0):
     Alert.objects.create(rule=error_rule, model=error_rule.model, summary="old", opened_at=t0 - HOUR,
                          last_evaluated_at=t0, state="resolved", resolved_at=t0)  # fmt: skip
