@@ -26,6 +26,15 @@ from governance.services import audit_record
 
 logger = logging.getLogger(__name__)
 
+
+def _not_the_pickle_warning(record):
+    """MLflow warns on every cloudpickle log_model; ours is deliberate (see _log_sklearn_model), and the
+    warning landed in the middle of the CLI's progress bar looking like an error."""
+    return not record.getMessage().startswith("Saving scikit-learn models in the pickle or cloudpickle format")
+
+
+logging.getLogger("mlflow.sklearn").addFilter(_not_the_pickle_warning)
+
 RUN_ID_TAG = "mlops_site.run_id"
 _BATCH = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
 

@@ -36,6 +36,11 @@ DEMO_POLICIES = [
 class Command(BaseCommand):
     help = "Create the demo admin user (if missing) and train the demo model (if no demo run finished yet)."
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="where the site will answer, for the printed curl line"
+        )
+
     def handle(self, *args, **options):
         users = get_user_model()
         username, password = settings.DEMO_ADMIN_USERNAME, settings.DEMO_ADMIN_PASSWORD
@@ -57,7 +62,7 @@ class Command(BaseCommand):
         if run is None:
             run = self._train(user)
         self._register_and_promote(run, roles)
-        self._crm_customers(user)
+        self._crm_customers(user, url=options["url"].rstrip("/"))
 
     def _users(self, password):
         users = get_user_model()
@@ -103,7 +108,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Registered and promoted {production} (requested by scientist, approved by approver).")
         )
 
-    def _crm_customers(self, admin_user):
+    def _crm_customers(self, admin_user, *, url):
         if settings.CRM_URL:
             self.stdout.write(f"CRM: the external CRM at {settings.CRM_URL} holds the customers.")
             return
@@ -113,7 +118,7 @@ class Command(BaseCommand):
         token = Token.objects.get(user=admin_user).key
         self.stdout.write(
             "Update a customer's segment: curl -X POST -H 'Authorization: Token "
-            f"{token}' 'http://127.0.0.1:8000/crm_segment_update?customer_id=CUST_TEST_007'"
+            f"{token}' '{url}/crm_segment_update?customer_id=CUST_TEST_007'"
         )
 
     def _train(self, user):
