@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import NotFound
 from core.mlflow import fluent_lock, mlflow_client
 from core.permissions import permission_require
 from core.storage import artifact_path, artifact_read_verified
@@ -210,6 +211,7 @@ def mlflow_import(*, tracking_uri=None, by, on_progress=None):
     Returns a dict of counts: experiments created, runs created, runs skipped.
     """
     permission_require(by, "experiments.add_run", doing="import runs from MLflow")
+    _local_store_require(tracking_uri or settings.MLFLOW_TRACKING_URI)
     from mlflow.entities import ViewType
 
     client = mlflow_client(tracking_uri)
@@ -248,6 +250,25 @@ def mlflow_import(*, tracking_uri=None, by, on_progress=None):
         if parent_mlflow_id:
             Run.objects.filter(pk=run.pk).update(parent=Run.objects.filter(mlflow_run_id=parent_mlflow_id).first())
     return counts
+
+
+def _local_store_require(tracking_uri):
+    """A local store (SQLite file, file store directory) must exist: MLflow would create an empty one and
+    the import would report success, having read nothing."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
+        path = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
+        kind = "SQLite database"
+    elif parsed.scheme in ("", "file"):
+        path, kind = (parsed.path if parsed.scheme == "file" else tracking_uri), "MLflow file store"
+    else:
+        return  # a server (http, databricks, ...): reaching it says whether it exists
+    if not path or not Path(path).exists():
+        raise NotFound(f"no {kind} at {path or tracking_uri}", field="tracking_uri")
 
 
 def _import_run(client, remote_experiment, remote, *, by):

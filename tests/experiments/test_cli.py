@@ -1,6 +1,7 @@
 """manage.py train and import_mlflow, as a data scientist types them."""
 
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -186,6 +187,18 @@ def test_import_mlflow_command(tmp_path):
     call_command("import_mlflow", "--tracking-uri", uri, stdout=out, stderr=StringIO())
     assert "Imported 0 runs and 0 new experiments" in out.getvalue()
     assert "1 runs were already here" in out.getvalue()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite:///", "file://", ""])
+def test_import_mlflow_from_a_store_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path, scheme):
+    missing = tmp_path / "path" / "to" / "other" / "mlflow.db"
+    with pytest.raises(CommandError, match=f"no .* at {missing}"):
+        call_command("import_mlflow", "--tracking-uri", f"{scheme}{missing}", stdout=StringIO(), stderr=StringIO())
+    assert not (tmp_path / "path").exists()
+    relative = "path/to/other/mlflow.db"  # the README's line, run in the checkout
+    with pytest.raises(CommandError, match=f"no SQLite database at {relative}"):
+        call_command("import_mlflow", "--tracking-uri", f"sqlite:///{relative}", stdout=StringIO(), stderr=StringIO())
+    assert not Path(relative).exists()
 
 
 def test_import_mlflow_from_an_unreachable_store_is_a_clear_error():
