@@ -20,15 +20,17 @@ def _fmt(value):
     return f"{value:.3g}"
 
 
-def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
-    """An SVG line chart of {label: [(x, y), ...]}, one coloured line and legend entry per label."""
+def line_chart_svg(series, *, title, x_label="step", width=640, height=260, legend=None):
+    """An SVG line chart of {label: [(x, y), ...]}, one coloured line and legend entry per label (the legend is
+    left out for a single line unless `legend` is true)."""
+    legend = len(series) > 1 if legend is None else legend
     points = [(x, y) for line in series.values() for x, y in line]
     if not points:
         return ""
     left, top, bottom = 56, 28, 40
     # Room for the legend beside the plot, as wide as its longest label (about 6 px a character).
     longest = max((len(str(label)[:_LEGEND_CHARS]) for label in series), default=0)
-    right = int(min(40 + 6 * longest, width / 2)) if len(series) > 1 else 16
+    right = int(min(40 + 6 * longest, width / 2)) if legend else 16
     plot_w, plot_h = width - left - right, height - top - bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_min, x_max = min(xs), max(xs)
@@ -70,7 +72,7 @@ def line_chart_svg(series, *, title, x_label="step", width=640, height=260):
         if len(line) == 1:
             x, y = line[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
-        if len(series) > 1:
+        if legend:
             legend_x, legend_y = width - right + 10, top + 10 + 14 * index
             parts.append(f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
             text = escape(str(label)[:_LEGEND_CHARS])

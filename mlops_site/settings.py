@@ -26,7 +26,7 @@ ALLOWED_HOSTS = env("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testse
 CSRF_TRUSTED_ORIGINS = env("CSRF_TRUSTED_ORIGINS", [], cast=list)
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "mlops_site.admin_config.MLOpsAdminConfig",  # django.contrib.admin with our site: name, order, home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -248,9 +248,14 @@ DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", "admin-change-me")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"forbidden_without_traceback": {"()": "core.logfilters.ForbiddenWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"alembic": {"level": "WARNING"}, "mlflow": {"level": "WARNING"}},
+    "loggers": {
+        "alembic": {"level": "WARNING"},
+        "mlflow": {"level": "WARNING"},
+        "django.request": {"filters": ["forbidden_without_traceback"]},
+    },
 }
 
 # --- Periodic work: declared here, editable in the admin (django-celery-beat) -------------------

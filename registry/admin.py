@@ -213,7 +213,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
 
 class RegisterForm(forms.Form):
-    name = forms.CharField(max_length=100, label="Model name", help_text="An existing model, or a new one.")
+    """The model is chosen from the existing ones; a new model is a deliberate choice, so a typo cannot make one."""
+
+    NEW = "__new__"
+    model = forms.ChoiceField(label="Model", help_text="The run becomes this model's next version.")
+    new_name = forms.CharField(
+        required=False, max_length=100, label="New model name", help_text="Only with “A new model…” above."
+    )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
     breaking_change = forms.BooleanField(
         required=False,
@@ -221,10 +227,37 @@ class RegisterForm(forms.Form):
         "clients must change too. Audited, and shown to whoever approves it.",
     )
 
+    def __init__(self, *args, model_names, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_names = list(model_names)
+        self.fields["model"].choices = [*((name, name) for name in self.model_names), (self.NEW, "A new model…")]
+        if not self.model_names:
+            self.fields["model"].initial = self.NEW
+
+    def clean(self):
+        data = super().clean()
+        if data.get("model") == self.NEW:
+            name = (data.get("new_name") or "").strip()
+            if not name:
+                self.add_error("new_name", "Name the new model, or choose an existing one above.")
+            elif name in self.model_names:
+                self.add_error("new_name", f"{name!r} already exists: choose it above.")
+            data["name"] = name
+        else:
+            data["name"] = data.get("model")
+        return data
+
 
 class PromotionRequestForm(forms.Form):
     to_stage = forms.ChoiceField(choices=PromotionRequest.TargetStage.choices, initial="Production")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+    def __init__(self, *args, version, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only the stages the version is not in already.
+        self.fields["to_stage"].choices = [
+            choice for choice in PromotionRequest.TargetStage.choices if choice[0] != version.stage
+        ]
 
 
 # Versions are registered from runs (action on the runs list, API or CLI); a version is immutable,
@@ -357,7 +390,8 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     def register_view(self, request):
         """Register a finished run (?run=ID, from the runs list's action) as the next version of a model."""
         run = get_object_or_404(Run, pk=request.GET.get("run") if str(request.GET.get("run", "")).isdigit() else 0)
-        form = RegisterForm(request.POST or None)
+        names = selectors.model_list().values_list("name", flat=True)
+        form = RegisterForm(request.POST or None, model_names=names)
         if request.method == "POST" and form.is_valid():
             try:
                 version = services.model_version_register(
@@ -391,7 +425,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     def request_promotion_view(self, request, version_id):
         version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
-        form = PromotionRequestForm(request.POST or None)
+        form = PromotionRequestForm(request.POST or None, version=version)
         if request.method == "POST" and form.is_valid():
             try:
                 promotion = services.promotion_request_create(version=version, by=request.user, **form.cleaned_data)
@@ -520,6 +554,7 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         if promotion is not None:
             extra = {
                 "promotion": promotion,
+                "comparison": selectors.promotion_comparison(request=promotion),
                 "decision_form": DecisionForm(),
                 "decision_block": self._decision_block(request, promotion),
                 "can_override": request.user.has_perm("registry.override_compliance"),

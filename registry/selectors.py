@@ -1,9 +1,11 @@
 """Reads of the registry app."""
 
+from dataclasses import dataclass
+
 from django.db.models import Count, OuterRef, Prefetch, Subquery
 
 from core.errors import NotFound
-from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+from registry.models import Environment, ModelVersion, PromotionRequest, RegisteredModel
 
 
 def _stage_version(stage):
@@ -83,3 +85,59 @@ def model_versions(*, model):
             to_attr="pending",
         )
     )
+
+
+def promotion_requests_awaiting(*, user, limit=10):
+    """Pending requests `user` may decide: they hold approve_promotion and did not ask themselves."""
+    if not user.has_perm("registry.approve_promotion"):
+        return []
+    pending = promotion_request_list(status=PromotionRequest.Status.PENDING).exclude(requested_by=user)
+    return list(pending.order_by("requested_at", "id")[:limit])
+
+
+# Metrics where a smaller value is the better one; every other metric is better larger.
+_SMALLER_IS_BETTER = ("log_loss", "training_time", "inference", "latency", "size", "duration")
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    key: str
+    candidate: float | None
+    current: float | None
+    better: bool | None  # None: not comparable (missing on one side, or equal)
+
+
+@dataclass(frozen=True)
+class PromotionComparison:
+    """A request's version against the one it would replace (None when the stage is empty)."""
+
+    candidate: ModelVersion
+    current: ModelVersion | None
+    stage: str
+    metrics: list[MetricComparison]
+
+
+def promotion_comparison(*, request):
+    """The candidate's metrics side by side with the version now in the stage the request aims at."""
+    if request.kind in (PromotionRequest.Kind.PROMOTION, PromotionRequest.Kind.ROLLBACK):
+        stage = request.to_stage
+    else:  # a traffic request sits beside the primary of its environment
+        stage = (
+            ModelVersion.Stage.STAGING if request.environment == Environment.STAGING else ModelVersion.Stage.PRODUCTION
+        )
+    candidate = request.version
+    current = (
+        ModelVersion.objects.filter(model_id=candidate.model_id, stage=stage).exclude(pk=candidate.pk).first()
+        if stage in (ModelVersion.Stage.STAGING, ModelVersion.Stage.PRODUCTION)
+        else None
+    )
+    theirs = current.metrics if current else {}
+    rows = []
+    for key in sorted(set(candidate.metrics) | set(theirs)):
+        mine, other = candidate.metrics.get(key), theirs.get(key)
+        better = None
+        if isinstance(mine, int | float) and isinstance(other, int | float) and mine != other:
+            smaller = any(part in key for part in _SMALLER_IS_BETTER)
+            better = (mine < other) if smaller else (mine > other)
+        rows.append(MetricComparison(key=key, candidate=mine, current=other, better=better))
+    return PromotionComparison(candidate=candidate, current=current, stage=stage, metrics=rows)

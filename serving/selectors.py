@@ -1,6 +1,8 @@
 """Reads of the serving app."""
 
-from serving.models import Deployment
+from django.db.models import Avg, Count, Q
+
+from serving.models import Deployment, Environment, PredictionLog
 
 
 def active_deployments(*, model_name, environment):
@@ -10,3 +12,26 @@ def active_deployments(*, model_name, environment):
         .filter(model__name=model_name, environment=environment, status=Deployment.Status.ACTIVE)
         .order_by("mode")
     )
+
+
+def production_overview(*, since):
+    """What answers Production traffic now: (deployment, its rows predicted since `since`, errors, mean
+    latency in ms), in two queries."""
+    deployments = list(
+        Deployment.objects.select_related("version", "model")
+        .filter(environment=Environment.PRODUCTION, status=Deployment.Status.ACTIVE)
+        .order_by("model__name", "mode")
+    )
+    traffic = {
+        (row["model_name"], row["version"]): row
+        for row in PredictionLog.objects.filter(
+            created_at__gte=since, model_name__in={d.model.name for d in deployments}
+        )
+        .values("model_name", "version")
+        .annotate(rows=Count("id"), errors=Count("id", filter=~Q(error="")), latency_ms=Avg("latency_ms"))
+    }
+    empty = {"rows": 0, "errors": 0, "latency_ms": None}
+    return [
+        (deployment, traffic.get((deployment.model.name, deployment.version.version), empty))
+        for deployment in deployments
+    ]

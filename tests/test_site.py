@@ -33,10 +33,40 @@ def test_unknown_api_url_is_a_json_404(client):
 
 
 @pytest.mark.django_db
-def test_root_leads_to_the_admin(client):
+def test_root_says_where_things_are_and_takes_staff_to_the_admin(client, django_user_model):
+    page = client.get("/")
+    assert page.status_code == 200
+    for link in ('href="/admin/"', 'href="/api/docs/"', 'href="/health"', 'href="/metrics"'):
+        assert link in page.content.decode()
+    client.force_login(django_user_model.objects.create_user("staff", is_staff=True))
     response = client.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/admin/"
+
+
+@pytest.mark.django_db
+def test_a_403_is_a_page_with_the_sites_header_and_a_way_back_and_logs_no_traceback(client, scientist, caplog):
+    client.force_login(scientist)
+    with caplog.at_level("WARNING", logger="django.request"):
+        response = client.get("/admin/auth/user/")
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert "MLOps Site" in page
+    assert "You may not do this" in page
+    assert 'href="/admin/"' in page
+    forbidden = [record for record in caplog.records if getattr(record, "status_code", None) == 403]
+    assert forbidden
+    assert all(record.exc_info is None for record in forbidden)
+
+
+@pytest.mark.django_db
+def test_the_admin_is_named_and_ordered_along_a_models_path(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "<title>Overview | MLOps Site</title>" in page
+    assert "Django administration" not in page
+    apps = ("experiments", "registry", "serving", "monitoring", "governance", "auth")
+    order = [page.index(f'class="app-{app} module') for app in apps]
+    assert order == sorted(order)
 
 
 def test_openapi_schema_validates_without_warnings(tmp_path):
