@@ -283,7 +283,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         ("Compliance", {"fields": ["compliance"]}),
         ("Lineage", {"fields": ["run_link", "dataset", "artifact_path", "artifact_sha256"]}),
         ("Signature", {"fields": ["signature_table", "breaking_change_note"]}),
-        ("Serving", {"fields": ["serving_form", "onnx_max_abs_diff", "serving_note"]}),
+        ("Serving", {"fields": ["serving_form", "onnx_difference", "serving_note"]}),
         ("MLflow", {"fields": ["mlflow_version"]}),
         ("Trail", {"fields": ["stage_changed_at", "production_entered_at", "history"]}),
     ]
@@ -301,6 +301,12 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 compliance_ok=Subquery(latest.values("compliant")[:1]),
             )
         )
+
+    @admin.display(description="ONNX max abs diff")
+    def onnx_difference(self, version):
+        if version.onnx_max_abs_diff is None:
+            return "–"
+        return f"{version.onnx_max_abs_diff:.2e} (largest probability difference from scikit-learn)"
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -418,7 +424,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 run.pk,
                 run.name,
                 run.status,
-                run.latest_metrics.get("accuracy", "–"),
+                "–" if run.latest_metrics.get("accuracy") is None else f"{run.latest_metrics['accuracy']:.4f}",
             ),
             submit="Register",
         )
