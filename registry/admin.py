@@ -178,6 +178,10 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                 or _allowed(services.production_rollback_check, by=request.user, emergency=True),
                 "rollback_target": services.rollback_target(model),
                 "production_version": selectors.production_version_get(model_name=model.name),
+                "serving_versions": list(
+                    model.versions.filter(stage__in=[ModelVersion.Stage.PRODUCTION, ModelVersion.Stage.STAGING])
+                    .order_by("stage")
+                ),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 

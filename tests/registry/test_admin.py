@@ -245,3 +245,16 @@ def test_the_overview_shows_production_what_waits_for_me_runs_and_the_audit_log(
     page = as_user(auditor).get(reverse("admin:index")).content.decode()
     assert "Recent changes (audit log)" in page
     assert "A stage change was requested" in page
+
+
+def test_the_model_page_says_what_serves_and_links_to_how_it_does(production, admin_client):
+    page = admin_client.get(reverse("admin:registry_registeredmodel_change", args=[production.model.pk])).content
+    page = page.decode()
+    assert "What serves now" in page
+    assert f">v{production.version}</a>" in page
+    assert f"?model__id__exact={production.model.pk}" in page
+    assert "?model_name=iris-clf" in page
+    log = reverse("admin:serving_predictionlog_changelist") + "?model_name=iris-clf"
+    assert admin_client.get(log).status_code == 200
+    deployments = reverse("admin:serving_deployment_changelist") + f"?model__id__exact={production.model.pk}"
+    assert admin_client.get(deployments).status_code == 200
