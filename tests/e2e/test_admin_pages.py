@@ -13,7 +13,10 @@ from rest_framework.test import APIClient
 
 from experiments import services as experiment_services
 from registry import services as registry_services
+from serving.crm import services as crm_services
+from serving.models import Customer
 from tests.browser import CHROMIUM, Browser
+from tests.serving.crm.helpers import churn_promote, churn_version_register, customers_make
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
@@ -26,9 +29,9 @@ IRIS = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "
 
 
 @pytest.fixture
-def site(production, train, scientist, serving, django_user_model, live_server):
+def site(production, train, scientist, approver, serving, django_user_model, live_server):
     """A site with something on every page: v1 in Production serving predictions, v2 waiting for a decision,
-    a few runs to compare, audit entries; and an admin signed in."""
+    a few runs to compare, audit entries, CRM customers with segments written and a refresh; an admin signed in."""
     runs = [train(n_estimators=n) for n in (5, 10)]
     sweep = experiment_services.run_launch(
         experiment="iris-sweep",
@@ -48,6 +51,11 @@ def site(production, train, scientist, serving, django_user_model, live_server):
         api.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS, IRIS]}, format="json")
     api.post("/api/v1/models/iris-clf/predict", {"instances": [{**IRIS, "petal_width_cm": "wide"}]}, format="json")
     admin = django_user_model.objects.create_superuser("root", password="x")
+    churn_promote(churn_version_register(by=scientist), scientist=scientist, approver=approver)
+    customers_make(30)
+    for customer in Customer.objects.order_by("customer_id")[:3]:
+        crm_services.customer_segment_update(customer_id=customer.customer_id, by=admin)
+    crm_services.crm_refresh_start(scope="all", by=admin, inline=True)
     client = Client()
     client.force_login(admin)
     children = [child.pk for child in sweep.children.all()]
@@ -66,6 +74,9 @@ def site(production, train, scientist, serving, django_user_model, live_server):
         "deployments": "/admin/serving/deployment/",
         "predictions": "/admin/serving/predictionlog/",
         "audit": "/admin/governance/auditentry/",
+        "crm-customer": f"/admin/serving/customer/{Customer.objects.order_by('customer_id').first().pk}/change/",
+        "crm-changes": "/admin/serving/segmentchange/",
+        "crm-refreshes": "/admin/serving/crmrefresh/",
     }
     return {"url": live_server.url, "session": client.cookies["sessionid"].value, "pages": pages}
 
