@@ -131,3 +131,14 @@ def _cmdline(pid):
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError):
         return ""
+
+
+def test_the_makefile_starts_run_py_on_the_port_asked_and_mlflow_ui_through_it():
+    run = subprocess.run(
+        ["make", "-n", "run", "PORT=8123"], cwd=processes.BASE_DIR, capture_output=True, text=True, check=True
+    ).stdout
+    assert "setup_demo --url http://127.0.0.1:8123" in run
+    assert "run.py --port 8123" in run
+    assert "honcho start" not in run
+    ui = subprocess.run(["make", "-n", "mlflow-ui"], cwd=processes.BASE_DIR, capture_output=True, text=True, check=True)
+    assert "run.py mlflow-ui --store" in ui.stdout
