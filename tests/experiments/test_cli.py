@@ -204,3 +204,26 @@ def test_import_mlflow_from_a_store_that_does_not_exist_is_an_error_and_creates_
 def test_import_mlflow_from_an_unreachable_store_is_a_clear_error():
     with pytest.raises(CommandError, match="cannot read the MLflow store at http://127.0.0.1:9"):
         call_command("import_mlflow", "--tracking-uri", "http://127.0.0.1:9", stdout=StringIO(), stderr=StringIO())
+
+
+def test_mlflows_pickle_warning_does_not_reach_the_progress_bar():
+    import logging
+
+    from experiments.services import mlflow_sync  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("mlflow.sklearn")
+
+    def record(message):
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
+
+    assert not logger.filter(record("Saving scikit-learn models in the pickle or cloudpickle format requires care"))
+    assert logger.filter(record("any other warning"))
+
+
+def test_the_filesystem_broker_url_names_a_host_so_kombu_does_not_warn():
+    from django.conf import settings
+    from kombu import Connection
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem:"):
+        pytest.skip("the broker is configured (CELERY_BROKER_URL)")
+    assert Connection(settings.CELERY_BROKER_URL).hostname == "localhost"
