@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
+# `PORT=8001 make run` when 8000 is taken
+PORT ?= 8000
 
 .PHONY: run serve test fuzz lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
 
@@ -17,16 +19,17 @@ $(BIN)/.installed-dev: requirements-dev.txt $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## run: install if needed, migrate, create the demo admin and model, start web + worker + beat
+## run: install if needed, migrate, create the demo users and model, start web + worker + beat on PORT (8000);
+## Ctrl-C stops the three gracefully (run.py: the worker finishes its running tasks, STOP_TIMEOUT 30 s at most)
 run: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py setup_demo
-	@echo "MLOps Site on http://127.0.0.1:8000/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
+	$(BIN)/python manage.py setup_demo --url http://127.0.0.1:$(PORT)
+	@echo "MLOps Site on http://127.0.0.1:$(PORT)/admin/  (API docs: /api/docs/, metrics: /metrics). Ctrl-C stops all."
 	@# web, worker and beat write their metrics to one directory, so /metrics also counts what the
 	@# worker did (the CRM refresh's segment updates, its batch predictions); wiped at each start. Alert
 	@# e-mails go to oncall@localhost unless ALERT_EMAIL_RECIPIENTS says otherwise: the worker prints them.
 	rm -rf "$(VAR_DIR)/prometheus" && mkdir -p "$(VAR_DIR)/prometheus"
-	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} ALERT_EMAIL_RECIPIENTS=$${ALERT_EMAIL_RECIPIENTS-oncall@localhost} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/honcho start -f Procfile -p 8000
+	PROMETHEUS_MULTIPROC_DIR="$(VAR_DIR)/prometheus" PATH="$(CURDIR)/$(BIN):$$PATH" DEBUG=$${DEBUG:-1} ALERT_EMAIL_RECIPIENTS=$${ALERT_EMAIL_RECIPIENTS-oncall@localhost} WEB_HOST=$${WEB_HOST:-127.0.0.1} $(BIN)/python run.py --port $(PORT)
 
 ## serve: the production web server alone (granian, serve.py): PORT (8000), WEB_WORKERS (2), DEBUG off, so
 ## SECRET_KEY is required; static files are collected first. The Dockerfile, compose and the Procfile run the same.
@@ -64,9 +67,9 @@ lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-## mlflow-ui: the MLflow UI on the same store, http://127.0.0.1:5000
+## mlflow-ui: the MLflow UI on the same store, http://127.0.0.1:5000 (MLFLOW_UI_PORT); Ctrl-C stops all its processes
 mlflow-ui: $(BIN)/.installed
-	$(BIN)/mlflow ui --backend-store-uri "$(MLFLOW_UI_STORE)" --host 127.0.0.1 --port 5000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python run.py mlflow-ui --store "$(MLFLOW_UI_STORE)" --port $${MLFLOW_UI_PORT:-5000}
 
 clean-var:
 	rm -rf "$(VAR_DIR)"

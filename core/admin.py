@@ -64,3 +64,10 @@ def audit_trail_url(obj):
 
 def audit_trail_link(obj, label):
     return format_html('<a href="{}">audit trail of this {}</a>', audit_trail_url(obj), label)
+
+
+def short_time(moment):
+    """A timestamp in a list's column: "Nov 23 20:36:05" (local time), not "Nov. 23, 2026, 8:36:05 p.m."."""
+    from django.utils import timezone
+
+    return "–" if moment is None else timezone.localtime(moment).strftime("%b %d %H:%M:%S")

@@ -49,13 +49,16 @@ def line_chart_svg(
     y_range=None,
     x_format=None,
     dashed=(),
+    legend=None,
 ):
     """An SVG line chart of {label: [(x, y), ...]}, one coloured line and legend entry per label.
 
     `thresholds`: (value, label) pairs drawn as dotted black lines across the plot; `y_range`: (low, high) to
     fix the axis (None on either side: from the data); `x_format`: how an x tick reads (times, say);
-    `dashed`: labels of the series drawn dashed (an estimate beside the measured line).
+    `dashed`: labels of the series drawn dashed (an estimate beside the measured line); `legend`: whether to
+    draw the legend (default: only for more than one line).
     """
+    legend = len(series) > 1 if legend is None else legend
     points = [(x, y) for line in series.values() for x, y in line if y is not None]
     if not points:
         return ""
@@ -64,7 +67,7 @@ def line_chart_svg(
     left, top, bottom = 64 if y_label else 56, 28, 40
     # Room for the legend beside the plot, as wide as its longest label (about 6 px a character).
     longest = max((len(str(label)[:_LEGEND_CHARS]) for label in series), default=0)
-    right = int(min(40 + 6 * longest, width / 2)) if len(series) > 1 else 36
+    right = int(min(40 + 6 * longest, width / 2)) if legend else 36
     plot_w, plot_h = width - left - right, height - top - bottom
     xs, ys = [p[0] for p in points], [p[1] for p in points] + [value for value, _ in thresholds]
     x_min, x_max = min(xs), max(xs)
@@ -132,7 +135,7 @@ def line_chart_svg(
         if len(line) == 1:
             x, y = line[0]
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}"/>')
-        if len(series) > 1:
+        if legend:
             legend_x, legend_y = width - right + 10, top + 10 + 14 * index
             parts.append(f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="{color}"/>')
             text = escape(str(label)[:_LEGEND_CHARS])

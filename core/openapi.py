@@ -1,7 +1,25 @@
-"""The error answers of every operation, written into the OpenAPI schema (a drf-spectacular postprocessing hook).
+"""The OpenAPI schema: one tag per area of the product (AreaAutoSchema), and the error answers of every operation
+(error_responses, a drf-spectacular postprocessing hook).
 
 Errors come from one exception handler (core.errors) in one shape, so they are documented in one place: each
 operation lists the statuses it can answer besides its success, with the shared error body."""
+
+from drf_spectacular.openapi import AutoSchema
+
+# The areas, in the order of a model's path; SPECTACULAR_SETTINGS["TAGS"] describes each.
+AREAS = ("experiments", "registry", "serving", "crm", "monitoring", "governance")
+
+
+class AreaAutoSchema(AutoSchema):
+    """Tags an operation with its area (the view's app; the CRM integration apart from serving)."""
+
+    def get_tags(self):
+        module = type(self.view).__module__
+        if module.startswith("serving.crm"):
+            return ["crm"]
+        area = module.split(".", 1)[0]
+        return [area] if area in AREAS else super().get_tags()
+
 
 ERROR_SCHEMA = {
     "type": "object",

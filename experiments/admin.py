@@ -11,14 +11,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from core.admin import GREY, ServiceWrittenAdmin, admin_page, badge, metric_column
+from core.admin import GREY, ServiceWrittenAdmin, admin_page, badge, metric_column, short_time
 from core.charts import line_chart_svg
 from core.errors import ApplicationError
 from core.storage import artifact_read_verified
 from experiments import selectors, services
 from experiments.forms import DatasetUploadForm, LaunchRunForm
 from experiments.models import Artifact, DatasetVersion, Experiment, Run
-from experiments.trainers import TRAINERS
+from experiments.trainers import HISTORY_STEP, TRAINERS
 
 _STATUS_COLORS = {
     Run.Status.QUEUED: "#6b7280",
@@ -187,22 +187,19 @@ class RunKindFilter(admin.SimpleListFilter):
 # by its worker, never edited by hand.
 @admin.register(Run)
 class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
+    # What a run is sits in one column (name over experiment · algorithm · dataset), so its results fit a
+    # 1280 px window beside the filters.
     list_display = [
-        "id",
-        "name",
-        "experiment",
+        "run_column",
         "status_column",
-        "algorithm",
-        "dataset",
         "accuracy",
         "f1_macro",
         "roc_auc",
         "log_loss",
         "duration",
         "mlflow_column",
-        "created_at",
     ]
-    list_display_links = ["id", "name"]
+    list_display_links = ["run_column"]
     list_filter = ["status", "algorithm", ("dataset", admin.RelatedOnlyFieldListFilter), "experiment", RunKindFilter]
     search_fields = ["name", "experiment__name", "mlflow_run_id", "celery_task_id"]
     list_select_related = ["experiment", "dataset"]
@@ -240,6 +237,19 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
+
+    @admin.display(description="run", ordering="-id")
+    def run_column(self, run):
+        dataset = run.dataset.name if run.dataset else "–"
+        return format_html(
+            '#{} {}<span class="run-meta">{} · {} · {} · {}</span>',
+            run.pk,
+            run.name,
+            run.experiment.name,
+            run.algorithm,
+            dataset,
+            short_time(run.created_at),
+        )
 
     @admin.display(description="status", ordering="status")
     def status_column(self, run):
@@ -285,7 +295,10 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 "run": run,
                 "params": run.params.all(),
                 "metric_rows": sorted(run.latest_metrics.items()),
-                "charts": [line_chart_svg({key: points}, title=key) for key, points in sorted(histories.items())],
+                "charts": [
+                    line_chart_svg({key: points}, title=key, x_label=HISTORY_STEP.get(run.algorithm, "step"))
+                    for key, points in sorted(histories.items())
+                ],
                 "artifacts": run.artifacts.all(),
                 "children": run.children.all(),
                 "refresh": not run.is_terminal,
@@ -382,25 +395,21 @@ class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             return redirect("admin:experiments_run_changelist")
         comparison = selectors.runs_compare(run_ids=ids)
         histories = selectors.run_histories(run_ids=ids)
-        keys = sorted({key for run_histories in histories.values() for key in run_histories})
         # Lines are labelled by what tells the runs apart: the params that differ.
         differing = [row["key"] for row in comparison["param_rows"] if row["differs"]]
         labels = {
             run.pk: " ".join([f"#{run.pk}"] + [f"{p.key}={p.value}" for p in run.params.all() if p.key in differing])
             for run in comparison["runs"]
         }
+        # A history's step means what the algorithm says (trees, boosting stages, training rows): one chart
+        # per metric and meaning, never two meanings on one axis.
+        groups = {}
+        for run in comparison["runs"]:
+            for key, points in histories.get(run.pk, {}).items():
+                groups.setdefault((key, HISTORY_STEP.get(run.algorithm, "step")), {})[labels[run.pk]] = points
         charts = [
-            line_chart_svg(
-                {
-                    labels[run.pk]: histories[run.pk][key]
-                    for run in comparison["runs"]
-                    if key in histories.get(run.pk, {})
-                },
-                title=key,
-                width=980,
-                height=300,
-            )
-            for key in keys
+            line_chart_svg(series, title=f"{key} by {x_label}", x_label=x_label, width=980, height=300, legend=True)
+            for (key, x_label), series in sorted(groups.items())
         ]
         return admin_page(
             self, request, "Compare runs", "admin/experiments/run/compare.html", **comparison, charts=charts

@@ -40,6 +40,11 @@ class DatasetOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class DatasetUploadOutput(DatasetOutput):
+    created = serializers.BooleanField(help_text="false: this exact content was already stored (this version)")
+    note = serializers.CharField(help_text="why nothing new was stored, and under which name to use it; else empty")
+
+
 class RunSummaryOutput(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -102,12 +107,24 @@ class DatasetListCreateApi(ListAPIView):
         name = serializers.CharField(max_length=200)
         target = serializers.CharField(max_length=200)
 
-    @extend_schema(request={"multipart/form-data": UploadInput}, responses={201: DatasetOutput, 200: DatasetOutput})
+    @extend_schema(
+        request={"multipart/form-data": UploadInput},
+        responses={201: DatasetUploadOutput, 200: DatasetUploadOutput},
+        description="201 with the new version; 200 with the version already holding this exact content, "
+        "and a `note` when it is stored under another name (the name given is not recorded).",
+    )
     def post(self, request):
         serializer = self.UploadInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         version, created = services.dataset_version_upload_file(**serializer.validated_data, by=request.user)
-        return Response(DatasetOutput(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        name = serializer.validated_data["name"].strip()
+        note = ""
+        if not created:
+            note = f"this content is already stored as {version}"
+            if version.name != name:
+                note += f"; {name!r} was not recorded: use dataset {version.name!r} or {version.sha256[:12]!r}"
+        body = DatasetUploadOutput({**DatasetOutput(version).data, "created": created, "note": note}).data
+        return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class RunListCreateApi(ListAPIView):

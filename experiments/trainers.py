@@ -178,6 +178,13 @@ _CLASS_WEIGHT = ParamSpec(
     help="'balanced' reweights classes by inverse frequency.",
 )
 
+# What the step of a run's metric history counts (the x axis of its charts), per algorithm.
+HISTORY_STEP = {
+    "random_forest": "trees in the forest",
+    "gradient_boosting": "boosting stage",
+    "logistic_regression": "training rows (learning curve)",
+}
+
 TRAINERS = {
     trainer.name: trainer
     for trainer in (

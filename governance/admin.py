@@ -9,8 +9,9 @@ from django.http import StreamingHttpResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.text import Truncator
 
-from core.admin import ServiceWrittenAdmin, badge
+from core.admin import ServiceWrittenAdmin, badge, short_time
 from core.errors import ApplicationError
 from governance.models import AuditEntry, ComplianceEvaluation, Policy, WebhookDelivery, WebhookSubscription
 from governance.services import policy_save, webhook_redeliver, webhook_subscription_save
@@ -76,7 +77,7 @@ class _Echo:
 class AuditEntryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     """Read-only: entries are written by services, never by hand. Filter, search, export, follow an object."""
 
-    list_display = ["created_at", "actor_name", "action", "object_type", "object_link", "reason", "history_link"]
+    list_display = ["at", "actor_name", "action", "object_link", "reason_short", "history_link"]
     list_filter = ["action", "object_type", "actor_name", "created_at"]
     search_fields = ["object_repr", "object_id", "reason", "actor_name", "request_id"]
     date_hierarchy = "created_at"
@@ -99,9 +100,17 @@ class AuditEntryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     ]
     exclude = ["before", "after"]
 
+    @admin.display(description="at", ordering="created_at")
+    def at(self, entry):
+        return short_time(entry.created_at)
+
     @admin.display(description="object")
     def object_link(self, entry):
-        return entry.object_repr
+        return format_html('<span title="{}">{}</span>', entry.object_repr, Truncator(entry.object_repr).chars(50))
+
+    @admin.display(description="reason")
+    def reason_short(self, entry):
+        return format_html('<span title="{}">{}</span>', entry.reason, Truncator(entry.reason).chars(60))
 
     @admin.display(description="history")
     def history_link(self, entry):
@@ -110,7 +119,7 @@ class AuditEntryAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             + "?"
             + urlencode({"object_type": entry.object_type, "object_id": entry.object_id})
         )
-        return format_html('<a href="{}">all entries of this object</a>', url)
+        return format_html('<a href="{}" title="all entries of this {}">trail</a>', url, entry.object_type)
 
     @admin.display(description="before")
     def before_json(self, entry):

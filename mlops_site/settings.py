@@ -46,7 +46,7 @@ if env("SECURE_PROXY_SSL_HEADER", False, cast=bool):
 SECURE_REDIRECT_EXEMPT = [r"^health$", r"^v2/health/", r"^metrics$"]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "mlops_site.admin_config.MLOpsAdminConfig",  # django.contrib.admin with our site: name, order, home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -186,7 +186,7 @@ REST_FRAMEWORK = {
         *(["core.auth.LimitedBasicAuthentication"] if API_BASIC_AUTH else []),
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AreaAutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
     # JSON nested too deeply or holding NUL characters is a 400, not a RecursionError or a database error.
     "DEFAULT_PARSER_CLASSES": [
@@ -200,7 +200,40 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MLOps Site API",
-    "DESCRIPTION": "Datasets, experiments and training runs; every run mirrored to MLflow.",
+    "DESCRIPTION": (
+        "MLOps Site: train, register, promote, serve and watch scikit-learn models. Authenticate with a token "
+        "(`Authorization: Token <key>`; `make run` prints one per demo role), a session or basic auth. Errors are "
+        '`{"error": ..., "field": ...}` with 400, 403, 404, 409 or 422.'
+    ),
+    # One tag per area, in the order of a model's path (core.openapi tags each operation by its app).
+    "TAGS": [
+        {
+            "name": "experiments",
+            "description": "Datasets (built-in or uploaded CSV), experiments, training runs "
+            "and sweeps, their metrics and metric histories; every run is mirrored to MLflow.",
+        },
+        {
+            "name": "registry",
+            "description": "Registered models and versions, promotion, rollback and traffic "
+            "requests decided by a second person, with the governance policies' compliance.",
+        },
+        {
+            "name": "serving",
+            "description": "Predictions from the version in an environment (native, MLflow and "
+            "Open Inference Protocol v2 formats), feedback with the true label, the prediction log.",
+        },
+        {
+            "name": "crm",
+            "description": "The CRM integration: look a customer up, predict, write the segment; "
+            "batch refreshes of many customers.",
+        },
+        {
+            "name": "monitoring",
+            "description": "Hourly traffic, errors and latency, drift against the training "
+            "data, live and estimated accuracy, per deployed version.",
+        },
+        {"name": "governance", "description": "The audit log (hash-chained, sealed), policies, webhooks and roles."},
+    ],
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI served from the drf-spectacular-sidecar package, not a CDN.
@@ -222,8 +255,10 @@ CACHES = {
 }
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://")
-if CELERY_BROKER_URL == "filesystem://":
+# "filesystem://localhost/", not "filesystem://": kombu logs "No hostname was supplied" for a URL without one.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", "filesystem://localhost/")
+if CELERY_BROKER_URL.startswith("filesystem:"):
+    CELERY_BROKER_URL = "filesystem://localhost/"
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
@@ -272,9 +307,14 @@ DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", "admin-change-me")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"forbidden_without_traceback": {"()": "core.logfilters.ForbiddenWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"alembic": {"level": "WARNING"}, "mlflow": {"level": "WARNING"}},
+    "loggers": {
+        "alembic": {"level": "WARNING"},
+        "mlflow": {"level": "WARNING"},
+        "django.request": {"filters": ["forbidden_without_traceback"]},
+    },
 }
 
 # --- Periodic work: declared here, editable in the admin (django-celery-beat) -------------------

@@ -1,15 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from mlops_site import views
 from monitoring.metrics import metrics_view
 from serving.api import root_urlpatterns as serving_root_urlpatterns
 from serving.crm.api import root_urlpatterns as crm_root_urlpatterns
 from serving.v2 import ServerMetadataApi
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("", views.home, name="home"),
     path("admin/", admin.site.urls),
     # Prediction routes first: they take most of the traffic, and URL resolution tries patterns in order.
     path("api/v1/", include("serving.api")),

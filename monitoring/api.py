@@ -6,8 +6,7 @@ import datetime as dt
 from django.urls import path
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
+from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -165,27 +164,27 @@ class AlertOutput(serializers.Serializer):
     url = serializers.CharField(help_text="The alert in the admin, where it is acknowledged or silenced.")
 
 
-class AlertListApi(APIView):
+class AlertListApi(generics.ListAPIView):
     """Alerts, newest first: those firing now with ?state=firing; pending, resolved, or all without a state."""
 
     permission_classes = [CanViewMonitoring]
+    serializer_class = AlertOutput
+
+    def get_queryset(self):
+        return selectors.alert_list(
+            state=self.request.query_params.get("state") or None,
+            model_name=self.request.query_params.get("model") or None,
+        )
 
     @extend_schema(
         parameters=[
             OpenApiParameter("state", str, enum=list(Alert.State.values), description="default: every state"),
             OpenApiParameter("model", str, description="a registered model's name"),
-            OpenApiParameter("limit", int),
-            OpenApiParameter("offset", int),
         ],
-        responses={200: AlertOutput(many=True)},
     )
-    def get(self, request):
-        alerts = selectors.alert_list(
-            state=request.query_params.get("state") or None, model_name=request.query_params.get("model") or None
-        )
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(alerts, request, view=self)
-        return paginator.get_paginated_response(
+    def get(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(
             AlertOutput([services.alert_payload(alert) for alert in page], many=True).data
         )
 

@@ -178,6 +178,10 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                 or _allowed(services.production_rollback_check, by=request.user, emergency=True),
                 "rollback_target": services.rollback_target(model),
                 "production_version": selectors.production_version_get(model_name=model.name),
+                "serving_versions": list(
+                    model.versions.filter(stage__in=[ModelVersion.Stage.PRODUCTION, ModelVersion.Stage.STAGING])
+                    .order_by("stage")
+                ),
             }
         return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
@@ -213,7 +217,13 @@ class RegisteredModelAdmin(admin.ModelAdmin):
 
 
 class RegisterForm(forms.Form):
-    name = forms.CharField(max_length=100, label="Model name", help_text="An existing model, or a new one.")
+    """The model is chosen from the existing ones; a new model is a deliberate choice, so a typo cannot make one."""
+
+    NEW = "__new__"
+    model = forms.ChoiceField(label="Model", help_text="The run becomes this model's next version.")
+    new_name = forms.CharField(
+        required=False, max_length=100, label="New model name", help_text="Only with “A new model…” above."
+    )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
     breaking_change = forms.BooleanField(
         required=False,
@@ -221,10 +231,37 @@ class RegisterForm(forms.Form):
         "clients must change too. Audited, and shown to whoever approves it.",
     )
 
+    def __init__(self, *args, model_names, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_names = list(model_names)
+        self.fields["model"].choices = [*((name, name) for name in self.model_names), (self.NEW, "A new model…")]
+        if not self.model_names:
+            self.fields["model"].initial = self.NEW
+
+    def clean(self):
+        data = super().clean()
+        if data.get("model") == self.NEW:
+            name = (data.get("new_name") or "").strip()
+            if not name:
+                self.add_error("new_name", "Name the new model, or choose an existing one above.")
+            elif name in self.model_names:
+                self.add_error("new_name", f"{name!r} already exists: choose it above.")
+            data["name"] = name
+        else:
+            data["name"] = data.get("model")
+        return data
+
 
 class PromotionRequestForm(forms.Form):
     to_stage = forms.ChoiceField(choices=PromotionRequest.TargetStage.choices, initial="Production")
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}))
+
+    def __init__(self, *args, version, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Only the stages the version is not in already.
+        self.fields["to_stage"].choices = [
+            choice for choice in PromotionRequest.TargetStage.choices if choice[0] != version.stage
+        ]
 
 
 # Versions are registered from runs (action on the runs list, API or CLI); a version is immutable,
@@ -250,7 +287,7 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         ("Compliance", {"fields": ["compliance"]}),
         ("Lineage", {"fields": ["run_link", "dataset", "artifact_path", "artifact_sha256"]}),
         ("Signature", {"fields": ["signature_table", "breaking_change_note"]}),
-        ("Serving", {"fields": ["serving_form", "onnx_max_abs_diff", "serving_note"]}),
+        ("Serving", {"fields": ["serving_form", "onnx_difference", "serving_note"]}),
         ("MLflow", {"fields": ["mlflow_version"]}),
         ("Trail", {"fields": ["stage_changed_at", "production_entered_at", "history"]}),
     ]
@@ -268,6 +305,12 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 compliance_ok=Subquery(latest.values("compliant")[:1]),
             )
         )
+
+    @admin.display(description="ONNX max abs diff")
+    def onnx_difference(self, version):
+        if version.onnx_max_abs_diff is None:
+            return "–"
+        return f"{version.onnx_max_abs_diff:.2e} (largest probability difference from scikit-learn)"
 
     def get_readonly_fields(self, request, obj=None):
         return [field for fieldset in self.fieldsets for field in fieldset[1]["fields"]]
@@ -357,7 +400,8 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     def register_view(self, request):
         """Register a finished run (?run=ID, from the runs list's action) as the next version of a model."""
         run = get_object_or_404(Run, pk=request.GET.get("run") if str(request.GET.get("run", "")).isdigit() else 0)
-        form = RegisterForm(request.POST or None)
+        names = selectors.model_list().values_list("name", flat=True)
+        form = RegisterForm(request.POST or None, model_names=names)
         if request.method == "POST" and form.is_valid():
             try:
                 version = services.model_version_register(
@@ -384,14 +428,14 @@ class ModelVersionAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
                 run.pk,
                 run.name,
                 run.status,
-                run.latest_metrics.get("accuracy", "–"),
+                "–" if run.latest_metrics.get("accuracy") is None else f"{run.latest_metrics['accuracy']:.4f}",
             ),
             submit="Register",
         )
 
     def request_promotion_view(self, request, version_id):
         version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
-        form = PromotionRequestForm(request.POST or None)
+        form = PromotionRequestForm(request.POST or None, version=version)
         if request.method == "POST" and form.is_valid():
             try:
                 promotion = services.promotion_request_create(version=version, by=request.user, **form.cleaned_data)
@@ -520,6 +564,7 @@ class PromotionRequestAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
         if promotion is not None:
             extra = {
                 "promotion": promotion,
+                "comparison": selectors.promotion_comparison(request=promotion),
                 "decision_form": DecisionForm(),
                 "decision_block": self._decision_block(request, promotion),
                 "can_override": request.user.has_perm("registry.override_compliance"),

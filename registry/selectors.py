@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db.models import Count, OuterRef, Prefetch, Subquery
 
 from core.errors import NotFound
-from registry.models import ModelVersion, PromotionRequest, RegisteredModel
+from core.metrics import lower_is_better
+from registry.models import Environment, ModelVersion, PromotionRequest, RegisteredModel
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
 
+    from core.permissions import Actor
     from governance.models import ComplianceEvaluation
 
 
@@ -94,3 +97,54 @@ def model_versions(*, model: RegisteredModel) -> QuerySet[ModelVersion]:
             to_attr="pending",
         )
     )
+
+
+def promotion_requests_awaiting(*, user: Actor, limit: int = 10) -> list[PromotionRequest]:
+    """Pending requests `user` may decide: they hold approve_promotion and did not ask themselves."""
+    if not user.has_perm("registry.approve_promotion"):
+        return []
+    pending = promotion_request_list(status=PromotionRequest.Status.PENDING).exclude(requested_by=user)
+    return list(pending.order_by("requested_at", "id")[:limit])
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    key: str
+    candidate: float | None
+    current: float | None
+    better: bool | None  # None: not comparable (missing on one side, or equal)
+
+
+@dataclass(frozen=True)
+class PromotionComparison:
+    """A request's version against the one it would replace (None when the stage is empty)."""
+
+    candidate: ModelVersion
+    current: ModelVersion | None
+    stage: str
+    metrics: list[MetricComparison]
+
+
+def promotion_comparison(*, request: PromotionRequest) -> PromotionComparison:
+    """The candidate's metrics side by side with the version now in the stage the request aims at."""
+    if request.kind in (PromotionRequest.Kind.PROMOTION, PromotionRequest.Kind.ROLLBACK):
+        stage = request.to_stage
+    else:  # a traffic request sits beside the primary of its environment
+        stage = (
+            ModelVersion.Stage.STAGING if request.environment == Environment.STAGING else ModelVersion.Stage.PRODUCTION
+        )
+    candidate = request.version
+    current = (
+        ModelVersion.objects.filter(model_id=candidate.model_id, stage=stage).exclude(pk=candidate.pk).first()
+        if stage in (ModelVersion.Stage.STAGING, ModelVersion.Stage.PRODUCTION)
+        else None
+    )
+    theirs = current.metrics if current else {}
+    rows = []
+    for key in sorted(set(candidate.metrics) | set(theirs)):
+        mine, other = candidate.metrics.get(key), theirs.get(key)
+        better = None
+        if isinstance(mine, int | float) and isinstance(other, int | float) and mine != other:
+            better = (mine < other) if lower_is_better(key) else (mine > other)
+        rows.append(MetricComparison(key=key, candidate=mine, current=other, better=better))
+    return PromotionComparison(candidate=candidate, current=current, stage=stage, metrics=rows)

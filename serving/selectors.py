@@ -1,7 +1,12 @@
 """Reads of the serving app."""
 
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Avg, Count, Q
+
 from registry.models import ModelVersion
-from serving.models import Deployment, LastServed
+from serving.models import Deployment, Environment, LastServed, PredictionLog
 
 
 def active_deployments(*, model_name: str, environment: str) -> list[Deployment]:
@@ -21,3 +26,26 @@ def last_served_version(*, model_name: str, environment: str) -> ModelVersion | 
         .first()
     )
     return found.version if found else None
+
+
+def production_overview(*, since: datetime) -> list[tuple[Deployment, dict[str, Any]]]:
+    """What answers Production traffic now: (deployment, its rows predicted since `since`, errors, mean
+    latency in ms), in two queries."""
+    deployments = list(
+        Deployment.objects.select_related("version", "model")
+        .filter(environment=Environment.PRODUCTION, status=Deployment.Status.ACTIVE)
+        .order_by("model__name", "mode")
+    )
+    traffic = {
+        (row["model_name"], row["version"]): row
+        for row in PredictionLog.objects.filter(
+            created_at__gte=since, model_name__in={d.model.name for d in deployments}
+        )
+        .values("model_name", "version")
+        .annotate(rows=Count("id"), errors=Count("id", filter=~Q(error="")), latency_ms=Avg("latency_ms"))
+    }
+    empty = {"rows": 0, "errors": 0, "latency_ms": None}
+    return [
+        (deployment, traffic.get((deployment.model.name, deployment.version.version), empty))
+        for deployment in deployments
+    ]

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import NotFound
 from core.mlflow import fluent_lock, mlflow_client
 from core.permissions import permission_require
 from core.storage import artifact_path, artifact_read_verified
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
     from core.permissions import Actor
 
 logger = logging.getLogger(__name__)
+
+
+def _not_the_pickle_warning(record):
+    """MLflow warns on every cloudpickle log_model; ours is deliberate (see _log_sklearn_model), and the
+    warning landed in the middle of the CLI's progress bar looking like an error."""
+    return not record.getMessage().startswith("Saving scikit-learn models in the pickle or cloudpickle format")
+
+
+logging.getLogger("mlflow.sklearn").addFilter(_not_the_pickle_warning)
 
 RUN_ID_TAG = "mlops_site.run_id"
 _BATCH = 1000  # MLflow's log_batch accepts at most 1000 metrics per call
@@ -211,6 +221,7 @@ def mlflow_import(
     Returns a dict of counts: experiments created, runs created, runs skipped.
     """
     permission_require(by, "experiments.add_run", doing="import runs from MLflow")
+    _local_store_require(tracking_uri or settings.MLFLOW_TRACKING_URI)
     from mlflow.entities import ViewType
 
     client = mlflow_client(tracking_uri)
@@ -249,6 +260,25 @@ def mlflow_import(
         if parent_mlflow_id:
             Run.objects.filter(pk=run.pk).update(parent=Run.objects.filter(mlflow_run_id=parent_mlflow_id).first())
     return counts
+
+
+def _local_store_require(tracking_uri):
+    """A local store (SQLite file, file store directory) must exist: MLflow would create an empty one and
+    the import would report success, having read nothing."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite":
+        # SQLAlchemy's form: sqlite:///relative/path, sqlite:////absolute/path
+        path = tracking_uri.removeprefix("sqlite:///") if tracking_uri.startswith("sqlite:///") else ""
+        kind = "SQLite database"
+    elif parsed.scheme in ("", "file"):
+        path, kind = (parsed.path if parsed.scheme == "file" else tracking_uri), "MLflow file store"
+    else:
+        return  # a server (http, databricks, ...): reaching it says whether it exists
+    if not path or not Path(path).exists():
+        raise NotFound(f"no {kind} at {path or tracking_uri}", field="tracking_uri")
 
 
 def _import_run(client, remote_experiment, remote, *, by):

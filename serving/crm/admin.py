@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from core.admin import GREY, ServiceWrittenAdmin, admin_page, audit_trail_link, badge
+from core.admin import GREY, ServiceWrittenAdmin, admin_page, audit_trail_link, badge, short_time
 from core.charts import PALETTE, line_chart_svg
 from core.errors import ApplicationError, NotFound, Unprocessable
 from registry.models import RegisteredModel
@@ -138,8 +138,8 @@ class CustomerAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
 class SegmentChangeAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     """Every segment written to the CRM (whichever CRM), with the prediction that decided it."""
 
-    list_display = ["created_at", "customer_link", "change", "version", "deployment_mode", "confidence_column",
-                    "request", "actor_name", "refresh_link", "status"]  # fmt: skip
+    list_display = ["at", "customer_link", "change", "version", "confidence_column", "request", "actor_name",
+                    "refresh_link", "status"]  # fmt: skip
     list_filter = ["status", "segment_after", "model_name", "deployment_mode", "refresh"]
     search_fields = ["=customer_id", "=request_id"]
     date_hierarchy = "created_at"
@@ -167,9 +167,18 @@ class SegmentChangeAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
             _segment_badge(obj.segment_after),
         )
 
+    @admin.display(description="at", ordering="created_at")
+    def at(self, obj):
+        return short_time(obj.created_at)
+
     @admin.display(description="model", ordering="model_version")
     def version(self, obj):
-        return format_html('<span style="white-space:nowrap">{} v{}</span>', obj.model_name, obj.model_version)
+        return format_html(
+            '<span style="white-space:nowrap">{} v{}</span><span class="run-meta">{}</span>',
+            obj.model_name,
+            obj.model_version,
+            obj.deployment_mode,
+        )
 
     @admin.display(description="confidence", ordering="confidence")
     def confidence_column(self, obj):
@@ -216,8 +225,8 @@ class RefreshStartForm(forms.Form):
 
 @admin.register(CrmRefresh)
 class CrmRefreshAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
-    list_display = ["id", "status_column", "scope", "model_column", "progress_column", "updated", "unchanged",
-                    "failed", "actor_name", "started_at", "finished_at"]  # fmt: skip
+    list_display = ["id", "status_column", "scope", "model_column", "progress_column", "counts", "actor_name",
+                    "when"]  # fmt: skip
     list_filter = ["status", "scope", "model_name"]
     actions = ["stop", "resume"]
     change_list_template = "admin/serving/crmrefresh/change_list.html"
@@ -234,6 +243,25 @@ class CrmRefreshAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     @admin.display(description="model")
     def model_column(self, obj):
         return f"{obj.model_name} v{obj.model_version}" if obj.model_version else obj.model_name
+
+    @admin.display(description="customers")
+    def counts(self, obj):
+        return format_html(
+            "{} updated<span class=\"run-meta\">{} unchanged · {} failed</span>",
+            f"{obj.updated:,}",
+            f"{obj.unchanged:,}",
+            f"{obj.failed:,}",
+        )
+
+    @admin.display(description="started", ordering="started_at")
+    def when(self, obj):
+        if obj.started_at is None:
+            return "not started"
+        if obj.finished_at is None:
+            took = "running"
+        else:
+            took = f"took {(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+        return format_html('{}<span class="run-meta">{}</span>', short_time(obj.started_at), took)
 
     @admin.display(description="progress")
     def progress_column(self, obj):

@@ -127,8 +127,33 @@ def test_dataset_upload(api_client):
     )
     assert again.status_code == 200
     assert again.json()["sha256"] == first.json()["sha256"]
+    assert first.json()["created"] is True
+    assert first.json()["note"] == ""
+    assert again.json()["created"] is False
+    assert again.json()["note"] == f"this content is already stored as xy@{first.json()['sha256'][:12]}"
     listed = api_client.get("/api/v1/datasets").json()
     assert [d["name"] for d in listed["results"]] == ["xy"]
+
+
+def test_uploading_known_content_under_another_name_says_the_name_was_not_recorded(api_client):
+    csv = b"x,y,label\n1,2,a\n2,3,b\n3,4,a\n4,5,b\n"
+    first = api_client.post(
+        "/api/v1/datasets",
+        {"name": "xy", "target": "label", "file": SimpleUploadedFile("xy.csv", csv)},
+        format="multipart",
+    ).json()
+    renamed = api_client.post(
+        "/api/v1/datasets",
+        {"name": "my-xy", "target": "label", "file": SimpleUploadedFile("my.csv", csv)},
+        format="multipart",
+    )
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "xy"
+    assert renamed.json()["note"] == (
+        f"this content is already stored as xy@{first['sha256'][:12]}; 'my-xy' was not recorded: "
+        f"use dataset 'xy' or '{first['sha256'][:12]}'"
+    )
+    assert [d["name"] for d in api_client.get("/api/v1/datasets").json()["results"]] == ["xy"]
 
 
 @pytest.mark.parametrize(

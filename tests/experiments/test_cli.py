@@ -1,6 +1,7 @@
 """manage.py train and import_mlflow, as a data scientist types them."""
 
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -188,6 +189,41 @@ def test_import_mlflow_command(tmp_path):
     assert "1 runs were already here" in out.getvalue()
 
 
+@pytest.mark.parametrize("scheme", ["sqlite:///", "file://", ""])
+def test_import_mlflow_from_a_store_that_does_not_exist_is_an_error_and_creates_nothing(tmp_path, scheme):
+    missing = tmp_path / "path" / "to" / "other" / "mlflow.db"
+    with pytest.raises(CommandError, match=f"no .* at {missing}"):
+        call_command("import_mlflow", "--tracking-uri", f"{scheme}{missing}", stdout=StringIO(), stderr=StringIO())
+    assert not (tmp_path / "path").exists()
+    relative = "path/to/other/mlflow.db"  # the README's line, run in the checkout
+    with pytest.raises(CommandError, match=f"no SQLite database at {relative}"):
+        call_command("import_mlflow", "--tracking-uri", f"sqlite:///{relative}", stdout=StringIO(), stderr=StringIO())
+    assert not Path(relative).exists()
+
+
 def test_import_mlflow_from_an_unreachable_store_is_a_clear_error():
     with pytest.raises(CommandError, match="cannot read the MLflow store at http://127.0.0.1:9"):
         call_command("import_mlflow", "--tracking-uri", "http://127.0.0.1:9", stdout=StringIO(), stderr=StringIO())
+
+
+def test_mlflows_pickle_warning_does_not_reach_the_progress_bar():
+    import logging
+
+    from experiments.services import mlflow_sync  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("mlflow.sklearn")
+
+    def record(message):
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, None, None)
+
+    assert not logger.filter(record("Saving scikit-learn models in the pickle or cloudpickle format requires care"))
+    assert logger.filter(record("any other warning"))
+
+
+def test_the_filesystem_broker_url_names_a_host_so_kombu_does_not_warn():
+    from django.conf import settings
+    from kombu import Connection
+
+    if not settings.CELERY_BROKER_URL.startswith("filesystem:"):
+        pytest.skip("the broker is configured (CELERY_BROKER_URL)")
+    assert Connection(settings.CELERY_BROKER_URL).hostname == "localhost"

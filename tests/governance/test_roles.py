@@ -259,7 +259,10 @@ OPERATIONS = {
         "api": lambda u, run: _api(u, "post", "/api/v1/models/roles-model/versions", {"run_id": run.pk}),
         "cli": lambda u, run: _cli(u, "register", str(run.pk), "roles-model"),
         "admin": lambda u, run: _admin(
-            u, "post", reverse("admin:registry_modelversion_register") + f"?run={run.pk}", {"name": "roles-model"}
+            u,
+            "post",
+            reverse("admin:registry_modelversion_register") + f"?run={run.pk}",
+            {"model": "__new__", "new_name": "roles-model"},
         ),
     },
     "edit a model's documentation and gate": {

@@ -59,7 +59,9 @@ def test_fleet_and_model_pages_in_chromium(
     screenshots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
     with Chromium(width=1400) as browser:
         fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "fleet.png")
-        model = browser.visit(model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "model.png")
+        model = browser.visit(
+            model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "monitoring-model.png"
+        )
         report = browser.visit(
             live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d",
             cookies=cookies,
@@ -92,4 +94,4 @@ def test_fleet_and_model_pages_in_chromium(
     assert report.measured["overflow"] <= 0
     assert missing.status == 404
     assert (screenshots / "fleet.png").stat().st_size > 10_000
-    assert (screenshots / "model.png").stat().st_size > 50_000
+    assert (screenshots / "monitoring-model.png").stat().st_size > 50_000

@@ -27,7 +27,7 @@ def test_the_whole_promotion_path_in_the_admin(train, as_user, scientist, approv
     assert response.status_code == 302
     register_url = response["Location"]
     assert ds.get(register_url).status_code == 200
-    response = ds.post(register_url, {"name": "iris-admin", "description": "from the admin"})
+    response = ds.post(register_url, {"model": "__new__", "new_name": "iris-admin", "description": "from the admin"})
     version = ModelVersion.objects.get(model__name="iris-admin")
     assert response["Location"] == reverse("admin:registry_modelversion_change", args=[version.pk])
     page = ds.get(response["Location"]).content.decode()
@@ -177,3 +177,84 @@ def test_policy_edit_in_the_admin_is_audited(as_user, approver):
     )
     assert bad.status_code == 200
     assert "Give a list of any of" in bad.content.decode()
+
+
+def test_register_offers_the_existing_models_and_a_new_one_only_deliberately(production, train, as_user, scientist):
+    run = train(n_estimators=7)
+    ds = as_user(scientist)
+    url = reverse("admin:registry_modelversion_register") + f"?run={run.pk}"
+    page = ds.get(url).content.decode()
+    assert '<option value="iris-clf"' in page
+    assert "A new model…" in page
+    # A typo of an existing name is not a new model by accident: a new one needs the choice and a name.
+    response = ds.post(url, {"model": "iris-clff"})
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.content.decode()
+    response = ds.post(url, {"model": "__new__", "new_name": "iris-clf"})
+    assert "already exists: choose it above" in response.content.decode()
+    response = ds.post(url, {"model": "__new__"})
+    assert "Name the new model" in response.content.decode()
+    assert ModelVersion.objects.count() == 1
+    response = ds.post(url, {"model": "iris-clf"})
+    assert response.status_code == 302
+    assert ModelVersion.objects.get(run=run).version == 2
+
+
+def test_the_approver_decides_from_the_top_seeing_the_candidate_beside_production(
+    production, train, register, as_user, scientist, approver
+):
+    candidate = register(run=train(n_estimators=9))
+    ds = as_user(scientist)
+    assert (
+        "Request promotion"
+        not in ds.get(reverse("admin:registry_modelversion_change", args=[production.pk])).content.decode()
+    )
+    form = ds.get(reverse("admin:registry_modelversion_request_promotion", args=[candidate.pk])).content.decode()
+    assert 'value="Production"' in form
+    ds.post(
+        reverse("admin:registry_modelversion_request_promotion", args=[candidate.pk]),
+        {"to_stage": "Production", "reason": "more trees"},
+    )
+    promotion = PromotionRequest.objects.get(version=candidate)
+    page = (
+        as_user(approver).get(reverse("admin:registry_promotionrequest_change", args=[promotion.pk])).content.decode()
+    )
+    assert page.index('value="Approve"') < page.index("fieldset-heading")  # above the request's details
+    assert f"Candidate v{candidate.version}" in page
+    assert f"In Production now: v{production.version}" in page
+    assert f"Approving replaces v{production.version} in Production" in page
+    assert page.index(">accuracy<") < page.index('value="Approve"')
+
+
+def test_the_overview_shows_production_what_waits_for_me_runs_and_the_audit_log(
+    production, register, train, promote, scientist, approver, auditor, as_user
+):
+    from registry import services
+
+    candidate = register(run=train(n_estimators=9))
+    services.promotion_request_create(version=candidate, to_stage="production", reason="more trees", by=scientist)
+    page = as_user(approver).get(reverse("admin:index")).content.decode()
+    assert "In production, last 24 hours" in page
+    assert f"v{production.version}" in page
+    assert "Waiting for your decision" in page
+    assert f"iris-clf v{candidate.version} → Production" in page
+    assert "Recent changes (audit log)" not in page  # approvers do not read the audit log; auditors do
+    assert "No request waits" not in page
+    # The requester is not asked to decide their own request.
+    assert "You do not decide promotion requests" in as_user(scientist).get(reverse("admin:index")).content.decode()
+    page = as_user(auditor).get(reverse("admin:index")).content.decode()
+    assert "Recent changes (audit log)" in page
+    assert "A stage change was requested" in page
+
+
+def test_the_model_page_says_what_serves_and_links_to_how_it_does(production, admin_client):
+    page = admin_client.get(reverse("admin:registry_registeredmodel_change", args=[production.model.pk])).content
+    page = page.decode()
+    assert "What serves now" in page
+    assert f">v{production.version}</a>" in page
+    assert f"?model__id__exact={production.model.pk}" in page
+    assert "?model_name=iris-clf" in page
+    log = reverse("admin:serving_predictionlog_changelist") + "?model_name=iris-clf"
+    assert admin_client.get(log).status_code == 200
+    deployments = reverse("admin:serving_deployment_changelist") + f"?model__id__exact={production.model.pk}"
+    assert admin_client.get(deployments).status_code == 200

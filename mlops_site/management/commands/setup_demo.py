@@ -42,6 +42,9 @@ class Command(BaseCommand):
             action="store_true",
             help="Create the demo accounts even with DEBUG off (they share one published password).",
         )
+        parser.add_argument(
+            "--url", default="http://127.0.0.1:8000", help="where the site will answer, for the printed curl line"
+        )
 
     def handle(self, *args, **options):
         if not settings.DEBUG and not options["allow_demo_accounts"]:
@@ -70,7 +73,7 @@ class Command(BaseCommand):
         if run is None:
             run = self._train(user)
         self._register_and_promote(run, roles)
-        self._crm_customers(user)
+        self._crm_customers(user, url=options["url"].rstrip("/"))
 
     def _users(self, password):
         users = get_user_model()
@@ -116,7 +119,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(f"Registered and promoted {production} (requested by scientist, approved by approver).")
         )
 
-    def _crm_customers(self, admin_user):
+    def _crm_customers(self, admin_user, *, url):
         if settings.CRM_URL:
             self.stdout.write(f"CRM: the external CRM at {settings.CRM_URL} holds the customers.")
             return
@@ -126,7 +129,7 @@ class Command(BaseCommand):
         token = Token.objects.get(user=admin_user).key
         self.stdout.write(
             "Update a customer's segment: curl -X POST -H 'Authorization: Token "
-            f"{token}' 'http://127.0.0.1:8000/crm_segment_update?customer_id=CUST_TEST_007'"
+            f"{token}' '{url}/crm_segment_update?customer_id=CUST_TEST_007'"
         )
 
     def _train(self, user):
