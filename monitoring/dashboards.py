@@ -15,7 +15,7 @@ from django.db.models import Max
 
 from core.permissions import permission_require
 from monitoring.models import DriftReference, DriftResult, DriftRun, FeatureSketch, HourlyAggregate, ReferenceColumn
-from monitoring.selectors import _Bucket, accuracy_summary, model_require, monitoring_series
+from monitoring.selectors import _Bucket, accuracy_summary, alerts_firing, model_require, monitoring_series
 from monitoring.services.drift import sketches_merge
 from monitoring.stattests import RULES, Kind
 from serving.models import Deployment
@@ -84,6 +84,7 @@ class ModelHealth:
     drift: DriftStatus | None
     hourly_requests: list
     problems: list = field(default_factory=list)
+    firing: list = field(default_factory=list)  # the model's alerts firing now (monitoring.models.Alert)
 
     @property
     def status(self):
@@ -191,6 +192,9 @@ def fleet_overview(*, by: Reader, start: dt.datetime, end: dt.datetime) -> list[
     keys = set(primaries.items())
     validation = _validation_accuracies(keys)
     drift = _latest_drift(keys)
+    firing = defaultdict(list)
+    for alert in alerts_firing():
+        firing[alert.model.name].append(alert)
     fleet = []
     for name in sorted(deployments):
         version = primaries[name]
@@ -222,7 +226,8 @@ def fleet_overview(*, by: Reader, start: dt.datetime, end: dt.datetime) -> list[
                 validation_accuracy=facts["validation"],
                 drift=status,
                 hourly_requests=[per_hour[name].get(slot, 0) for slot in slots],
-                problems=_problems(**facts),
+                problems=_problems(**facts) + [f"alert firing: {alert.summary}" for alert in firing[name]],
+                firing=firing[name],
             )
         )
     return fleet

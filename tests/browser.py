@@ -1,9 +1,10 @@
 """Headless Chromium driven over the DevTools protocol (aiohttp's websocket client; no driver binary needed).
 
-    with Browser() as browser:
-        browser.cookie("sessionid", key, url=live_server.url)
-        page = browser.open(url, width=1280)      # console errors, the page's layout facts
-        browser.screenshot(path)
+with Browser() as browser:
+    browser.cookie("sessionid", key, url=live_server.url)
+    page = browser.open(url, width=1280)      # the page's layout facts, its HTTP status and the errors it logged
+    page = browser.open(url, width=1400, measure="({charts: ...})")   # or what a test measures itself
+    browser.screenshot(path, full_page=True)
 """
 
 import asyncio
@@ -51,7 +52,7 @@ class Browser:
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
         self._id = 0
-        self.errors = []
+        self.errors, self.status = [], None
 
     def __enter__(self):
         self._profile = tempfile.TemporaryDirectory()
@@ -84,7 +85,7 @@ class Browser:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
             page = next(target for target in json.load(response) if target["type"] == "page")
         self._loop.run_until_complete(self._connect(page["webSocketDebuggerUrl"]))
-        for domain in ("Page", "Runtime", "Log"):
+        for domain in ("Page", "Network", "Runtime", "Log"):
             self._call(f"{domain}.enable")
         return self
 
@@ -133,7 +134,9 @@ class Browser:
 
     def _event(self, message):
         method, params = message.get("method"), message.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+        if method == "Network.responseReceived" and params.get("type") == "Document":
+            self.status = params["response"]["status"]
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
             values = (str(argument.get("value", argument.get("description"))) for argument in params["args"])
             self.errors.append("console.error: " + " ".join(values))
         elif method == "Runtime.exceptionThrown":
@@ -148,21 +151,34 @@ class Browser:
     def cookie(self, name, value, *, url):
         self._call("Network.setCookie", {"name": name, "value": value, "url": url})
 
-    def open(self, url, *, width):
-        """Load `url` in a window `width` px wide; returns the layout facts and the errors the page logged."""
-        self.errors = []
+    def _window(self, width, height):
+        self._width = width
         self._call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
         )
-        self._call("Page.navigate", {"url": url}, wait_event="Page.loadEventFired")
-        facts = self._call("Runtime.evaluate", {"expression": LAYOUT_JS, "returnByValue": True})["result"]["value"]
-        return {**facts, "errors": list(self.errors)}
 
-    def screenshot(self, path):
+    def open(self, url, *, width, measure=LAYOUT_JS):
+        """Load `url` in a window `width` px wide; returns what the JavaScript object expression `measure`
+        finds (by default the layout facts), the page's HTTP status and the errors it logged."""
+        self.errors, self.status = [], None
+        self._window(width, self.height)
+        self._call("Page.navigate", {"url": url}, wait_event="Page.loadEventFired")
+        facts = self._call("Runtime.evaluate", {"expression": measure, "returnByValue": True})["result"]["value"]
+        return {**facts, "status": self.status, "errors": list(self.errors)}
+
+    def screenshot(self, path, *, full_page=False):
+        """A PNG of the window, or of the whole page's height with `full_page`."""
         import base64
 
-        data = self._call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": False})["data"]
+        if full_page:
+            self._window(self._width, int(self.evaluate("document.documentElement.scrollHeight")))
+        try:
+            data = self._call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": full_page})["data"]
+        finally:
+            if full_page:
+                self._window(self._width, self.height)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
 
     def evaluate(self, expression):

@@ -7,7 +7,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.errors import NotPermitted
-from monitoring import dashboards
+from monitoring import dashboards, services
+from monitoring.models import Alert, AlertRule
+from registry.models import RegisteredModel
 from tests.monitoring.seed import seed_fleet
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +33,7 @@ def _svgs(page):
 
 def test_fleet_and_model_pages(client, fleet, auditor, django_assert_max_num_queries):
     now = timezone.now()
-    with django_assert_max_num_queries(8):  # whatever the fleet's size: no query per model
+    with django_assert_max_num_queries(9):  # whatever the fleet's size: no query per model
         (health,) = dashboards.fleet_overview(by=auditor, start=now - timezone.timedelta(hours=24), end=now)
     # 12 hours of 12 requests of v1, and 6 requests refused before a version was chosen.
     assert (health.name, health.version, health.requests, health.errors) == ("churn", 1, 150, 6)
@@ -57,6 +59,22 @@ def test_fleet_and_model_pages(client, fleet, auditor, django_assert_max_num_que
     assert "v2 canary 20 %" in page
     assert "4.0%" in page  # the error rate
     assert reverse("admin:monitoring_model_dashboard", args=["churn"]) in page
+    assert health.firing == []
+
+    # An alert firing on the model shows in its row, links to the alert, and makes it unhealthy.
+    services.alert_rules_defaults_ensure()
+    rule = AlertRule.objects.filter(model__isnull=True, kind=AlertRule.Kind.ERROR_RATE).get()
+    alert = Alert.objects.create(
+        rule=rule, model=RegisteredModel.objects.get(name="churn"), summary="12% of 50 requests failed",
+        value=0.12, threshold=0.1,
+        opened_at=now, fired_at=now, last_evaluated_at=now, state=Alert.State.FIRING,
+    )  # fmt: skip
+    (health,) = dashboards.fleet_overview(by=auditor, start=now - timezone.timedelta(hours=24), end=now)
+    assert health.firing == [alert]
+    assert health.status == "unhealthy"
+    assert "alert firing: 12% of 50 requests failed" in health.problems
+    page = client.get(reverse("admin:monitoring_fleetoverview_changelist") + "?window=24h").content.decode()
+    assert reverse("admin:monitoring_alert_change", args=[alert.pk]) in page
 
     url = reverse("admin:monitoring_model_dashboard", args=["churn"])
     page = client.get(url + "?window=24h").content.decode()

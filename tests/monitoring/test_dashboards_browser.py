@@ -3,13 +3,12 @@ error. The screenshots go to the test's temporary directory, or with SCREENSHOTS
 screenshots`) to docs/screenshots/, which the README shows."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
-from tests.chromium import BINARY, Chromium
+from tests.browser import CHROMIUM, Browser
 from tests.monitoring.seed import seed_fleet
 
 # Per chart: its title and how many data marks it draws (lines, bars, cells); the empty-state boxes.
@@ -26,19 +25,19 @@ MEASURE = """({
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not shutil.which(BINARY), reason="needs Debian's chromium (apt-get install chromium)"),
+    pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt-get install chromium)"),
 ]
 
 
-def _charts_drawn(visit, *, at_least):
-    assert visit.status == 200, visit
-    assert not visit.errors, visit.errors
-    charts = visit.measured["charts"]
+def _charts_drawn(page, *, at_least):
+    assert page["status"] == 200, page
+    assert not page["errors"], page["errors"]
+    charts = page["charts"]
     assert len(charts) >= at_least, charts
     empty = [chart["title"] for chart in charts if chart["marks"] == 0 or chart["width"] < 50]
     assert not empty, f"empty charts: {empty}"
-    assert not visit.measured["empty"], visit.measured["empty"]
-    assert visit.measured["overflow"] <= 0, "the page is wider than the window"
+    assert not page["empty"], page["empty"]
+    assert page["overflow"] <= 0, "the page is wider than the window"
 
 
 def test_fleet_and_model_pages_in_chromium(
@@ -53,29 +52,27 @@ def test_fleet_and_model_pages_in_chromium(
         application=application,
     )
     client.force_login(auditor)  # an auditor reads the registry, so reads monitoring
-    cookies = {"sessionid": client.cookies["sessionid"].value}
     fleet_url = live_server.url + reverse("admin:monitoring_fleetoverview_changelist") + "?window=24h"
     model_url = live_server.url + reverse("admin:monitoring_model_dashboard", args=["churn"]) + "?window=24h"
     screenshots = Path(os.environ.get("SCREENSHOTS_DIR") or tmp_path)
-    with Chromium(width=1400) as browser:
-        fleet = browser.visit(fleet_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "fleet.png")
-        model = browser.visit(
-            model_url, cookies=cookies, measure=MEASURE, screenshot=screenshots / "monitoring-model.png"
-        )
-        report = browser.visit(
-            live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d",
-            cookies=cookies,
-            measure=MEASURE,
-            screenshot=screenshots / "reports.png",
-        )
-        missing = browser.visit(
-            live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]), cookies=cookies
-        )
+    with Browser() as browser:
+        browser.cookie("sessionid", client.cookies["sessionid"].value, url=live_server.url)
+
+        def visit(url, name=None):
+            page = browser.open(url, width=1400, measure=MEASURE)
+            if name:
+                browser.screenshot(screenshots / name, full_page=True)
+            return page
+
+        fleet = visit(fleet_url, "fleet.png")
+        model = visit(model_url, "monitoring-model.png")
+        report = visit(live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d", "reports.png")
+        missing = visit(live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]))
     _charts_drawn(fleet, at_least=1)
-    assert fleet.measured["rows"] == 1
+    assert fleet["rows"] == 1
     # Traffic (2), latency, confidence, class mix, accuracy, canary vs primary (2), heatmap, feature detail.
     _charts_drawn(model, at_least=10)
-    titles = " | ".join(chart["title"] for chart in model.measured["charts"])
+    titles = " | ".join(chart["title"] for chart in model["charts"])
     for expected in (
         "Requests and errors",
         "Error rate",
@@ -88,10 +85,10 @@ def test_fleet_and_model_pages_in_chromium(
         "monthly_charges",
     ):
         assert expected in titles, titles
-    assert report.status == 200
-    assert not report.errors, report.errors
-    assert report.measured["rows"] >= 3  # an experiment, the primary and the canary
-    assert report.measured["overflow"] <= 0
-    assert missing.status == 404
+    assert report["status"] == 200
+    assert not report["errors"], report["errors"]
+    assert report["rows"] >= 3  # an experiment, the primary and the canary
+    assert report["overflow"] <= 0
+    assert missing["status"] == 404
     assert (screenshots / "fleet.png").stat().st_size > 10_000
     assert (screenshots / "monitoring-model.png").stat().st_size > 50_000
