@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
+from monitoring.models import DriftRun
 from tests.browser import CHROMIUM, Browser
 from tests.monitoring.seed import seed_fleet
 
@@ -68,6 +69,11 @@ def test_fleet_and_model_pages_in_chromium(
         model = visit(model_url, "monitoring-model.png")
         report = visit(live_server.url + reverse("admin:monitoring_report_changelist") + "?since=7d", "reports.png")
         missing = visit(live_server.url + reverse("admin:monitoring_model_dashboard", args=["nope"]))
+        jobs = visit(live_server.url + reverse("admin:monitoring_monitoringjob_changelist"), "monitoring-jobs.png")
+        latest_drift = DriftRun.objects.order_by("-computed_at").first()
+        drift = visit(
+            live_server.url + reverse("admin:monitoring_driftrun_change", args=[latest_drift.pk]), "drift-run.png"
+        )
     _charts_drawn(fleet, at_least=1)
     assert fleet["rows"] == 1
     # Traffic (2), latency, confidence, class mix, accuracy, canary vs primary (2), heatmap, feature detail.
@@ -90,5 +96,10 @@ def test_fleet_and_model_pages_in_chromium(
     assert report["rows"] >= 3  # an experiment, the primary and the canary
     assert report["overflow"] <= 0
     assert missing["status"] == 404
+    for page in (jobs, drift):
+        assert page["status"] == 200, page
+        assert not page["errors"], page["errors"]
+        assert page["overflow"] <= 0
+    assert jobs["rows"] >= 2  # the seed ran the aggregate and drift jobs
     assert (screenshots / "fleet.png").stat().st_size > 10_000
     assert (screenshots / "monitoring-model.png").stat().st_size > 50_000
