@@ -7,6 +7,7 @@ and file of the path it checks, only the minutes of scikit-learn and skl2onnx ar
 """
 
 import hashlib
+import os
 import pickle
 import threading
 import time
@@ -19,6 +20,17 @@ from django.contrib.auth.models import Group, Permission
 from experiments import services as experiment_services
 from governance.roles import roles_sync
 from registry import services
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings):
+    """Under `make mutation` (mutmut runs mutants side by side, each in a forked process that sets
+    MUTANT_UNDER_TEST), each process gets its own SQLite test database file instead of the shared one."""
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].get("TEST", {})
+    if os.environ.get("MUTANT_UNDER_TEST") and test.get("NAME"):
+        test["NAME"] = f"{test['NAME']}.{os.getpid()}"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Webhook delivery to a real HTTP server on loopback, with its signature checked as a receiver would."""
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,6 +17,18 @@ pytestmark = pytest.mark.django_db
 
 SECRET = "s3cret-for-tests"
 User = get_user_model()
+
+
+@contextlib.contextmanager
+def _worker_runs_what_is_queued():
+    """A task queued in the block runs at once in this process, as a worker would run it."""
+    from mlops_site.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
 
 
 def _subscribe(url, events=(), by=None):
@@ -142,12 +155,14 @@ def test_stalled_deliveries_are_queued_again_but_not_those_in_their_backoff(regi
     assert webhooks_retry_stalled(now=later) == 1  # its retry never came: queued again
 
 
-def test_redeliver_in_the_admin_resets_the_delivery_and_is_audited(register, client, engineer, auditor):
+def test_redeliver_in_the_admin_resets_the_delivery_sends_it_again_and_is_audited(
+    register, client, engineer, auditor, receiver, django_capture_on_commit_callbacks
+):
     from django.urls import reverse
 
     from governance.models import AuditEntry
 
-    _subscribe("http://127.0.0.1:9/", events=["version.registered"], by=engineer)
+    _subscribe(receiver["url"], events=["version.registered"], by=engineer)
     register()
     delivery = WebhookDelivery.objects.get()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(status="FAILED", attempts=5, error="refused")
@@ -156,11 +171,19 @@ def test_redeliver_in_the_admin_resets_the_delivery_and_is_audited(register, cli
     refused = client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
     assert "may not redeliver webhooks" in refused.content.decode()
     client.force_login(engineer)
-    client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.error) == ("PENDING", 0, "")
     entry = AuditEntry.objects.get(action="webhook.redelivered")
     assert (entry.actor_name, entry.before) == ("eli", {"status": "FAILED", "attempts": 5})
+    assert not receiver["received"]
+    with _worker_runs_what_is_queued():
+        for callback in callbacks:  # the commit: its delivery task is queued, and sent
+            callback()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("DELIVERED", 1)
+    assert len(receiver["received"]) == 1
 
 
 def test_a_subscription_to_every_event_is_made_in_the_admin(client, engineer, register):
@@ -176,3 +199,21 @@ def test_a_subscription_to_every_event_is_made_in_the_admin(client, engineer, re
     assert subscription.events == []
     register()
     assert WebhookDelivery.objects.filter(subscription=subscription, event="version.registered").exists()
+
+
+def test_a_delivery_whose_task_was_lost_is_sent_by_the_beat_task(receiver, register):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from governance.tasks import retry_stalled_webhooks
+
+    _subscribe(receiver["url"], events=["version.registered"])
+    register()  # its on-commit queueing never runs in this test's transaction: the task is lost, as with a broker down
+    delivery = WebhookDelivery.objects.get()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    with _worker_runs_what_is_queued():
+        assert retry_stalled_webhooks.apply().get() == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("DELIVERED", 1)
+    assert [json.loads(request["body"])["event"] for request in receiver["received"]] == ["version.registered"]
