@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 VAR_DIR := $(or $(MLOPS_VAR_DIR),$(CURDIR)/var)
 MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 
-.PHONY: run serve test lint bench bench-servers bench-crm mlflow-ui clean-var
+.PHONY: run serve test mutation lint bench bench-servers bench-crm mlflow-ui clean-var
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ bench-servers: $(BIN)/.installed
 ## bench-crm: the CRM refresh of 100,000 customers in batches against one request per customer (about 10 minutes)
 bench-crm: $(BIN)/.installed
 	$(BIN)/python bench/crm.py
+
+## mutation: mutmut over the modules that hold the promises (governance services, promotion and registration,
+## serving's predict/runtime/access/feedback, the prediction log writer), each against its own test files on
+## SQLite, MUTATION_TIME_LIMIT seconds a group (1800); prints the score per group. GROUPS="access feedback" picks.
+## Slow (README, "Mutation testing"): not part of CI.
+mutation: $(BIN)/.installed-dev
+	$(BIN)/python tools/mutation.py $(GROUPS)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
