@@ -24,13 +24,21 @@ from registry import services
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings):
-    """Under `make mutation` (mutmut runs mutants side by side, each in a forked process that sets
-    MUTANT_UNDER_TEST), each process gets its own SQLite test database file instead of the shared one."""
+    """Under `make mutation` (mutmut sets MUTANT_UNDER_TEST and runs mutants side by side in forked
+    processes, with --reuse-db), each process works on its own copy of the test database that the first,
+    unmutated run migrated, instead of sharing one SQLite file or migrating again for every mutant."""
+    import shutil
+
     from django.conf import settings
 
     test = settings.DATABASES["default"].get("TEST", {})
-    if os.environ.get("MUTANT_UNDER_TEST") and test.get("NAME"):
-        test["NAME"] = f"{test['NAME']}.{os.getpid()}"
+    template = test.get("NAME")
+    if os.environ.get("MUTANT_UNDER_TEST") and template and os.path.exists(template):
+        own = f"{template}.{os.getpid()}"
+        for suffix in ("", "-wal"):
+            if os.path.exists(template + suffix):
+                shutil.copyfile(template + suffix, own + suffix)
+        test["NAME"] = own
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,8 @@ def _scratch_copy(group, files, tests):
         "also_copy": [app for app in APPS if app not in sources]
         + ["templates", "tests", "manage.py", "pyproject.toml", "docs", "README.md"],
         "pytest_add_cli_args_test_selection": tests,
-        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-m", "not worker and not mlflow"],
+        # --reuse-db: the first run migrates the test database, each mutant's process copies it (conftest).
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "--reuse-db", "-m", "not worker and not mlflow"],
         "use_git_change_detection": False,
     }
     with open(workdir / "pyproject.toml", "a") as handle:
