@@ -83,3 +83,15 @@ def test_the_service_defaults_to_row_zero_and_no_correction(production, client, 
         "setosa",
         None,
     ]
+
+
+def test_the_label_is_checked_against_the_classes_of_the_version_that_answered(
+    production, register, train, client, application
+):
+    wine = train(dataset="wine")
+    register(name="a-wine", run=wine)  # another model's v1, first by name, with other classes
+    register(name="iris-clf", run=wine, breaking_change=True)  # v2 has other classes than v1, which answered
+    request_id = _predict(client)
+    client.force_authenticate(application)
+    answer = client.post(f"/api/v1/predictions/{request_id}/feedback", {"actual": "setosa"}, format="json")
+    assert (answer.status_code, answer.json()["actual"]) == (200, "setosa")
