@@ -32,7 +32,10 @@ APPS = ["core", "experiments", "governance", "registry", "serving", "monitoring"
 # group: (the files mutated, the tests that exercise them)
 GROUPS = {
     "audit": (["governance/services/audit.py"], ["tests/governance/test_audit.py"]),
-    "webhooks": (["governance/services/webhooks.py"], ["tests/registry/test_webhooks.py"]),
+    "webhooks": (
+        ["governance/services/webhooks.py"],
+        ["tests/registry/test_webhooks.py", "tests/governance/test_audit.py"],  # the audit head's anchor
+    ),
     "compliance": (["governance/services/compliance.py"], ["tests/registry/test_services.py"]),
     "promotion": (
         ["registry/services/promotion.py"],
@@ -43,7 +46,7 @@ GROUPS = {
         ["tests/registry/test_services.py", "tests/serving/test_api.py"],
     ),
     "access": (["serving/access.py"], ["tests/serving/test_api.py"]),
-    "feedback": (["serving/services/feedback.py"], ["tests/serving/test_api.py"]),
+    "feedback": (["serving/services/feedback.py"], ["tests/serving/test_api.py", "tests/serving/test_feedback.py"]),
     "predict": (
         ["serving/predict.py", "serving/runtime.py"],
         ["tests/serving/test_api.py", "tests/serving/test_routing.py", "tests/serving/test_protocols.py"],
