@@ -187,6 +187,8 @@ def test_throttling_counts_each_client_on_its_own(production, settings, scientis
         return clients[name].post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
 
     assert [ask("dana").status_code for _ in range(4)] == [200, 200, 200, 429]
+    retry_after = int(ask("dana")["Retry-After"])  # until the hour's window ends
+    assert abs(retry_after - (3600 - time.time() % 3600)) <= 2
     assert [ask("eli").status_code for _ in range(3)] == [200, 200, 200]  # another client has its own count
     assert ask("dana").status_code == 429
 
