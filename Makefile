@@ -7,7 +7,7 @@ MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 # `PORT=8001 make run` when 8000 is taken
 PORT ?= 8000
 
-.PHONY: run serve test fuzz lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
+.PHONY: run serve test fuzz mutation lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ bench-crm: $(BIN)/.installed
 ## screenshots: the monitoring pages in headless Chromium with seeded data, saved to docs/screenshots/
 screenshots: $(BIN)/.installed-dev
 	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider tests/monitoring/test_dashboards_browser.py
+
+## mutation: mutmut over the modules that hold the promises (governance services, promotion and registration,
+## serving's predict/runtime/access/feedback, the prediction log writer), each against its own test files on
+## SQLite, MUTATION_TIME_LIMIT seconds a group (1800); prints the score per group. GROUPS="access feedback" picks.
+## Slow (README, "Mutation testing"): not part of CI.
+mutation: $(BIN)/.installed-dev
+	$(BIN)/python tools/mutation.py $(GROUPS)
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ and file of the path it checks, only the minutes of scikit-learn and skl2onnx ar
 """
 
 import hashlib
+import os
 import pickle
 import threading
 import time
@@ -19,6 +20,25 @@ from django.contrib.auth.models import Group, Permission
 from experiments import services as experiment_services
 from governance.roles import roles_sync
 from registry import services
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings):
+    """Under `make mutation` (mutmut sets MUTANT_UNDER_TEST and runs mutants side by side in forked
+    processes, with --reuse-db), each process works on its own copy of the test database that the first,
+    unmutated run migrated, instead of sharing one SQLite file or migrating again for every mutant."""
+    import shutil
+
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].get("TEST", {})
+    template = test.get("NAME")
+    if os.environ.get("MUTANT_UNDER_TEST") and template and os.path.exists(template):
+        own = f"{template}.{os.getpid()}"
+        for suffix in ("", "-wal"):
+            if os.path.exists(template + suffix):
+                shutil.copyfile(template + suffix, own + suffix)
+        test["NAME"] = own
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from governance.services import (
     audit_entry_seal,
     audit_head_anchor,
     audit_record,
+    webhook_subscription_save,
 )
 
 pytestmark = pytest.mark.django_db
@@ -193,14 +194,21 @@ def test_every_append_logs_the_new_head(caplog, django_capture_on_commit_callbac
     assert f"audit head #{entry.pk} {entry.entry_hash}" in caplog.text
 
 
-def test_the_daily_anchor_sends_the_head_to_subscribers_and_the_log(caplog, django_capture_on_commit_callbacks):
-    WebhookSubscription.objects.create(name="notary", url="http://127.0.0.1:9/", secret="s", events=["audit.anchored"])
+def test_the_daily_anchor_sends_the_head_to_subscribers_and_the_log(
+    caplog, django_capture_on_commit_callbacks, django_user_model
+):
+    webhook_subscription_save(
+        subscription=WebhookSubscription(
+            name="notary", url="http://127.0.0.1:9/", secret="s", events=["audit.anchored"]
+        ),
+        by=django_user_model.objects.create_superuser("notary-admin", password="pw-notary-1"),
+    )  # audited too: the chain holds its webhook.created entry, then the two below
     entries = _record(2)
     with caplog.at_level("INFO", logger="mlops_site.audit"), django_capture_on_commit_callbacks(execute=False):
         head_id, head_hash = audit_head_anchor()
     assert (head_id, head_hash) == (entries[-1].pk, entries[-1].entry_hash)
     delivery = WebhookDelivery.objects.get(event="audit.anchored")
-    assert delivery.payload["data"] == {"entry_id": head_id, "entry_hash": head_hash, "entries": 2}
+    assert delivery.payload["data"] == {"entry_id": head_id, "entry_hash": head_hash, "entries": 3}
     assert f"audit anchor #{head_id} {head_hash}" in caplog.text
 
 

@@ -3,6 +3,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from governance.models import AuditEntry, Policy
+from governance.services import policy_save
 from registry.models import ModelVersion, PromotionRequest
 
 pytestmark = pytest.mark.django_db
@@ -80,7 +81,7 @@ def test_the_requester_cannot_approve_in_the_admin(register, as_user, scientist,
 
 
 def test_reject_and_override_in_the_admin(register, as_user, scientist, approver, overrider):
-    Policy.objects.create(name="floor", kind=Policy.Kind.PERFORMANCE, min_metrics={"accuracy": 1.01})
+    policy_save(policy=Policy(name="floor", kind=Policy.Kind.PERFORMANCE, min_metrics={"accuracy": 1.01}), by=approver)
     version = register()
     as_user(scientist).post(
         reverse("admin:registry_modelversion_request_promotion", args=[version.pk]),

@@ -1,5 +1,6 @@
 """Webhook delivery to a real HTTP server on loopback, with its signature checked as a receiver would."""
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -16,6 +17,18 @@ pytestmark = pytest.mark.django_db
 
 SECRET = "s3cret-for-tests"
 User = get_user_model()
+
+
+@contextlib.contextmanager
+def _worker_runs_what_is_queued():
+    """A task queued in the block runs at once in this process, as a worker would run it."""
+    from mlops_site.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
 
 
 def _subscribe(url, events=(), by=None):
@@ -41,6 +54,10 @@ def test_registration_and_promotion_are_delivered_signed(
     expected = "sha256=" + hmac.new(SECRET.encode(), first["body"], hashlib.sha256).hexdigest()
     assert hmac.compare_digest(first["headers"]["X-Signature"], expected)
     payload = json.loads(first["body"])
+    # The body a receiver signs again is the canonical JSON: sorted keys, no spaces.
+    assert first["body"] == json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    assert list(payload) == sorted(payload)
+    assert (first["headers"]["Content-Type"], first["headers"]["X-Event"]) == ("application/json", "version.registered")
     assert payload["event"] == "version.registered"
     assert payload["data"]["model"] == "iris-clf"
     assert payload["data"]["version"] == 1
@@ -49,6 +66,7 @@ def test_registration_and_promotion_are_delivered_signed(
     assert stage["data"]["from_stage"] == "None"
     delivered = WebhookDelivery.objects.get(event="version.registered")
     assert (delivered.response_status, delivered.response_body, delivered.attempts) == (200, "thanks", 1)
+    assert delivered.last_attempt_at is not None
 
 
 def test_a_subscription_gets_only_its_events(receiver, register):
@@ -134,33 +152,54 @@ def test_stalled_deliveries_are_queued_again_but_not_those_in_their_backoff(regi
     _subscribe("http://127.0.0.1:9/", events=["version.registered", "promotion.requested"])
     register()
     lost = WebhookDelivery.objects.get(event="version.registered")
+    created = lost.created_at
+    assert webhooks_retry_stalled(now=created + timedelta(seconds=50)) == 0  # its task may still be on its way
+    assert webhooks_retry_stalled(now=created + timedelta(seconds=90)) == 1  # a minute without an attempt: lost
     now = timezone.now() + timedelta(minutes=5)
     assert webhooks_retry_stalled(now=now) == 1
     WebhookDelivery.objects.filter(pk=lost.pk).update(attempts=1, last_attempt_at=now)  # a worker took it
     assert webhooks_retry_stalled(now=now) == 0  # still within its backoff: its own retry will come
-    later = now + timedelta(seconds=retry_delay(settings.WEBHOOK_MAX_ATTEMPTS) + 61)
+    longest = retry_delay(settings.WEBHOOK_MAX_ATTEMPTS)
+    assert webhooks_retry_stalled(now=now + timedelta(seconds=longest + 30)) == 0  # a minute's grace after it
+    later = now + timedelta(seconds=longest + 61)
     assert webhooks_retry_stalled(now=later) == 1  # its retry never came: queued again
+    WebhookDelivery.objects.filter(pk=lost.pk).update(status="DELIVERED")
+    assert webhooks_retry_stalled(now=later) == 0  # a delivered one is never sent again
 
 
-def test_redeliver_in_the_admin_resets_the_delivery_and_is_audited(register, client, engineer, auditor):
+def test_redeliver_in_the_admin_resets_the_delivery_sends_it_again_and_is_audited(
+    register, client, engineer, auditor, receiver, django_capture_on_commit_callbacks
+):
     from django.urls import reverse
+    from django.utils import timezone
 
     from governance.models import AuditEntry
 
-    _subscribe("http://127.0.0.1:9/", events=["version.registered"], by=engineer)
+    _subscribe(receiver["url"], events=["version.registered"], by=engineer)
     register()
     delivery = WebhookDelivery.objects.get()
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(status="FAILED", attempts=5, error="refused")
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+        status="FAILED", attempts=5, error="refused", delivered_at=timezone.now()
+    )
     changelist = reverse("admin:governance_webhookdelivery_changelist")
     client.force_login(auditor)  # may read deliveries, not send them again
     refused = client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
     assert "may not redeliver webhooks" in refused.content.decode()
     client.force_login(engineer)
-    client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(changelist, {"action": "redeliver", "_selected_action": [delivery.pk]}, follow=True)
     delivery.refresh_from_db()
-    assert (delivery.status, delivery.attempts, delivery.error) == ("PENDING", 0, "")
+    assert (delivery.status, delivery.attempts, delivery.error, delivery.delivered_at) == ("PENDING", 0, "", None)
     entry = AuditEntry.objects.get(action="webhook.redelivered")
     assert (entry.actor_name, entry.before) == ("eli", {"status": "FAILED", "attempts": 5})
+    assert entry.after == {"status": "PENDING", "event": "version.registered"}
+    assert not receiver["received"]
+    with _worker_runs_what_is_queued():
+        for callback in callbacks:  # the commit: its delivery task is queued, and sent
+            callback()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("DELIVERED", 1)
+    assert len(receiver["received"]) == 1
 
 
 def test_a_subscription_to_every_event_is_made_in_the_admin(client, engineer, register):
@@ -176,3 +215,21 @@ def test_a_subscription_to_every_event_is_made_in_the_admin(client, engineer, re
     assert subscription.events == []
     register()
     assert WebhookDelivery.objects.filter(subscription=subscription, event="version.registered").exists()
+
+
+def test_a_delivery_whose_task_was_lost_is_sent_by_the_beat_task(receiver, register):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from governance.tasks import retry_stalled_webhooks
+
+    _subscribe(receiver["url"], events=["version.registered"])
+    register()  # its on-commit queueing never runs in this test's transaction: the task is lost, as with a broker down
+    delivery = WebhookDelivery.objects.get()
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now() - timedelta(minutes=2))
+    with _worker_runs_what_is_queued():
+        assert retry_stalled_webhooks.apply().get() == 1
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts) == ("DELIVERED", 1)
+    assert [json.loads(request["body"])["event"] for request in receiver["received"]] == ["version.registered"]

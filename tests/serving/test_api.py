@@ -187,8 +187,28 @@ def test_throttling_counts_each_client_on_its_own(production, settings, scientis
         return clients[name].post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW]}, format="json")
 
     assert [ask("dana").status_code for _ in range(4)] == [200, 200, 200, 429]
+    retry_after = int(ask("dana")["Retry-After"])  # until the hour's window ends
+    assert abs(retry_after - (3600 - time.time() % 3600)) <= 2
     assert [ask("eli").status_code for _ in range(3)] == [200, 200, 200]  # another client has its own count
     assert ask("dana").status_code == 429
+
+
+def test_throttling_counts_each_anonymous_address_on_its_own(production, settings, client):
+    import time
+
+    from serving.access import PredictionRateThrottle
+
+    settings.SERVING_THROTTLE_RATE = "2/hour"
+    PredictionRateThrottle._counts.clear()
+    if 3600 - time.time() % 3600 < 10:  # fixed windows: don't start a count that the hour's end would reset
+        time.sleep(3600 - time.time() % 3600 + 0.1)
+
+    def ask(address):
+        url = "/api/v1/models/iris-clf/predict"
+        return client.post(url, {"instances": [IRIS_ROW]}, format="json", REMOTE_ADDR=address).status_code
+
+    assert [ask("10.0.0.1") for _ in range(3)] == [200, 200, 429]
+    assert [ask("10.0.0.2") for _ in range(2)] == [200, 200]  # another address, another count
 
 
 def test_feedback_is_stored_against_the_prediction(production, client, application):

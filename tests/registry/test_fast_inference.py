@@ -1,0 +1,68 @@
+"""The ONNX form is kept only when it agrees with scikit-learn on labels AND probabilities."""
+
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from registry.fast_inference import feeds_from_frame, onnx_convert, onnx_session
+
+
+class ThresholdedLogisticRegression(LogisticRegression):
+    """Says "virginica" from a probability of 0.2 on: a decision threshold tuned after training, which the
+    ONNX converter of LogisticRegression knows nothing about (its labels stay the argmax)."""
+
+    def predict(self, X):
+        return np.where(self.predict_proba(X)[:, 1] >= 0.2, self.classes_[1], self.classes_[0])
+
+
+def _register_converter():
+    from skl2onnx import update_registered_converter
+    from skl2onnx.operator_converters.linear_classifier import convert_sklearn_linear_classifier
+    from skl2onnx.shape_calculators.linear_classifier import calculate_linear_classifier_output_shapes
+
+    update_registered_converter(
+        ThresholdedLogisticRegression,
+        "ThresholdedLogisticRegression",
+        calculate_linear_classifier_output_shapes,
+        convert_sklearn_linear_classifier,
+        options={"zipmap": [True, False, "columns"], "nocl": [True, False], "raw_scores": [True, False]},
+    )
+
+
+def _versicolor_or_virginica():
+    iris = load_iris(as_frame=True)
+    frame = iris.frame[iris.frame["target"] > 0]
+    features = frame.drop(columns="target").rename(columns=lambda name: name.replace(" (cm)", "_cm").replace(" ", "_"))
+    labels = frame["target"].map({1: "versicolor", 2: "virginica"})
+    return features, labels
+
+
+def test_an_onnx_form_whose_labels_differ_is_refused_even_with_equal_probabilities():
+    _register_converter()
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", ThresholdedLogisticRegression(max_iter=500))])
+    pipeline.fit(features, labels)
+    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    # The probabilities agree to float32 precision; only the labels of the rows between 0.2 and 0.5 differ.
+    argmax = pipeline.classes_[pipeline.predict_proba(features).argmax(axis=1)]
+    assert (pipeline.predict(features) != argmax).any()
+    model_bytes, difference, note = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
+    assert model_bytes is None
+    assert difference < 1e-4
+    assert "labels differ" in note
+    assert "serving scikit-learn" in note
+
+
+def test_a_faithful_onnx_form_is_kept():
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(features, labels)
+    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    model_bytes, difference, note = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
+    assert model_bytes is not None
+    assert difference < 1e-4
+    assert "ONNX matches scikit-learn on 100 rows" in note
+    onnx_labels, _ = onnx_session(model_bytes).run(None, feeds_from_frame(features, signature))
+    assert list(onnx_labels) == list(pipeline.predict(features))

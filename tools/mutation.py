@@ -1,0 +1,179 @@
+"""Mutation testing of the modules that hold the platform's promises (`make mutation`), with mutmut 3.
+
+Each module group runs in its own scratch copy of the repository (mutmut writes its mutated tree to
+mutants/ under the working directory, and reads its settings from pyproject.toml), against only the
+test files that exercise it, on SQLite and the in-memory broker, under a time limit. It prints, per
+group, how many mutants the tests killed, how many survived, timed out or were not reached, and the
+score: caught / (caught + survived), where a mutant is caught when a test fails or it times out (the
+change made the tests hang: it was noticed), with the mutants listed in EQUIVALENT below (a change
+no test can tell from the original) left out of the count.
+
+    .venv/bin/python tools/mutation.py                       # every group
+    .venv/bin/python tools/mutation.py access feedback      # some groups
+    MUTATION_TIME_LIMIT=1200 .venv/bin/python tools/mutation.py promotion
+
+Each group's survivors are listed by name: `cd var/mutation/GROUP && ../../../.venv/bin/mutmut show NAME`
+shows the change. It is slow (see the README's "Mutation testing"), so it does not run in CI.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTMUT = ROOT / ".venv" / "bin" / "mutmut"
+SCRATCH = ROOT / "var" / "mutation"
+APPS = ["core", "experiments", "governance", "registry", "serving", "monitoring", "mlops_site"]
+
+# group: (the files mutated, the tests that exercise them)
+GROUPS = {
+    "audit": (["governance/services/audit.py"], ["tests/governance/test_audit.py"]),
+    "webhooks": (
+        ["governance/services/webhooks.py"],
+        ["tests/registry/test_webhooks.py", "tests/governance/test_audit.py"],  # the audit head's anchor
+    ),
+    "compliance": (["governance/services/compliance.py"], ["tests/registry/test_services.py"]),
+    "promotion": (
+        ["registry/services/promotion.py"],
+        ["tests/registry/test_services.py", "tests/registry/test_webhooks.py", "tests/serving/test_routing.py"],
+    ),
+    "registration": (
+        ["registry/services/registration.py", "registry/fast_inference.py"],
+        ["tests/registry/test_services.py", "tests/serving/test_api.py"],
+    ),
+    "access": (["serving/access.py"], ["tests/serving/test_api.py"]),
+    "feedback": (["serving/services/feedback.py"], ["tests/serving/test_api.py", "tests/serving/test_feedback.py"]),
+    "predict": (
+        ["serving/predict.py", "serving/runtime.py"],
+        ["tests/serving/test_api.py", "tests/serving/test_routing.py", "tests/serving/test_protocols.py"],
+    ),
+    "predlog": (["serving/predlog.py"], ["tests/serving/test_predlog.py"]),
+}
+
+# Mutants accepted as equivalent (no behaviour a test could observe changes), each with its reason;
+# the README's "Mutation testing" lists them too. mutmut numbers the mutants of a function in order, so
+# an edit of that function renumbers them: look at them again (`mutmut show NAME`) after changing it.
+_THROTTLE = "serving.access.xǁPredictionRateThrottleǁ"  # mutmut's name for a method
+EQUIVALENT = {
+    "serving.services.feedback.x__classes__mutmut_14": "`if signature or True`: every registered version has a "
+    "signature, and a logged prediction always names a registered version, so the else branch is unreachable",
+    "serving.services.feedback.x_feedback_record__mutmut_34": "the refused request's error quoted up to 101 "
+    "characters instead of 100: the wording of a message, not a behaviour",
+    "serving.services.feedback.x_feedback_record__mutmut_70": "`save(update_fields=None)` writes every column "
+    "instead of two, of a row locked by select_for_update: the same row afterwards",
+    "serving.access.x__parse_rate__mutmut_3": "rpartition instead of partition of a rate with one slash",
+    _THROTTLE + "allow_request__mutmut_8": "getattr without a default: a DRF request always has a user",
+    _THROTTLE + "allow_request__mutmut_19": "int(t / s) instead of int(t // s): the same for a positive time",
+    _THROTTLE
+    + "wait__mutmut_5": "max(wait, 1): wait is above 0 and DRF rounds Retry-After up, so it is at least 1 anyway",
+    # Accepted, not strictly equivalent: they change how much memory the counts keep, never a client's count.
+    _THROTTLE + "allow_request__mutmut_20": "clearing the counts at 50,000 keys instead of 50,001 (memory bound)",
+    _THROTTLE + "allow_request__mutmut_21": "clearing the counts at 50,002 keys instead of 50,001 (memory bound)",
+    _THROTTLE
+    + "allow_request__mutmut_32": "not dropping the previous window's count (memory, until the bound clears it)",
+    _THROTTLE + "allow_request__mutmut_35": "dropping a future window's count instead of the previous one's (memory)",
+    _THROTTLE + "allow_request__mutmut_36": "dropping the window before the previous one instead (memory)",
+}
+
+
+def _scratch_copy(group, files, tests):
+    """A copy of the tracked files with this group's [tool.mutmut] settings appended to pyproject.toml."""
+    workdir = SCRATCH / group
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in tracked:
+        source = ROOT / name
+        if source.is_file():
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, workdir / name)
+    sources = sorted({name.split("/")[0] for name in files})
+    settings = {
+        "source_paths": sources,
+        "only_mutate": files,
+        "also_copy": [app for app in APPS if app not in sources]
+        + ["templates", "tests", "manage.py", "pyproject.toml", "docs", "README.md"],
+        "pytest_add_cli_args_test_selection": tests,
+        # --reuse-db: the first run migrates the test database, each mutant's process copies it (conftest).
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "--reuse-db", "-m", "not worker and not mlflow"],
+        "use_git_change_detection": False,
+    }
+    with open(workdir / "pyproject.toml", "a") as handle:
+        handle.write("\n[tool.mutmut]\n")
+        for key, value in settings.items():
+            handle.write(f"{key} = {json.dumps(value)}\n")
+    return workdir
+
+
+def _results(workdir):
+    """{mutant name: status} from `mutmut results --all true`."""
+    output = subprocess.run([MUTMUT, "results", "--all", "true"], cwd=workdir, capture_output=True, text=True).stdout
+    statuses = {}
+    for line in output.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name:
+            statuses[name] = status
+    return statuses
+
+
+def group_run(group, time_limit):
+    files, tests = GROUPS[group]
+    workdir = _scratch_copy(group, files, tests)
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    started = time.monotonic()
+    try:
+        with open(workdir / "mutmut.log", "w") as log:
+            subprocess.run(
+                ["nice", "-n", "10", MUTMUT, "run", "--max-children", os.environ.get("MUTATION_CHILDREN", "2")],
+                cwd=workdir,
+                env=env,
+                timeout=time_limit,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        finished = True
+    except subprocess.TimeoutExpired:
+        finished = False
+    minutes = (time.monotonic() - started) / 60
+    statuses = _results(workdir)
+    equivalent = {name for name in statuses if name in EQUIVALENT}
+    counted = {name: status for name, status in statuses.items() if name not in equivalent}
+    killed = sum(status == "killed" for status in counted.values())
+    survived = sorted(name for name, status in counted.items() if status == "survived")
+    timeouts = sum(status == "timeout" for status in counted.values())
+    judged = killed + len(survived) + timeouts
+    score = 100.0 * (killed + timeouts) / judged if judged else 0.0
+    print(
+        f"{group}: {score:.1f} % ({killed} killed of {judged}; {len(survived)} survived, {timeouts} timed out, "
+        f"{len(equivalent)} equivalent left out, {len(counted) - judged} not run) in {minutes:.1f} min"
+        + ("" if finished else f" (stopped at the {time_limit} s limit)"),
+        flush=True,
+    )
+    for name in survived:
+        print(f"    survived: {name}")
+    return score
+
+
+def main(argv):
+    groups = argv or list(GROUPS)
+    unknown = [group for group in groups if group not in GROUPS]
+    if unknown:
+        sys.exit(f"unknown group(s) {', '.join(unknown)}; choose from: {', '.join(GROUPS)}")
+    time_limit = int(os.environ.get("MUTATION_TIME_LIMIT", "1800"))
+    for group in groups:
+        group_run(group, time_limit)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
