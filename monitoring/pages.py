@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from core.admin import admin_page
+from core.admin import ServiceWrittenAdmin, admin_page
 from core.charts import bar_chart_svg, heatmap_svg, line_chart_svg, sparkline_svg
 from core.errors import InvalidInput, NotFound, NotPermitted
 from monitoring import dashboards, reports
@@ -386,7 +386,7 @@ def reports_view(model_admin, request):
     )
 
 
-class _PageAdmin:
+class _PageAdmin(ServiceWrittenAdmin):
     """An admin entry that is a page, not a table: listed under Monitoring for whoever may read it."""
 
     read_perm = "registry.view_modelversion"
@@ -396,15 +396,6 @@ class _PageAdmin:
 
     def has_view_permission(self, request, obj=None):
         return self.has_module_permission(request)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(FleetOverview)

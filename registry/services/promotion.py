@@ -139,36 +139,6 @@ def _compliance_subject(version):
     )
 
 
-def _compliance_subject(version):
-    """The facts the governance policies check about a version, gathered here (governance reads no registry)."""
-    dataset = version.dataset
-    try:
-        dataset_frame_load(version=dataset)
-    except ApplicationError as exc:
-        valid, problem = False, exc.message
-    else:
-        valid, problem = True, ""
-    model = version.model
-    return ComplianceSubject(
-        version_id=version.pk,
-        model_id=model.pk,
-        metrics=version.metrics,
-        dataset=str(dataset),
-        dataset_rows=dataset.n_rows,
-        dataset_valid=valid,
-        dataset_problem=problem,
-        null_percent={
-            column["name"]: 100.0 * column["null_count"] / max(dataset.n_rows, 1)
-            for column in dataset.schema["columns"]
-        },
-        documented={
-            "description": bool(model.description.strip() or version.description.strip()),
-            "owner": model.owner_id is not None,
-            "intended_use": bool(model.intended_use.strip()),
-        },
-    )
-
-
 def _request_snapshot(request):
     return {
         "kind": request.kind,

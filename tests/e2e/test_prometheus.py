@@ -17,7 +17,7 @@ from monitoring.models import DriftResult, DriftRun
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.test_prometheus import dashboard_expressions
 from tests.e2e import processes
-from tests.e2e.test_processes import _free_port
+from tests.e2e.test_processes import _free_port, _status
 from tests.serving.conftest import IRIS_ROW
 
 prometheus_binary = shutil.which("prometheus")
@@ -41,17 +41,6 @@ def _config(tmp_path, web_port):
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def _status(url):
-    """The status of GET url, or None while nothing answers (a worker under load can take a while to start)."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (OSError, urllib.error.URLError):
-        return None
 
 
 def _api(base, path, **params):
