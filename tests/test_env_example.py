@@ -14,9 +14,10 @@ NOT_SETTINGS = {"DJANGO_SETTINGS_MODULE", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "ML
 
 
 def _code_files():
+    """The platform's code: not the tests, nor the developer tools beside it (bench/, tools/ read their own knobs)."""
     for path in BASE_DIR.rglob("*.py"):
         parts = path.relative_to(BASE_DIR).parts
-        if parts[0] in {".venv", "tests", "bench", "var", "node_modules"} or "migrations" in parts:
+        if parts[0] in {".venv", "tests", "bench", "tools", "var", "node_modules"} or "migrations" in parts:
             continue
         yield path
 
