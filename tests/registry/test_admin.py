@@ -248,6 +248,25 @@ def test_the_overview_shows_production_what_waits_for_me_runs_and_the_audit_log(
     assert "A stage change was requested" in page
 
 
+def test_the_overview_counts_what_production_answered(production, scientist, admin_client):
+    from django.utils import timezone
+    from rest_framework.test import APIClient
+
+    from serving.predlog import writer
+    from serving.selectors import production_overview
+    from tests.serving.conftest import IRIS_ROW
+
+    api = APIClient()
+    api.force_authenticate(scientist)
+    assert api.post("/api/v1/models/iris-clf/predict", {"instances": [IRIS_ROW] * 3}, format="json").status_code == 200
+    writer.flush()  # the log is written in batches by the serving process's writer
+    (primary,) = production_overview(since=timezone.now() - timezone.timedelta(hours=1))
+    assert (primary.deployment.version, primary.rows, primary.errors) == (production, 3, 0)
+    assert primary.latency_ms > 0
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert '<td class="num">3</td>' in page
+
+
 def test_the_model_page_says_what_serves_and_links_to_how_it_does(production, admin_client):
     page = admin_client.get(reverse("admin:registry_registeredmodel_change", args=[production.model.pk])).content
     page = page.decode()
