@@ -10,6 +10,7 @@ from serving.v2 import ServerMetadataApi
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("admin/", admin.site.urls),
     # Prediction routes first: they take most of the traffic, and URL resolution tries patterns in order.
     path("api/v1/", include("serving.api")),

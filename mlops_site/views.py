@@ -1,6 +1,7 @@
-"""The site's own pages: the front door at /."""
+"""The site's own pages: the front door at / and the icon browsers ask for by themselves."""
 
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 
 
 def home(request):
@@ -8,3 +9,8 @@ def home(request):
     if request.user.is_authenticated and request.user.is_staff:
         return redirect("admin:index")
     return render(request, "home.html")
+
+
+def favicon(request):
+    """/favicon.ico, which a browser requests on its own for a page that names no icon (an error page, JSON)."""
+    return redirect(static("mlops/favicon.svg"), permanent=True)

@@ -98,3 +98,9 @@ def test_every_api_operation_is_tagged_with_its_area_and_every_area_is_described
     assert "/v2/models/{name}/infer" in tagged["serving"]
     assert "/api/v1/audit-log" in tagged["governance"]
     assert "/api/v1/crm/refreshes" in tagged["crm"]
+
+
+def test_the_browsers_own_favicon_request_finds_the_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("mlops/favicon.svg")
