@@ -8,9 +8,12 @@ with Browser() as browser:
 """
 
 import asyncio
+import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -55,7 +58,8 @@ class Browser:
         self.errors, self.status = [], None
 
     def __enter__(self):
-        self._profile = tempfile.TemporaryDirectory()
+        # Chromium's helper processes may still write to the profile for a moment after it exits.
+        self._profile = tempfile.TemporaryDirectory(ignore_cleanup_errors=True)
         self._process = subprocess.Popen(
             [
                 CHROMIUM,
@@ -72,6 +76,7 @@ class Browser:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # its renderer and helper processes in one group, stopped together
         )
         port = None
         deadline = time.monotonic() + self.timeout
@@ -92,11 +97,13 @@ class Browser:
     def __exit__(self, *exc):
         if getattr(self, "_ws", None) is not None:
             self._loop.run_until_complete(self._close())
-        self._process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGTERM)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
         self._loop.close()
         self._profile.cleanup()
