@@ -27,6 +27,17 @@ RANGES = ("24h", "7d", "30d")
 WIDE, HALF = 980, 480
 
 
+def _time_chart(series, *, title, y_label, fmt, width=None, y_range=(0, None), **extra):
+    """A line chart over time (UTC) as every chart of these pages draws one: half width, from zero."""
+    return line_chart_svg(
+        series, title=title, x_label="time (UTC)", y_label=y_label, width=width or HALF, x_format=fmt,
+        y_range=y_range, **extra,
+    )  # fmt: skip
+
+
+ERROR_LIMIT_LINE = [(100 * dashboards.ERROR_RATE_LIMIT, f"limit {dashboards.ERROR_RATE_LIMIT:.0%}")]
+
+
 def _window(request):
     """The range asked for (?window=24h, 7d, 30d or FROM..TO), 24 hours on bad input (with a message)."""
     text = request.GET.get("window") or "24h"
@@ -94,24 +105,18 @@ def _traffic_charts(board, fmt, unit):
     for moment, total in requests.items():
         rate[moment] = 100 * errors[moment] / total if total else None
     return [
-        line_chart_svg(
+        _time_chart(
             {"requests": sorted(requests.items()), "errors": sorted(errors.items())},
             title=f"Requests and errors per {unit}",
-            x_label="time (UTC)",
             y_label=f"requests per {unit}",
-            width=HALF,
-            x_format=fmt,
-            y_range=(0, None),
+            fmt=fmt,
         ),
-        line_chart_svg(
+        _time_chart(
             {"error rate": sorted(rate.items())},
             title="Error rate",
-            x_label="time (UTC)",
             y_label="% of requests",
-            width=HALF,
-            x_format=fmt,
-            y_range=(0, None),
-            thresholds=[(100 * dashboards.ERROR_RATE_LIMIT, f"limit {dashboards.ERROR_RATE_LIMIT:.0%}")],
+            fmt=fmt,
+            thresholds=ERROR_LIMIT_LINE,
         ),
     ]
 
@@ -130,14 +135,11 @@ def _latency_chart(board, fmt):
         # The spec's latency rule compares p95 with twice its baseline; here the baseline is the range's median.
         baseline = p95[len(p95) // 2]
         thresholds = [(2 * baseline, f"2 × median p95 ({2 * baseline:.3g} ms)")]
-    return line_chart_svg(
+    return _time_chart(
         lines,
         title=f"Latency of v{board.version} (primary)",
-        x_label="time (UTC)",
         y_label="milliseconds",
-        width=HALF,
-        x_format=fmt,
-        y_range=(0, None),
+        fmt=fmt,
         thresholds=thresholds,
     )
 
@@ -165,13 +167,12 @@ def _accuracy_chart(board, fmt):
             (validation, f"validation {validation:.3f}"),
             (validation - dashboards.ACCURACY_DROP_LIMIT, f"validation − {dashboards.ACCURACY_DROP_LIMIT}"),
         ]
-    return line_chart_svg(
+    return _time_chart(
         series,
         title=f"Accuracy of v{board.version} against validation",
-        x_label="time (UTC)",
         y_label="accuracy",
+        fmt=fmt,
         width=WIDE,
-        x_format=fmt,
         y_range=(None, 1.0),
         thresholds=thresholds,
         dashed=("estimated accuracy (CBPE)",),
@@ -234,24 +235,18 @@ def _by_mode_charts(board, fmt):
     if len(p95) < 2:
         return []
     return [
-        line_chart_svg(
+        _time_chart(
             dict(p95),
             title="p95 latency by version and mode",
-            x_label="time (UTC)",
             y_label="milliseconds",
-            width=HALF,
-            x_format=fmt,
-            y_range=(0, None),
+            fmt=fmt,
         ),
-        line_chart_svg(
+        _time_chart(
             dict(rate),
             title="Error rate by version and mode",
-            x_label="time (UTC)",
             y_label="% of requests",
-            width=HALF,
-            x_format=fmt,
-            y_range=(0, None),
-            thresholds=[(100 * dashboards.ERROR_RATE_LIMIT, f"limit {dashboards.ERROR_RATE_LIMIT:.0%}")],
+            fmt=fmt,
+            thresholds=ERROR_LIMIT_LINE,
         ),
     ]
 
