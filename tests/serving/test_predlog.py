@@ -32,6 +32,28 @@ def writer(settings):
     return PredictionLogWriter()
 
 
+def test_text_numbers_and_missing_values_come_back_as_they_were_sent(writer):
+    """COPY's text format (PostgreSQL) and SQLite's parameters both keep every character: backslashes,
+    tabs, line breaks, quotes and non-ASCII in inputs, labels and errors; None as null; NaN as null."""
+    odd = 'a\\b\tc\nd\re "q" é \\N'
+    record = _record(1, rows=2)
+    record.columns = {"plan": [odd, None], "petal_width_cm": np.array([0.25, np.nan])}
+    record.labels = [odd, "setosa"]
+    record.classes = [odd, "setosa"]
+    writer._queue.put(record)
+    writer._queue.put(LogRecord("req-err", "iris-clf", 1, "primary", timezone.now(), 0.1, error=odd))
+
+    writer.flush()
+
+    first, second = PredictionLog.objects.filter(request_id="req-1").order_by("row")
+    assert first.inputs == {"plan": odd, "petal_width_cm": 0.25}
+    assert second.inputs == {"plan": None, "petal_width_cm": None}
+    assert first.prediction == odd
+    assert first.predicted_index == 0
+    assert first.probabilities == {odd: pytest.approx(0.9), "setosa": pytest.approx(0.1)}
+    assert PredictionLog.objects.get(request_id="req-err").error == odd
+
+
 def test_queued_records_are_written_in_multi_row_statements(writer):
     for index in range(600):  # more rows than one statement takes
         writer._queue.put(_record(index, rows=2))
