@@ -294,6 +294,7 @@ def main():
         "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("CELERY_BROKER_URL", None)
+    (var / "prometheus").mkdir()
     print(f"store: {var}", file=sys.stderr)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=env, check=True)
     setup = subprocess.run(
