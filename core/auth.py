@@ -104,16 +104,24 @@ class CachedTokenAuthentication(FailureLimitedMixin, TokenAuthentication):
     _known = {}
     _generation = object()
 
-    def authenticate_credentials(self, key):
+    @classmethod
+    def remembered(cls, key):
+        """(user, token) of a token this process checked less than a minute ago and has not been told to
+        forget; None otherwise (then authenticate_credentials asks the database)."""
         generation = _auth_signal_read()
         if generation != CachedTokenAuthentication._generation:
             CachedTokenAuthentication._known = {}
             CachedTokenAuthentication._generation = generation
-        known = CachedTokenAuthentication._known
-        found = known.get(key)
-        now = time.monotonic()
-        if found is not None and found[1] > now:
+        found = CachedTokenAuthentication._known.get(key)
+        if found is not None and found[1] > time.monotonic():
             return found[0]
+        return None
+
+    def authenticate_credentials(self, key):
+        result = self.remembered(key)
+        if result is not None:
+            return result
+        known, now = CachedTokenAuthentication._known, time.monotonic()
         result = super().authenticate_credentials(key)
         if len(known) > 10_000:
             known.clear()

@@ -23,6 +23,11 @@ def current_user():
     return user if user is not None and user.is_authenticated else None
 
 
+def request_id_from(given: str) -> str:
+    """The client's X-Request-ID if well-formed, else a new id."""
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
 class RequestContextMiddleware:
     """Give every request an id (the client's X-Request-ID if well-formed, else a new one) and echo it back."""
 
@@ -30,8 +35,7 @@ class RequestContextMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        given = request.headers.get("X-Request-ID", "")
-        request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
         token = _request_context.set(request)
         try:
             response = self.get_response(request)

@@ -34,18 +34,22 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON (send null for a missing value)")
 
 
+def body_length_check(length):
+    """InvalidInput if a body of `length` bytes is over SERVING_MAX_BODY_BYTES."""
+    limit = settings.SERVING_MAX_BODY_BYTES
+    if length > limit:
+        raise InvalidInput(f"the body has {length} bytes; the limit is {limit}", field="body")
+
+
 def body_checked(request):
     """The raw body, refused before it is read when its declared length is over the limit."""
-    limit = settings.SERVING_MAX_BODY_BYTES
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         declared = 0
-    if declared > limit:
-        raise InvalidInput(f"the body has {declared} bytes; the limit is {limit}", field="body")
+    body_length_check(declared)
     raw = request.body
-    if len(raw) > limit:
-        raise InvalidInput(f"the body has {len(raw)} bytes; the limit is {limit}", field="body")
+    body_length_check(len(raw))
     return raw
 
 
@@ -109,6 +113,12 @@ class JsonOnly(BaseContentNegotiation):
         return parsers[0]
 
 
+def prediction_request_id(given):
+    """A prediction's id is unique: the log's rows and the feedback sent for them are found by it, so a
+    client's (or proxy's) X-Request-ID, which may be reused, is kept only as its prefix."""
+    return f"{given[:51]}.{uuid.uuid4().hex[:12]}"
+
+
 class PredictionApiView(APIView):
     """Token auth unless SERVING_REQUIRE_AUTH is off; throttled per token (or per address) at SERVING_THROTTLE_RATE."""
 
@@ -135,9 +145,7 @@ class PredictionApiView(APIView):
         self._started = time.perf_counter()
         self._model_name = kwargs.get("name")
         if "HTTP_X_REQUEST_ID" in request.META:
-            # A prediction's id is unique: the log's rows and the feedback sent for them are found by it, so
-            # a client's (or proxy's) X-Request-ID, which may be reused, is kept only as its prefix.
-            request._request.request_id = f"{request._request.request_id[:51]}.{uuid.uuid4().hex[:12]}"
+            request._request.request_id = prediction_request_id(request._request.request_id)
         super().initial(request, *args, **kwargs)
 
     def _predict(self, request, *, name, payload, kind, version=None, environment="production") -> Prediction:
@@ -161,7 +169,8 @@ class OpenPredictionView(PredictionApiView):
         return [AllowAny()]
 
 
-def _native_payload(body):
+def native_payload(body):
+    """(rows, their layout) of our API's body: {"instances": [{...}]} or {"inputs": [[...]]}."""
     if not isinstance(body, dict):
         raise InvalidInput('must be {"instances": [{...}, ...]} or {"inputs": [[...], ...]}', field="body")
     if "instances" in body:
@@ -171,6 +180,24 @@ def _native_payload(body):
     raise InvalidInput(
         'give "instances" (objects of feature: value) or "inputs" (rows in signature order)', field="body"
     )
+
+
+def native_answer(name, prediction):
+    """Our API's answer: the version that answered and, per row, the label, probabilities and confidence."""
+    classes = prediction.model.classes
+    probabilities = prediction.probabilities
+    confidences = probabilities.max(axis=1).tolist()
+    return {
+        "model": name,
+        "version": prediction.model.version,
+        "deployment": prediction.served_by.value,
+        "request_id": prediction.request_id,
+        "latency_ms": round(prediction.latency_ms, 3),
+        "predictions": [
+            {"label": label, "probabilities": dict(zip(classes, probs)), "confidence": confidence}  # noqa: B905
+            for label, probs, confidence in zip(prediction.labels, probabilities.tolist(), confidences)  # noqa: B905
+        ],
+    }
 
 
 _PREDICT_REQUEST = inline_serializer(
@@ -198,7 +225,7 @@ class PredictApi(PredictionApiView):
 
     @extend_schema(request=_PREDICT_REQUEST, responses=_PREDICT_RESPONSE)
     def post(self, request, name, version=None):
-        payload, kind = _native_payload(json_body(request))
+        payload, kind = native_payload(json_body(request))
         # Parsing the query string costs a QueryDict; most requests have none.
         environment = (
             request.query_params.get("environment", "production") if request.META.get("QUERY_STRING") else "production"
@@ -208,22 +235,7 @@ class PredictApi(PredictionApiView):
         prediction = self._predict(
             request, name=name, payload=payload, kind=kind, version=version, environment=environment
         )
-        classes = prediction.model.classes
-        probabilities = prediction.probabilities
-        confidences = probabilities.max(axis=1).tolist()
-        return Response(
-            {
-                "model": name,
-                "version": prediction.model.version,
-                "deployment": prediction.served_by.value,
-                "request_id": prediction.request_id,
-                "latency_ms": round(prediction.latency_ms, 3),
-                "predictions": [
-                    {"label": label, "probabilities": dict(zip(classes, probs)), "confidence": confidence}  # noqa: B905
-                    for label, probs, confidence in zip(prediction.labels, probabilities.tolist(), confidences)  # noqa: B905
-                ],
-            }
-        )
+        return Response(native_answer(name, prediction))
 
 
 class DefaultPredictApi(PredictApi):

@@ -142,6 +142,12 @@ class ServingRuntime:
             self._models[version.pk] = model
         return model
 
+    def route_cached(self, model_name, environment="production"):
+        """The route if this process holds it now (no database needed to answer), else None."""
+        self._check_signal()
+        route = self._routes.get((model_name, environment))
+        return route if isinstance(route, Route) else None
+
     def route(self, model_name, environment="production"):
         """The route of a model's environment; NotFound if nothing is deployed there."""
         self._check_signal()

@@ -5,6 +5,7 @@ the middleware only the admin and static files use: WhiteNoise (static files) an
 admin's flash messages). Everything else runs as for any request: the Prometheus middleware,
 security headers, sessions, CSRF cookie, authentication, the request id and client IP,
 X-Frame-Options; so answers, errors and headers are those of the full chain (tests/serving/test_wsgi.py compares them).
+In front of both, serving.fast answers our API's predictions that need nothing only Django has.
 """
 
 import os
@@ -48,4 +49,6 @@ def application_build():
         handler = short if match(environ.get("PATH_INFO", "")) else full
         return handler(environ, start_response)
 
-    return application
+    from serving.fast import FastPredictions
+
+    return FastPredictions(application)

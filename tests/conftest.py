@@ -142,7 +142,7 @@ def serving(settings, tmp_path, monkeypatch):
     settings.PREDICTION_LOG_SYNC = True
     settings.SERVING_SIGNAL_FILE = str(tmp_path / "serving-generation")
     fresh = ServingRuntime()
-    for module in ("serving.runtime", "serving.predict", "serving.api", "serving.v2"):
+    for module in ("serving.runtime", "serving.predict", "serving.api", "serving.v2", "serving.fast"):
         monkeypatch.setattr(f"{module}.runtime", fresh)
     return fresh
 

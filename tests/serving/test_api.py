@@ -172,10 +172,10 @@ def test_throttling_counts_each_client_on_its_own(production, settings, scientis
 
     from rest_framework.test import APIClient
 
-    from serving.access import PredictionRateThrottle
+    from serving import access
 
     settings.SERVING_THROTTLE_RATE = "3/hour"
-    PredictionRateThrottle._counts.clear()
+    access._counts.clear()
     if 3600 - time.time() % 3600 < 10:  # fixed windows: don't start a count that the hour's end would reset
         time.sleep(3600 - time.time() % 3600 + 0.1)
     clients = {}
@@ -196,10 +196,10 @@ def test_throttling_counts_each_client_on_its_own(production, settings, scientis
 def test_throttling_counts_each_anonymous_address_on_its_own(production, settings, client):
     import time
 
-    from serving.access import PredictionRateThrottle
+    from serving import access
 
     settings.SERVING_THROTTLE_RATE = "2/hour"
-    PredictionRateThrottle._counts.clear()
+    access._counts.clear()
     if 3600 - time.time() % 3600 < 10:  # fixed windows: don't start a count that the hour's end would reset
         time.sleep(3600 - time.time() % 3600 + 0.1)
 
