@@ -25,7 +25,7 @@ import orjson
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.db import DatabaseError
-from django.http import HttpHeaders, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.security import SecurityMiddleware
 from django_prometheus.middleware import Metrics
@@ -171,7 +171,7 @@ class FastPredictions:
         secure = _secure(environ)
         if settings.SECURE_SSL_REDIRECT and not secure:
             return None  # the security middleware redirects it
-        probe = HttpRequest()
+        probe = HttpRequest.__new__(HttpRequest)  # get_host() reads META and settings only; no QueryDicts made
         probe.META = environ
         try:
             probe.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it
@@ -185,7 +185,9 @@ class FastPredictions:
         known, user = self._user(environ)
         if not known or runtime.route_cached(name) is None:
             return None
-        client = SimpleNamespace(META=environ, headers=HttpHeaders(environ)) if user is None else None
+        # An anonymous client is counted by its address: DRF's get_ident reads REMOTE_ADDR and X-Forwarded-For.
+        forwarded = {"x-forwarded-for": environ["HTTP_X_FORWARDED_FOR"]} if "HTTP_X_FORWARDED_FOR" in environ else {}
+        client = SimpleNamespace(META=environ, headers=forwarded) if user is None else None
         allowed, _ = prediction_allowed(prediction_ident(user, client))
         if not allowed:
             return None  # Django answers the 429, with its Retry-After

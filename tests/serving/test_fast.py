@@ -229,3 +229,25 @@ def test_what_needs_django_reaches_django_with_its_body(paths, application, sett
     assert django.calls == calls + 1
     if case in ("cookie", "query string", "unknown token", "route not loaded", "another route"):
         assert answer[0] == "200 OK", answer  # Django read the body the client sent
+
+
+def test_anonymous_clients_are_counted_by_address_as_drf_counts_them(paths, settings):
+    import time
+
+    from serving import access
+
+    fast, django = paths
+    settings.SERVING_THROTTLE_RATE = "2/hour"
+    access._counts.clear()
+    if 3600 - time.time() % 3600 < 10:  # fixed windows: don't start a count that the hour's end would reset
+        time.sleep(3600 - time.time() % 3600 + 0.1)
+
+    def ask(address, forwarded=None):
+        environ = _environ({"instances": [IRIS_ROW]}, headers={"X-Forwarded-For": forwarded} if forwarded else None)
+        environ["REMOTE_ADDR"] = address
+        return _call(fast, environ)[0][:3]
+
+    assert [ask("10.0.0.1") for _ in range(3)] == ["200", "200", "429"]
+    assert django.calls == 1  # the refusal is Django's, with its Retry-After
+    assert [ask("10.0.0.2") for _ in range(2)] == ["200", "200"]
+    assert [ask("10.0.0.2", forwarded="192.0.2.7") for _ in range(3)] == ["200", "200", "429"]
