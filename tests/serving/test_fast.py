@@ -251,3 +251,4 @@ def test_anonymous_clients_are_counted_by_address_as_drf_counts_them(paths, sett
     assert django.calls == 1  # the refusal is Django's, with its Retry-After
     assert [ask("10.0.0.2") for _ in range(2)] == ["200", "200"]
     assert [ask("10.0.0.2", forwarded="192.0.2.7") for _ in range(3)] == ["200", "200", "429"]
+    assert django.calls == 2  # each refusal, and nothing else
