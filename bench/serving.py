@@ -13,6 +13,9 @@ in turns, `--rounds` times, with the same load (`--concurrency` keep-alive conne
     server: predictions, empty requests and the admin's login page against ours (forest only);
   - MLflow: `mlflow models serve -m models:/NAME@production --env-manager local` with --workers;
   - batches of 100 and 1,000 rows, ours against MLflow, in rows per second (forest only).
+With the log on, a turn ends when the log has written the last row of its requests (the writer runs
+behind when requests bring rows faster than the database takes them): "logged" is the requests a
+second over the turn and that wait, the throughput the targets use.
 Prints the median throughput and p50/p99 latency of each (and each turn's throughput: this machine's
 speed drifts, and taking turns makes the drift hit every server alike), the ratios against the
 issue's targets, and all of it as one JSON line at the end.
@@ -23,6 +26,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -176,6 +180,54 @@ def _plan(model, env, var, args):
     return processes, plan
 
 
+def _last_log_id(database_url):
+    query = "SELECT coalesce(max(id), 0) FROM serving_predictionlog"
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url[len("sqlite:///") :], timeout=30) as db:
+            return db.execute(query).fetchone()[0]
+    import psycopg2
+
+    with psycopg2.connect(database_url) as db, db.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchone()[0]
+
+
+def _postgres_database(server_url):
+    """A new, empty database on the PostgreSQL server at `server_url` (dropped at the end): its URL."""
+    import psycopg2
+
+    name = f"mlops_bench_{os.getpid()}"
+    admin = psycopg2.connect(server_url.rstrip("/") + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name}")
+        cursor.execute(f"CREATE DATABASE {name}")
+    admin.close()
+    return server_url.rstrip("/") + f"/{name}", name
+
+
+def _postgres_drop(server_url, name):
+    import psycopg2
+
+    admin = psycopg2.connect(server_url.rstrip("/") + "/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def _log_drained(database_url, ended):
+    """Seconds after the turn `ended` until the prediction log took its last row (the writers run behind
+    when requests come faster than the database takes rows), waiting until nothing has come for 1.5 s."""
+    last, changed = _last_log_id(database_url), time.perf_counter()
+    while time.perf_counter() - changed < 1.5:
+        time.sleep(0.1)
+        now = _last_log_id(database_url)
+        if now != last:
+            last, changed = now, time.perf_counter()
+    return max(0.0, changed - ended)
+
+
 def _measure_model(model, env, var, args):
     """Run the servers side by side (idle ones cost nothing) and measure them in turns, `--rounds`
     times, so that a machine getting slower or faster mid-run hits all of them alike."""
@@ -197,7 +249,13 @@ def _measure_model(model, env, var, args):
                 )
                 if errors:
                     print(f"  {model} {label}: {len(errors)} errors, e.g. {errors[:3]}", file=sys.stderr)
-                samples[label].append((rps, p50, p99, len(errors)))
+                logged = rps
+                if body and label.startswith("ours") and "log off" not in label:
+                    # What the server sustains with its log: the requests over the turn and the time the log
+                    # took afterwards to write the last of their rows.
+                    drained = _log_drained(env["DATABASE_URL"], time.perf_counter())
+                    logged = rps * args.seconds / (args.seconds + drained)
+                samples[label].append((rps, p50, p99, len(errors), logged))
     finally:
         for process, _ping in processes:
             _stop(process)
@@ -210,6 +268,7 @@ def _measure_model(model, env, var, args):
             "p50": _median([x[1] for x in runs]),
             "p99": _median([x[2] for x in runs]),
             "errors": sum(x[3] for x in runs),
+            "logged_rps": _median([x[4] for x in runs]),
         }
         for label, runs in samples.items()
     }
@@ -229,13 +288,18 @@ def _summary(results, forms, args):
         need = 40 if model == "iris-rf" else 10
         check(
             f"{model} ours/mlflow throughput",
-            ours["rps"] / mlflow["rps"],
+            ours["logged_rps"] / mlflow["rps"],
             f">= {need}x",
-            ours["rps"] >= need * mlflow["rps"],
+            ours["logged_rps"] >= need * mlflow["rps"],
         )
         check(f"{model} mlflow/ours p99", mlflow["p99"] / ours["p99"], ">= 10x", mlflow["p99"] >= 10 * ours["p99"])
         check(f"{model} empty/prediction cost", empty["rps"] / ours["rps"], "<= 1.5", empty["rps"] <= 1.5 * ours["rps"])
-        check(f"{model} log on/off throughput", ours["rps"] / off["rps"], ">= 0.90", ours["rps"] >= 0.9 * off["rps"])
+        check(
+            f"{model} log on/off throughput",
+            ours["logged_rps"] / off["rps"],
+            ">= 0.90",
+            ours["logged_rps"] >= 0.9 * off["rps"],
+        )
         if "gunicorn" in r:
             for what, a, b in (
                 ("prediction", "ours", "gunicorn"),
@@ -252,7 +316,7 @@ def _summary(results, forms, args):
             if f"ours, {rows} rows" in r:
                 off_ratio = r[f"ours, log off, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
                 check(f"{model} {rows}-row ours (log off)/mlflow rows per second", off_ratio, "-", True)
-                ratio = r[f"ours, {rows} rows"]["rows_per_s"] / r[f"mlflow, {rows} rows"]["rows_per_s"]
+                ratio = r[f"ours, {rows} rows"]["logged_rps"] * rows / r[f"mlflow, {rows} rows"]["rows_per_s"]
                 target = rows >= 1000
                 check(
                     f"{model} {rows}-row ours/mlflow rows per second",
@@ -274,6 +338,12 @@ def main():
     parser.add_argument("--models", default="iris-rf,iris-lr", help="which of iris-rf, iris-lr to measure")
     parser.add_argument("--batches", default="100,1000", help="batch sizes (rows a request) measured on the forest")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store and logs")
+    parser.add_argument(
+        "--postgres",
+        metavar="SERVER_URL",
+        help="the store on this PostgreSQL server (a new database, dropped at the end), as in production, "
+        "instead of SQLite: e.g. postgres://postgres@127.0.0.1:5432",
+    )
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",") if b]
 
@@ -281,7 +351,7 @@ def main():
     env = {
         **os.environ,
         "MLOPS_VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",
+        "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",  # or a PostgreSQL database, below
         "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
         # As in production: DEBUG keeps every query in memory and costs the prediction log dearly.
         "DEBUG": "0",
@@ -294,6 +364,9 @@ def main():
         "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("CELERY_BROKER_URL", None)
+    database = None
+    if args.postgres:
+        env["DATABASE_URL"], database = _postgres_database(args.postgres)
     (var / "prometheus").mkdir()
     print(f"store: {var}", file=sys.stderr)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=env, check=True)
@@ -309,21 +382,24 @@ def main():
     finally:
         if not args.keep:
             shutil.rmtree(var, ignore_errors=True)
+        if database:
+            _postgres_drop(args.postgres, database)
 
     print(
         f"\n{args.concurrency} keep-alive connections, {args.workers} workers per server, {os.cpu_count()} cores; "
-        f"median of {args.rounds} turns of {args.seconds:g} s each; ours = serve.py (granian)\n"
+        f"median of {args.rounds} turns of {args.seconds:g} s each; ours = serve.py (granian); "
+        f"database: {'PostgreSQL' if args.postgres else 'SQLite'}\n"
     )
     print(
-        f"{'model':<8} {'server':<31} {'req/s':>7} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-        "   req/s of each turn"
+        f"{'model':<8} {'server':<31} {'req/s':>7} {'logged':>7} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'errors':>6}   req/s of each turn"
     )
     for model, by_label in results.items():
         for label, r in by_label.items():
             turns = " ".join(f"{x:.0f}" for x in r["rps_all"])
             print(
-                f"{model:<8} {label:<31} {r['rps']:>7.0f} {r['rows_per_s']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f}"
-                f" {r['errors']:>6}   {turns}"
+                f"{model:<8} {label:<31} {r['rps']:>7.0f} {r['logged_rps']:>7.0f} {r['rows_per_s']:>9.0f}"
+                f" {r['p50']:>8.2f} {r['p99']:>8.2f} {r['errors']:>6}   {turns}"
             )
     summary, checks = _summary(results, forms, args)
     print()

@@ -361,6 +361,11 @@ class PredictionLogWriter:
                 self._write_or_spill([record])
             return
         self._queue.put(record)
+        if self._queue.qsize() > settings.PREDICTION_LOG_QUEUE_MAX:
+            # The log is behind (requests bring rows faster than the database takes them, or the writer
+            # thread gets too little of the worker's time): the request that finds it so writes a batch
+            # itself, so the queue stays bounded and the server answers no faster than its log keeps up.
+            self._write_batch(settings.PREDICTION_LOG_BATCH)
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -394,6 +399,12 @@ class PredictionLogWriter:
                 records = self._drain(limit)
             if self.spill.pending:  # nothing new came, but batches wait on disk for the database
                 self._replay()
+
+    def _write_batch(self, limit):
+        with self._write_lock:
+            records = self._drain(limit)
+            if records:
+                self._write_or_spill(records)
 
     def _replay(self):
         try:
