@@ -37,11 +37,14 @@ CHECKS = [
 
 @pytest.fixture
 def in_process_wsgi():
-    """The WSGI handler closes the database connection after each request, as a real server does; here that
-    connection holds the test's transaction, so (as Django's test client does) it is left open."""
+    """The application the web server runs (predictions below Django in front of Django's handler). Django's
+    handler closes the database connection after each request, as a real server does; here that connection
+    holds the test's transaction, so (as Django's test client does) it is left open."""
+    from serving.fast import FastPredictions
+
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
-    yield WSGIHandler()
+    yield FastPredictions(WSGIHandler())
     request_started.connect(close_old_connections)
     request_finished.connect(close_old_connections)
 
