@@ -19,6 +19,7 @@ rows and metrics of both paths.
 
 import io
 import time
+from http import HTTPStatus
 from types import SimpleNamespace
 
 import orjson
@@ -42,8 +43,6 @@ from serving.runtime import runtime
 _PREFIX, _SUFFIX = "/api/v1/models/", "/predict"
 _VIEW = "model-predict"  # the URL's name: django_prometheus labels by it
 _ALLOW = "POST, OPTIONS"  # what DRF says the view allows
-_REASONS = {200: "200 OK", 400: "400 Bad Request", 403: "403 Forbidden", 404: "404 Not Found"}
-_REASONS.update({409: "409 Conflict", 413: "413 Request Entity Too Large", 422: "422 Unprocessable Entity"})
 
 
 def _model_name(environ):
@@ -226,4 +225,4 @@ class FastPredictions:
             body_bytes=len(body),
             transport="https" if secure else "http",
         )
-        return _REASONS.get(status, str(status)), headers, body
+        return f"{status} {HTTPStatus(status).phrase}", headers, body
