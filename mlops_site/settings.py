@@ -374,8 +374,8 @@ PREDICTION_LOG_ENABLED = env("PREDICTION_LOG_ENABLED", True, cast=bool)
 PREDICTION_LOG_SYNC = env("PREDICTION_LOG_SYNC", False, cast=bool)
 PREDICTION_LOG_FLUSH_SECONDS = env("PREDICTION_LOG_FLUSH_SECONDS", 0.5, cast=float)
 PREDICTION_LOG_BATCH = env("PREDICTION_LOG_BATCH", 2000, cast=int)
-# Records a worker's log may hold unwritten; past it the requests write batches themselves (backpressure).
-PREDICTION_LOG_QUEUE_MAX = env("PREDICTION_LOG_QUEUE_MAX", 10_000, cast=int)
+# Rows a worker's log may hold unwritten; past it the requests write batches themselves (backpressure).
+PREDICTION_LOG_QUEUE_MAX = env("PREDICTION_LOG_QUEUE_MAX", 50_000, cast=int)
 # A batch the database will not take (an outage, a restart) is kept on local disk here and written, in order,
 # when it returns; at most PREDICTION_LOG_SPILL_MAX_BYTES (past that, or on a full disk, rows are lost and
 # counted in prediction_log_rows_lost_total). Local to each host: give each web host its own directory.

@@ -342,6 +342,8 @@ class PredictionLogWriter:
         self._thread = None
         self._start_lock = threading.Lock()
         self._write_lock = threading.RLock()
+        self._pending_rows = 0  # rows queued and not yet taken by a write
+        self._pending_lock = threading.Lock()
         # (model, version) -> numeric feature names; a version's signature never changes once registered.
         self._layouts = {}
         self.spill = LogSpill()
@@ -361,7 +363,7 @@ class PredictionLogWriter:
                 self._write_or_spill([record])
             return
         self._queue.put(record)
-        if self._queue.qsize() > settings.PREDICTION_LOG_QUEUE_MAX:
+        if self._pending_add(_row_count([record])) > settings.PREDICTION_LOG_QUEUE_MAX:
             # The log is behind (requests bring rows faster than the database takes them, or the writer
             # thread gets too little of the worker's time): the request that finds it so writes a batch
             # itself, so the queue stays bounded and the server answers no faster than its log keeps up.
@@ -372,6 +374,11 @@ class PredictionLogWriter:
                     self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
                     self._thread.start()
 
+    def _pending_add(self, rows):
+        with self._pending_lock:
+            self._pending_rows += rows
+            return self._pending_rows
+
     def _drain(self, limit):
         records = []
         while len(records) < limit:
@@ -379,6 +386,8 @@ class PredictionLogWriter:
                 records.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        if records:
+            self._pending_add(-_row_count(records))
         return records
 
     def _run(self):

@@ -58,6 +58,7 @@ GROUPS = {
 # the README's "Mutation testing" lists them too. mutmut numbers the mutants of a function in order, so
 # an edit of that function renumbers them: look at them again (`mutmut show NAME`) after changing it.
 _THROTTLE = "serving.access.xǁPredictionRateThrottleǁ"  # mutmut's name for a method
+_ALLOWED = "serving.access.x_prediction_allowed__mutmut_"
 EQUIVALENT = {
     "serving.services.feedback.x__classes__mutmut_14": "`if signature or True`: every registered version has a "
     "signature, and a logged prediction always names a registered version, so the else branch is unreachable",
@@ -66,17 +67,16 @@ EQUIVALENT = {
     "serving.services.feedback.x_feedback_record__mutmut_70": "`save(update_fields=None)` writes every column "
     "instead of two, of a row locked by select_for_update: the same row afterwards",
     "serving.access.x__parse_rate__mutmut_3": "rpartition instead of partition of a rate with one slash",
-    _THROTTLE + "allow_request__mutmut_8": "getattr without a default: a DRF request always has a user",
-    _THROTTLE + "allow_request__mutmut_19": "int(t / s) instead of int(t // s): the same for a positive time",
+    _THROTTLE + "allow_request__mutmut_11": "getattr without a default: a DRF request always has a user",
+    _ALLOWED + "5": "int(t / s) instead of int(t // s): the same for a positive time",
     _THROTTLE
     + "wait__mutmut_5": "max(wait, 1): wait is above 0 and DRF rounds Retry-After up, so it is at least 1 anyway",
     # Accepted, not strictly equivalent: they change how much memory the counts keep, never a client's count.
-    _THROTTLE + "allow_request__mutmut_20": "clearing the counts at 50,000 keys instead of 50,001 (memory bound)",
-    _THROTTLE + "allow_request__mutmut_21": "clearing the counts at 50,002 keys instead of 50,001 (memory bound)",
-    _THROTTLE
-    + "allow_request__mutmut_32": "not dropping the previous window's count (memory, until the bound clears it)",
-    _THROTTLE + "allow_request__mutmut_35": "dropping a future window's count instead of the previous one's (memory)",
-    _THROTTLE + "allow_request__mutmut_36": "dropping the window before the previous one instead (memory)",
+    _ALLOWED + "6": "clearing the counts at 50,000 keys instead of 50,001 (memory bound)",
+    _ALLOWED + "7": "clearing the counts at 50,002 keys instead of 50,001 (memory bound)",
+    _ALLOWED + "18": "not dropping the previous window's count (memory, until the bound clears it)",
+    _ALLOWED + "21": "dropping a future window's count instead of the previous one's (memory)",
+    _ALLOWED + "22": "dropping the window before the previous one instead (memory)",
 }
 
 

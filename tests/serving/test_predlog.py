@@ -71,21 +71,22 @@ def test_queued_records_are_written_in_multi_row_statements(writer):
 
 
 def test_a_log_that_falls_behind_is_written_by_the_requests_themselves(writer, settings):
-    """Requests faster than the database: the queue never holds more than PREDICTION_LOG_QUEUE_MAX records,
-    the request that finds it full writing a batch in its own time (backpressure), and nothing is lost."""
+    """Requests faster than the database: the queue never holds more than PREDICTION_LOG_QUEUE_MAX rows, the
+    request that finds it over writing a batch in its own time (backpressure), and nothing is lost."""
     settings.PREDICTION_LOG_FLUSH_SECONDS = 3600  # the writer thread sleeps through the test
     settings.PREDICTION_LOG_QUEUE_MAX = 50
-    settings.PREDICTION_LOG_BATCH = 20
-    sizes = []
-    for index in range(200):
-        writer.submit(_record(index))
-        sizes.append(writer._queue.qsize())
+    settings.PREDICTION_LOG_BATCH = 2  # records
+    pending = []
+    for index in range(40):
+        writer.submit(_record(index, rows=3))
+        pending.append(writer._pending_rows)
 
-    assert max(sizes) == 50  # the request that took it past the bound wrote a batch of 20 before answering
-    assert sizes[50] == 31
-    assert PredictionLog.objects.count() == 200 - writer._queue.qsize()
+    assert max(pending) == 48  # 17 records of 3 rows were 51: that request wrote two records (6 rows) itself
+    assert pending[16] == 45
+    assert PredictionLog.objects.count() == 120 - writer._pending_rows
     writer.flush()
-    assert PredictionLog.objects.count() == 200
+    assert writer._pending_rows == 0
+    assert PredictionLog.objects.count() == 120
 
 
 def test_a_dropped_connection_is_reopened_and_the_batch_kept(writer):
