@@ -363,11 +363,13 @@ class PredictionLogWriter:
                 self._write_or_spill([record])
             return
         self._queue.put(record)
-        if self._pending_add(_row_count([record])) > settings.PREDICTION_LOG_QUEUE_MAX:
+        over = self._pending_add(_row_count([record])) - settings.PREDICTION_LOG_QUEUE_MAX
+        if over > 0:
             # The log is behind (requests bring rows faster than the database takes them, or the writer
-            # thread gets too little of the worker's time): the request that finds it so writes a batch
-            # itself, so the queue stays bounded and the server answers no faster than its log keeps up.
-            self._write_batch(settings.PREDICTION_LOG_BATCH)
+            # thread gets too little of the worker's time): the request that finds it so writes the oldest
+            # records, as many rows as it brought over the bound, so the queue stays bounded and the server
+            # answers no faster than its log keeps up.
+            self._write_batch(over)
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -379,15 +381,18 @@ class PredictionLogWriter:
             self._pending_rows += rows
             return self._pending_rows
 
-    def _drain(self, limit):
-        records = []
-        while len(records) < limit:
+    def _drain(self, limit, *, rows=None):
+        """Up to `limit` records off the queue, oldest first; with `rows`, only until they hold that many rows."""
+        records, taken = [], 0
+        while len(records) < limit and (rows is None or taken < rows):
             try:
-                records.append(self._queue.get_nowait())
+                record = self._queue.get_nowait()
             except queue.Empty:
                 break
+            records.append(record)
+            taken += _row_count([record])
         if records:
-            self._pending_add(-_row_count(records))
+            self._pending_add(-taken)
         return records
 
     def _run(self):
@@ -409,9 +414,9 @@ class PredictionLogWriter:
             if self.spill.pending:  # nothing new came, but batches wait on disk for the database
                 self._replay()
 
-    def _write_batch(self, limit):
+    def _write_batch(self, rows):
         with self._write_lock:
-            records = self._drain(limit)
+            records = self._drain(settings.PREDICTION_LOG_BATCH, rows=rows)
             if records:
                 self._write_or_spill(records)
 

@@ -75,14 +75,14 @@ def test_a_log_that_falls_behind_is_written_by_the_requests_themselves(writer, s
     request that finds it over writing a batch in its own time (backpressure), and nothing is lost."""
     settings.PREDICTION_LOG_FLUSH_SECONDS = 3600  # the writer thread sleeps through the test
     settings.PREDICTION_LOG_QUEUE_MAX = 50
-    settings.PREDICTION_LOG_BATCH = 2  # records
     pending = []
     for index in range(40):
         writer.submit(_record(index, rows=3))
         pending.append(writer._pending_rows)
 
-    assert max(pending) == 48  # 17 records of 3 rows were 51: that request wrote two records (6 rows) itself
-    assert pending[16] == 45
+    # 17 records of 3 rows were 51, one over: that request wrote the oldest record (3 rows) itself, and so on.
+    assert pending[15:19] == [48, 48, 48, 48]
+    assert max(pending) == 48
     assert PredictionLog.objects.count() == 120 - writer._pending_rows
     writer.flush()
     assert writer._pending_rows == 0
