@@ -332,6 +332,11 @@ def _alive(pid):
     return True
 
 
+# At most about this many rows a write (a COPY or an executemany, one transaction), so that a request
+# writing its overflow under backpressure waits for a write in progress a fraction of a second at most.
+_ROWS_PER_WRITE = 5000
+
+
 def _row_count(records):
     return sum(len(record.labels) if record.labels is not None and not record.error else 1 for record in records)
 
@@ -407,10 +412,10 @@ class PredictionLogWriter:
         # Taking records off the queue and writing them happen under one lock, so flush() at exit
         # waits for a write in progress instead of losing the records it holds.
         with self._write_lock:
-            records = self._drain(limit)
+            records = self._drain(limit, rows=_ROWS_PER_WRITE)
             while records:
                 self._write_or_spill(records)
-                records = self._drain(limit)
+                records = self._drain(limit, rows=_ROWS_PER_WRITE)
             if self.spill.pending:  # nothing new came, but batches wait on disk for the database
                 self._replay()
 

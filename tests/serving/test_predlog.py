@@ -89,6 +89,24 @@ def test_a_log_that_falls_behind_is_written_by_the_requests_themselves(writer, s
     assert PredictionLog.objects.count() == 120
 
 
+def test_the_writer_writes_a_bounded_number_of_rows_at_a_time(writer, monkeypatch):
+    """A long queue is written a few thousand rows at a time, so a request waiting to write its overflow
+    (backpressure) never waits behind one huge transaction."""
+    from serving import predlog
+
+    monkeypatch.setattr(predlog, "_ROWS_PER_WRITE", 10)
+    sizes = []
+    write = writer._write
+    monkeypatch.setattr(writer, "_write", lambda records: sizes.append(predlog._row_count(records)) or write(records))
+    for index in range(30):
+        writer._queue.put(_record(index, rows=3))
+
+    writer.flush()
+
+    assert sizes == [12] * 7 + [6]  # records of 3 rows until at least 10 rows are taken
+    assert PredictionLog.objects.count() == 90
+
+
 def test_a_dropped_connection_is_reopened_and_the_batch_kept(writer):
     writer._queue.put(_record(1))
     writer.flush()
