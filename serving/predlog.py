@@ -410,20 +410,21 @@ class PredictionLogWriter:
 
     def _write_pending(self, limit):
         # Taking records off the queue and writing them happen under one lock, so flush() at exit
-        # waits for a write in progress instead of losing the records it holds.
+        # waits for a write in progress instead of losing the records it holds. The lock is let go
+        # between writes, so a request writing its overflow (backpressure) waits for one write at most.
+        while self._write_batch(_ROWS_PER_WRITE, limit=limit):
+            pass
         with self._write_lock:
-            records = self._drain(limit, rows=_ROWS_PER_WRITE)
-            while records:
-                self._write_or_spill(records)
-                records = self._drain(limit, rows=_ROWS_PER_WRITE)
             if self.spill.pending:  # nothing new came, but batches wait on disk for the database
                 self._replay()
 
-    def _write_batch(self, rows):
+    def _write_batch(self, rows, *, limit=None):
+        """Write the oldest queued records, until they hold `rows` rows (or `limit` records); False if none."""
         with self._write_lock:
-            records = self._drain(settings.PREDICTION_LOG_BATCH, rows=rows)
+            records = self._drain(limit or settings.PREDICTION_LOG_BATCH, rows=rows)
             if records:
                 self._write_or_spill(records)
+            return bool(records)
 
     def _replay(self):
         try:
