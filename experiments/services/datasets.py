@@ -118,10 +118,13 @@ def dataset_version_upload_file(
 def dataset_resolve(
     *, ref: str, n_samples: int | None = None, seed: int | None = None, by: Actor = None
 ) -> DatasetVersion:
-    """The dataset version a user means by `ref`: a built-in name, an uploaded name (latest) or a sha256 prefix."""
+    """The dataset version a user means by `ref`: a built-in name, an uploaded name (latest), a sha256 prefix,
+    or `name@sha256-prefix` as the API writes a run's dataset (`customer_churn@e2ca24a29668`)."""
     ref = (ref or "").strip()
     if not ref:
         raise InvalidInput("is required", field="dataset")
+    if "@" in ref:
+        return _dataset_by_name_and_hash(ref, n_samples=n_samples, seed=seed)
     if ref in data.BUILTIN_DATASETS:
         return dataset_version_builtin(name=ref, n_samples=n_samples, seed=seed, by=by)[0]
     if n_samples is not None or seed is not None:
@@ -137,6 +140,23 @@ def dataset_resolve(
         known = ", ".join([*data.BUILTIN_DATASETS, *uploaded[:20]])
         raise InvalidInput(f"unknown dataset {ref!r}; known: {known}", field="dataset")
     return version
+
+
+def _dataset_by_name_and_hash(ref, *, n_samples, seed):
+    name, _, prefix = ref.rpartition("@")
+    if n_samples is not None or seed is not None:
+        raise InvalidInput(
+            f"n_samples and seed make a new sample of a built-in dataset; {ref!r} names a stored version",
+            field="n_samples",
+        )
+    if len(prefix) < 8 or any(c not in "0123456789abcdef" for c in prefix.lower()):
+        raise InvalidInput(f"{ref!r}: after @ give at least 8 hex digits of the version's sha256", field="dataset")
+    matches = list(DatasetVersion.objects.filter(name=name, sha256__startswith=prefix.lower())[:2])
+    if len(matches) > 1:
+        raise InvalidInput(f"{ref!r} matches several versions of {name!r}: give more of the sha256", field="dataset")
+    if not matches:
+        raise InvalidInput(f"no version of dataset {name!r} has a sha256 starting {prefix!r}", field="dataset")
+    return matches[0]
 
 
 def dataset_frame_load(*, version: DatasetVersion) -> pd.DataFrame:

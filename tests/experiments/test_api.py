@@ -51,6 +51,37 @@ def test_sweep_launch_lists_its_children(api_client, django_capture_on_commit_ca
     assert detail["sweep_metric"] == "f1_macro"
 
 
+def test_a_run_s_dataset_as_the_api_writes_it_can_be_posted_back(api_client, django_capture_on_commit_callbacks):
+    first, _ = _post_run(api_client, django_capture_on_commit_callbacks)
+    written = api_client.get(f"/api/v1/runs/{first.json()['id']}").json()["dataset"]
+    assert written.startswith("iris@")
+
+    again, _ = _post_run(api_client, django_capture_on_commit_callbacks, dataset=written)
+
+    assert again.status_code == 202, again.content
+    assert api_client.get(f"/api/v1/runs/{again.json()['id']}").json()["dataset"] == written
+
+
+@pytest.mark.parametrize(
+    ("dataset", "message"),
+    [
+        ("iris@0000000000", "no version of dataset 'iris' has a sha256 starting '0000000000'"),
+        ("iris@abc", "at least 8 hex digits"),
+        ("iris@not-a-hash", "at least 8 hex digits"),
+        ("nope@0123456789ab", "no version of dataset 'nope'"),
+    ],
+)
+def test_a_dataset_named_with_a_hash_that_matches_nothing_is_a_400_naming_it(api_client, dataset, message):
+    services.dataset_version_builtin(name="iris")
+    response = api_client.post(
+        "/api/v1/runs", {"experiment": "api", "dataset": dataset, "algorithm": "random_forest"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == "dataset"
+    assert message in response.json()["error"]
+    assert not Run.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
