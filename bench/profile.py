@@ -46,6 +46,10 @@ PARTS = [
     ("throttling", "serving/access.py"),
     ("JSON parsing", "json_loads (serving/api.py"),
     ("view: building the answer", "post (serving/api.py"),
+    ("view: building the answer", "native_answer (serving/api.py"),
+    ("fast path: body, request id, JSON rendering, answer", "serving/fast.py"),
+    ("fast path: django_prometheus's counters", "count (serving/fast.py"),
+    ("fast path: Host check (ALLOWED_HOSTS)", "get_host (django/http/request.py"),
     ("JSON rendering", "render (serving/api.py"),
     ("routing (runtime, change signal)", "serving/runtime.py"),
     ("routing (runtime, change signal)", "serving/signal.py"),
@@ -86,6 +90,7 @@ def main():
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
     }
     env.pop("CELERY_BROKER_URL", None)
+    (var / "prometheus").mkdir()
     subprocess.run([bench.PYTHON, "manage.py", "migrate", "-v", "0"], cwd=bench.BASE, env=env, check=True)
     setup = [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP]
     subprocess.run(setup, cwd=bench.BASE, env=env, check=True, capture_output=True)
