@@ -103,9 +103,9 @@ class PredictionLog(models.Model):
     dropped whole after PREDICTION_LOG_RETENTION_DAYS (serving.predlog.prediction_log_retention_apply).
     """
 
-    request_id = models.CharField(max_length=64, db_index=True)
+    request_id = models.CharField(max_length=64)
     row = models.PositiveIntegerField(default=0, help_text="Position of the row in its request.")
-    model_name = models.CharField(max_length=100, db_index=True)
+    model_name = models.CharField(max_length=100)
     version = models.PositiveIntegerField()
     deployment_mode = models.CharField(max_length=16, blank=True, help_text="primary, canary, shadow or direct.")
     inputs = models.JSONField(null=True, blank=True)
@@ -125,7 +125,10 @@ class PredictionLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Every index is paid on each logged row, so only those a reader uses: feedback finds rows by request
+        # id (exact: no LIKE index), monitoring by model (the composite's prefix) and by time.
         indexes = [
+            models.Index(fields=["request_id"], name="predlog_request_id"),
             models.Index(fields=["model_name", "version", "-created_at"]),
             # Monitoring finds the hours whose labels arrived since its last run (late feedback).
             models.Index(fields=["feedback_at"], condition=Q(feedback_at__isnull=False), name="predlog_feedback_at"),

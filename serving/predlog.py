@@ -139,6 +139,41 @@ class LogRecord:
             )
         ]
 
+    def copy_lines(self, numeric, when):
+        """The table's rows as lines of COPY's text format (PostgreSQL), `when` being created_at as text:
+        built straight from the record, the parts every row shares made once (a third of the time of
+        building rows() and quoting each value)."""
+        if self.error or self.labels is None:
+            return ["\t".join([_copy_field(value) for value in (*row[:-1], when)]) + "\n" for row in self.rows()]
+        null = "\\N"
+        head = f"{_copy_field(self.request_id)}\t"
+        middle = f"\t{_copy_field(self.model_name)}\t{self.version}\t{_copy_field(self.mode)}\t"
+        tail = f"\t{self.latency_ms!r}\t\t{when}\n"
+        names = list(self.columns)
+        values = [self.columns[name] for name in names]
+        if numeric:
+            vectors = [
+                "{" + ",".join(map(repr, vector)) + "}"
+                for vector in zip(
+                    *[[_NAN if v is None else float(v) for v in self.columns[name]] for name in numeric], strict=True
+                )
+            ]
+        else:
+            vectors = [null] * len(self.labels)
+        positions = {label: position for position, label in enumerate(self.classes)}
+        classes = self.classes
+        lines = []
+        for index, (label, probs, row, vector) in enumerate(
+            zip(self.labels, self.probabilities.tolist(), zip(*values, strict=True), vectors, strict=True)
+        ):
+            position = positions.get(label)
+            lines.append(
+                f"{head}{index}{middle}{_json_text(dict(zip(names, row, strict=True)))}\t{vector}\t"
+                f"{_json_text(label)}\t{null if position is None else position}\t"
+                f"{_json_text(dict(zip(classes, probs, strict=True)))}\t{max(probs)!r}{tail}"
+            )
+        return lines
+
 
 _NAN = math.nan
 
@@ -167,6 +202,13 @@ def _json(value, _dumps=orjson.dumps, _option=orjson.OPT_SERIALIZE_NUMPY | orjso
     """JSON text for a jsonb column: orjson, a tenth of the json module's time a row. NaN and infinities
     become null (missing), which jsonb would otherwise refuse for the whole batch."""
     return _dumps(value, default=_json_default, option=_option).decode()
+
+
+def _json_text(value):
+    """JSON for a jsonb column in COPY's text format: orjson escapes tabs and line breaks inside strings
+    itself, so only its backslashes are doubled."""
+    text = _json(value)
+    return text.replace("\\", "\\\\") if "\\" in text else text
 
 
 def _shadow_record(record):
@@ -467,27 +509,28 @@ class PredictionLogWriter:
 
     def _write(self, records):
         adapt = connection.ops.adapt_datetimefield_value
-        postgres = connection.vendor == "postgresql"
-        vector = 6  # position of `features` in _COLUMNS
-        rows = []
-        for record in records:
-            when = adapt(record.created_at)  # the same for every row of a record
-            for row in record.rows(self._layout(record)):
-                features = row[vector]
-                if features is not None:
-                    # PostgreSQL: an array literal (cheaper to make than the driver's adaptation of a list);
-                    # SQLite: little-endian float64 bytes, as FloatVectorField stores them.
-                    features = (
-                        "{" + ",".join(map(repr, features)) + "}"
-                        if postgres
-                        else struct.pack(f"<{len(features)}d", *features)
-                    )
-                rows.append((*row[:vector], features, *row[vector + 1 : -1], when))
-        if not rows:
+        if connection.vendor == "postgresql":
+            lines = []
+            for record in records:
+                lines += record.copy_lines(self._layout(record), str(adapt(record.created_at)))
+            insert, data = self._copy, "".join(lines)
+        else:
+            vector = (
+                6  # position of `features` in _COLUMNS: little-endian float64 bytes, as FloatVectorField stores them
+            )
+            data = []
+            for record in records:
+                when = adapt(record.created_at)  # the same for every row of a record
+                for row in record.rows(self._layout(record)):
+                    features = row[vector]
+                    if features is not None:
+                        features = struct.pack(f"<{len(features)}d", *features)
+                    data.append((*row[:vector], features, *row[vector + 1 : -1], when))
+            insert = self._insert
+        if not data:
             return
-        insert = self._copy if postgres else self._insert
         try:
-            insert(rows)
+            insert(data)
         except DatabaseError as exc:
             # A row for a day whose partition is not made yet (the maintenance task makes them a week
             # ahead; a clock jump or a long outage of the task can still get here): make it and retry once.
@@ -495,16 +538,15 @@ class PredictionLogWriter:
                 raise
             days = {record.created_at.date() for record in records}
             prediction_log_partitions_ensure(start=min(days), end=max(days))
-            insert(rows)
+            insert(data)
 
-    def _copy(self, rows):
+    def _copy(self, text):
         """PostgreSQL: one COPY of the rows as text (a fraction of a multi-row INSERT's time, most of it
         outside the worker's GIL), in one transaction."""
         from serving.models import PredictionLog
 
         table = connection.ops.quote_name(PredictionLog._meta.db_table)
         columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-        text = "".join(["\t".join([_copy_field(value) for value in row]) + "\n" for row in rows])
         with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
             cursor.cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.StringIO(text))
 

@@ -40,6 +40,7 @@ def test_text_numbers_and_missing_values_come_back_as_they_were_sent(writer):
     record.columns = {"plan": [odd, None], "petal_width_cm": np.array([0.25, np.nan])}
     record.labels = [odd, "setosa"]
     record.classes = [odd, "setosa"]
+    writer._layouts[("iris-clf", 1)] = ("petal_width_cm",)  # the typed vector of numeric features
     writer._queue.put(record)
     writer._queue.put(LogRecord("req-err", "iris-clf", 1, "primary", timezone.now(), 0.1, error=odd))
 
@@ -51,6 +52,11 @@ def test_text_numbers_and_missing_values_come_back_as_they_were_sent(writer):
     assert first.prediction == odd
     assert first.predicted_index == 0
     assert first.probabilities == {odd: pytest.approx(0.9), "setosa": pytest.approx(0.1)}
+    assert first.confidence == pytest.approx(0.9)
+    assert list(first.features) == [0.25]
+    assert np.isnan(second.features[0])
+    assert (first.row, first.model_name, first.version, first.deployment_mode) == (0, "iris-clf", 1, "primary")
+    assert first.latency_ms == pytest.approx(0.4)
     assert PredictionLog.objects.get(request_id="req-err").error == odd
 
 
