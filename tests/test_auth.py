@@ -8,6 +8,7 @@ import contextlib
 import pytest
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -133,3 +134,32 @@ def test_the_failure_limit_fails_open_when_its_cache_is_down(settings, auditor):
     token = Token.objects.create(user=auditor).key
     assert _client().get("/api/v1/audit-log", HTTP_AUTHORIZATION="Token wrong").status_code == 401
     assert _client().get("/api/v1/audit-log", HTTP_AUTHORIZATION=f"Token {token}").status_code == 200
+
+
+def test_the_admin_sign_in_is_limited_per_client_before_any_password_is_checked(settings, auditor, monkeypatch):
+    """A wrong password costs the hasher's deliberate fraction of a second: past AUTH_FAILURE_LIMIT the admin's
+    sign-in page refuses the client (429, Retry-After, the reason on the page) without checking the password,
+    even a right one, until the window ends; another client signs in as usual."""
+    settings.AUTH_FAILURE_LIMIT = 3
+    settings.AUTH_FAILURE_WINDOW = 60
+    attacker, colleague = Client(REMOTE_ADDR="10.0.0.66"), Client(REMOTE_ADDR="10.0.0.7")
+    wrong = {"username": "audrey", "password": "guess", "next": "/admin/"}
+    for _ in range(3):
+        response = attacker.post("/admin/login/", wrong)
+        assert response.status_code == 200
+        assert "Please enter the correct username and password" in response.content.decode()
+
+    checked = []
+    monkeypatch.setattr("django.contrib.auth.authenticate", lambda *a, **k: checked.append(k))
+    monkeypatch.setattr("django.contrib.auth.forms.authenticate", lambda *a, **k: checked.append(k))
+    refused = attacker.post("/admin/login/", {**wrong, "password": "pw-audrey-1"})
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "Too many failed sign-ins from this address" in refused.content.decode()
+    assert checked == []  # no password hashed for a client past its limit
+    assert "_auth_user_id" not in attacker.session
+    monkeypatch.undo()
+
+    response = colleague.post("/admin/login/", {**wrong, "password": "pw-audrey-1"})
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/"
