@@ -200,13 +200,18 @@ def native_answer(name, prediction):
     }
 
 
-_PREDICT_REQUEST = inline_serializer(
-    "PredictRequest",
-    {
-        "instances": serializers.ListField(child=serializers.DictField(), required=False),
-        "inputs": serializers.ListField(child=serializers.ListField(), required=False),
-    },
-)
+# Raw schemas where a serializer cannot say it: one of the row layouts is required (`{}` is refused).
+_ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "items": {}}}
+_RECORDS = {"type": "array", "minItems": 1, "items": {"type": "object", "additionalProperties": {}}}
+_PREDICT_REQUEST = {
+    "application/json": {
+        "type": "object",
+        "description": '"instances" (objects of feature: value) or "inputs" (rows in signature order); '
+        'with both, "instances" is read.',
+        "properties": {"instances": _RECORDS, "inputs": _ROWS},
+        "anyOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+    }
+}
 _PREDICT_RESPONSE = inline_serializer(
     "PredictResponse",
     {
@@ -293,7 +298,43 @@ class InvocationsApi(PredictionApiView):
     """MLflow's scoring protocol: dataframe_split, dataframe_records, instances or inputs → {"predictions": [...]}."""
 
     @extend_schema(
-        request=inline_serializer("InvocationsRequest", {"dataframe_split": serializers.DictField(required=False)}),
+        request={
+            "application/json": {
+                "type": "object",
+                "description": "Exactly one of MLflow's input formats.",
+                "oneOf": [
+                    {
+                        "properties": {
+                            "dataframe_split": {
+                                "type": "object",
+                                "properties": {
+                                    "columns": {"type": "array", "items": {"type": "string"}},
+                                    "data": _ROWS,
+                                },
+                                "required": ["columns", "data"],
+                            }
+                        },
+                        "required": ["dataframe_split"],
+                        "additionalProperties": False,
+                    },
+                    {
+                        "properties": {"dataframe_records": _RECORDS},
+                        "required": ["dataframe_records"],
+                        "additionalProperties": False,
+                    },
+                    {
+                        "properties": {"instances": {"oneOf": [_RECORDS, _ROWS]}},
+                        "required": ["instances"],
+                        "additionalProperties": False,
+                    },
+                    {
+                        "properties": {"inputs": {"oneOf": [_ROWS, {"type": "object"}]}},
+                        "required": ["inputs"],
+                        "additionalProperties": False,
+                    },
+                ],
+            }
+        },
         responses=inline_serializer("InvocationsResponse", {"predictions": serializers.ListField()}),
     )
     def post(self, request, name):
