@@ -1,6 +1,9 @@
 """Scheduling: one run per (job, model), the beat schedule, the reference made at registration, a real worker."""
 
 import contextlib
+import os
+import signal
+import subprocess
 import uuid
 
 import pytest
@@ -11,7 +14,7 @@ from mlops_site.celery import app as celery_app
 from monitoring.models import DriftReference, DriftRun, MonitoringJob
 from monitoring.services import JobBusy, job_lock, job_run
 from tests.e2e import processes
-from tests.monitoring.conftest import hours_ago
+from tests.monitoring.conftest import CHURN_FEATURES, hours_ago
 
 
 @pytest.mark.django_db(transaction=True)
@@ -82,12 +85,10 @@ def _purge():
         broker.default_channel.queue_purge("monitoring")
 
 
-@pytest.mark.worker
-@pytest.mark.django_db(transaction=True)
-def test_the_hourly_task_runs_every_job_on_a_real_worker(churn_reference, churn_frame, log_writer, tmp_path):
-    log_writer.write(churn_frame.sample(200, random_state=5).reset_index(drop=True), at=hours_ago(2), per_request=10)
+def _monitoring_worker(tmp_path):
+    """A real worker on the monitoring queue (prefork, two processes)."""
     _purge()
-    worker = processes.start(
+    return processes.start(
         "celery",
         "-A",
         "mlops_site",
@@ -104,6 +105,13 @@ def test_the_hourly_task_runs_every_job_on_a_real_worker(churn_reference, churn_
         "--without-mingle",
         log=tmp_path / "worker.log",
     )
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_the_hourly_task_runs_every_job_on_a_real_worker(churn_reference, churn_frame, log_writer, tmp_path):
+    log_writer.write(churn_frame.sample(200, random_state=5).reset_index(drop=True), at=hours_ago(2), per_request=10)
+    worker = _monitoring_worker(tmp_path)
     try:
         celery_app.send_task("monitoring.schedule_jobs", queue="monitoring")
 
@@ -119,3 +127,63 @@ def test_the_hourly_task_runs_every_job_on_a_real_worker(churn_reference, churn_
     run = DriftRun.objects.get(trigger="schedule")
     assert run.status == DriftRun.Status.OK
     assert run.window == "24h"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.CELERY_BROKER_URL.startswith("redis"), reason="requeue on worker loss needs Redis")
+def test_a_drift_job_whose_worker_is_killed_is_completed_by_the_next_run(
+    churn_reference, churn_frame, log_writer, tmp_path
+):
+    """The pool process running the drift job dies mid-computation (an OOM kill): its advisory lock goes with
+    its connection, the message (acknowledged late) is delivered again, and the next run computes the whole
+    window: one drift run stored with every row, none half-written, the job OK."""
+    frame = churn_frame.sample(5000, replace=True, random_state=7).reset_index(drop=True)
+    rows = 20 * 2 * len(frame)
+    for hour in range(1, 21):  # 200,000 rows in the window: a second or more of computation to be caught in
+        for minute in (10, 40):
+            log_writer.write(frame, at=hours_ago(hour, minute=minute), per_request=5000)
+    worker = _monitoring_worker(tmp_path)
+    try:
+        celery_app.send_task("monitoring.run_job", args=["drift", "churn"], queue="monitoring")
+
+        def computing():
+            job = MonitoringJob.objects.filter(job="drift", model_name="churn").first()
+            return job if job and job.status == MonitoringJob.Status.RUNNING and job.progress_message == "v1" else None
+
+        processes.wait_for(computing, timeout=120, process=worker, what="the drift job to be computing")
+        killed = _pool_children(worker.pid)
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        assert not DriftRun.objects.exists()  # killed before it stored anything
+
+        log = tmp_path / "worker.log"
+
+        def done():
+            job = MonitoringJob.objects.get(job="drift", model_name="churn")
+            if job.status == MonitoringJob.Status.OK:
+                return job
+            if "already running: skipped" in log.read_text() and not resent:
+                # The kill landed during a query: the dead process's database session lives until that query
+                # ends, holding the job's lock, so the message delivered again found it busy and was skipped.
+                # The next run (the hourly schedule's) completes the window; sent now rather than in an hour.
+                resent.append(celery_app.send_task("monitoring.run_job", args=["drift", "churn"], queue="monitoring"))
+            return None
+
+        resent = []
+        job = processes.wait_for(done, timeout=180, process=worker, what="the drift job after the kill")
+    finally:
+        processes.stop(worker)
+    assert killed
+    run = DriftRun.objects.get()  # stored once, whole
+    assert run.status == DriftRun.Status.OK
+    assert run.rows == rows
+    assert set(CHURN_FEATURES) <= set(run.results.values_list("name", flat=True))  # every column computed
+    assert job.runs == 1
+    assert job.last_result["versions"][0]["rows"] == rows
+    assert "WorkerLostError" in log.read_text()  # the worker saw its process die
+
+
+def _pool_children(pid):
+    result = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in result.stdout.split()]
