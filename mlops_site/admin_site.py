@@ -11,7 +11,6 @@ from django.utils import timezone
 from rest_framework.exceptions import Throttled
 
 from core.auth import auth_failure_count, auth_failures_check
-
 from experiments import selectors as experiment_selectors
 from governance import selectors as governance_selectors
 from registry import selectors as registry_selectors
