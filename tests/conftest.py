@@ -300,19 +300,29 @@ def put_on_traffic(engineer, approver):
 
 @pytest.fixture
 def receiver():
-    """An HTTP server that records each POST; `fail_first` answers that many requests with 503."""
+    """An HTTP server that records each POST; `fail_first` answers that many requests with 503, then `status`
+    with `body` (200 "thanks" unless a test sets them), after `delay` seconds."""
     received = []
-    state = {"fail_first": 0}  # each request is recorded with the time it arrived
+    state = {"fail_first": 0, "status": 200, "body": b"thanks", "delay": 0}  # each request recorded with its time
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"headers": dict(self.headers), "body": body, "at": time.monotonic()})
-            status = 503 if state["fail_first"] > 0 else 200
+            received.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": body,
+                    "at": time.monotonic(),
+                }
+            )
+            time.sleep(state["delay"])
+            failing = state["fail_first"] > 0
             state["fail_first"] -= 1
-            self.send_response(status)
+            self.send_response(503 if failing else state["status"])
             self.end_headers()
-            self.wfile.write(b"thanks" if status == 200 else b"busy")
+            self.wfile.write(b"busy" if failing else state["body"])
 
         def log_message(self, *args):
             pass

@@ -96,20 +96,20 @@ def webhook_deliver(*, delivery_id: int) -> str:
         delivery.last_attempt_at = timezone.now()
         delivery.save(update_fields=["attempts", "last_attempt_at"])
     body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
-    request = urllib.request.Request(
-        delivery.subscription.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "mlops-site-webhooks/1",
-            SIGNATURE_HEADER: webhook_signature(delivery.subscription.secret, body),
-            "X-Event": delivery.event,
-            "X-Delivery-Id": str(delivery.pk),
-        },
-    )
     status_code, response_body, error = None, "", ""
     try:
+        request = urllib.request.Request(  # refuses a malformed URL (ValueError): recorded like any failure
+            delivery.subscription.url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "User-Agent": "mlops-site-webhooks/1",
+                SIGNATURE_HEADER: webhook_signature(delivery.subscription.secret, body),
+                "X-Event": delivery.event,
+                "X-Delivery-Id": str(delivery.pk),
+            },
+        )
         with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
             status_code, response_body = response.status, response.read(2000).decode(errors="replace")
     except urllib.error.HTTPError as exc:
