@@ -209,7 +209,7 @@ def test_the_daily_anchor_sends_the_head_to_subscribers_and_the_log(
     assert (head_id, head_hash) == (entries[-1].pk, entries[-1].entry_hash)
     delivery = WebhookDelivery.objects.get(event="audit.anchored")
     assert delivery.payload["data"] == {"entry_id": head_id, "entry_hash": head_hash, "entries": 3}
-    assert f"audit anchor #{head_id} {head_hash}" in caplog.text
+    assert f"audit anchor #{head_id} {head_hash}" in [record.getMessage() for record in caplog.records]
 
 
 @on_postgresql

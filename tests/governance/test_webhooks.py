@@ -153,7 +153,9 @@ def test_a_delivery_is_queued_for_the_worker_with_its_countdown_and_queue():
 @pytest.mark.django_db(transaction=True)
 def test_an_event_is_emitted_only_inside_the_transaction_of_its_change(owner):
     _subscribe("http://127.0.0.1:9/", owner)
-    with pytest.raises(RuntimeError, match="must run inside the transaction of the change it announces"):
+    with pytest.raises(
+        RuntimeError, match=r"^webhook_event_emit must run inside the transaction of the change it announces\.$"
+    ):
         webhook_event_emit(event=EVENT, data={})
     assert not WebhookDelivery.objects.exists()
 
@@ -223,3 +225,88 @@ def test_a_subscription_is_validated_and_saved_only_by_who_may(owner, auditor, e
     with pytest.raises(NotPermitted, match="audrey may not edit webhook subscriptions"):
         webhook_subscription_save(subscription=subscription, by=auditor)
     assert WebhookSubscription.objects.get(pk=subscription.pk).name == "ci"
+
+
+def test_a_body_that_is_not_utf8_is_kept_with_replacement_characters(receiver, owner, settings):
+    settings.WEBHOOK_MAX_ATTEMPTS = 5
+    receiver["state"].update(status=200, body=b"ok \xff\xfe")
+    delivery = _delivery(receiver["url"], owner)
+    assert webhook_deliver(delivery_id=delivery.pk) == "DELIVERED"
+    delivery.refresh_from_db()
+    assert delivery.response_body == "ok \ufffd\ufffd"
+    receiver["state"].update(status=500, body=b"down \xff")
+    other = WebhookDelivery.objects.create(subscription=delivery.subscription, event=EVENT, payload={})
+    assert webhook_deliver(delivery_id=other.pk) == "PENDING"
+    other.refresh_from_db()
+    assert (other.response_status, other.response_body) == (500, "down \ufffd")
+
+
+def test_a_3xx_answer_is_not_a_delivery(receiver, owner, settings):
+    settings.WEBHOOK_MAX_ATTEMPTS = 5
+    receiver["state"].update(status=300, body=b"choose")
+    delivery = _delivery(receiver["url"], owner)
+    assert webhook_deliver(delivery_id=delivery.pk) == "PENDING"
+    delivery.refresh_from_db()
+    assert (delivery.response_status, delivery.error, delivery.delivered_at) == (300, "HTTP 300", None)
+
+
+def test_deliveries_are_queued_when_the_change_commits_on_the_queue_asked_for(
+    owner, django_capture_on_commit_callbacks
+):
+    """Sent after commit, on the event's own queue (alerts go on `alerts`): read back from the broker."""
+    from mlops_site.celery import app as celery_app
+
+    queue = f"webhooks-test-{uuid.uuid4().hex[:8]}"
+    _subscribe("http://127.0.0.1:9/", owner)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        (delivery,) = webhook_event_emit(event=EVENT, data={}, queue=queue)
+    with celery_app.connection_for_read() as connection:
+        waiting = connection.SimpleQueue(queue)
+        message = waiting.get(timeout=5)
+        message.ack()
+        waiting.queue.delete()
+        waiting.close()
+    assert message.headers["task"] == "governance.deliver_webhook"
+    assert message.decode()[0] == [delivery.pk]
+
+
+def test_creating_and_editing_a_subscription_need_their_own_permissions(owner, engineer, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    def member(username, codename):
+        user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=True)
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+        return django_user_model.objects.get(pk=user.pk)  # permissions are cached per instance
+
+    adder, changer = member("adder", "add_webhooksubscription"), member("changer", "change_webhooksubscription")
+    with pytest.raises(NotPermitted, match="changer may not create webhook subscriptions"):
+        _subscribe("http://127.0.0.1:9/", changer)
+    subscription = _subscribe("http://127.0.0.1:9/", adder)
+    subscription.name = "by-adder"
+    with pytest.raises(NotPermitted, match="adder may not edit webhook subscriptions"):
+        webhook_subscription_save(subscription=subscription, by=adder)
+    subscription.name = "by-changer"
+    webhook_subscription_save(subscription=subscription, by=changer)
+    subscription.name = "by-engineer"
+    webhook_subscription_save(subscription=subscription, by=engineer)  # the ML engineer's role holds both
+    assert WebhookSubscription.objects.get(pk=subscription.pk).name == "by-engineer"
+
+
+def test_stalled_deliveries_are_queued_again_500_at_a_time(owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from governance.services.webhooks import webhooks_retry_stalled
+
+    subscription = _subscribe("http://127.0.0.1:9/", owner)
+    WebhookDelivery.objects.bulk_create(
+        WebhookDelivery(subscription=subscription, event=EVENT, payload={}) for _ in range(501)
+    )
+    WebhookDelivery.objects.update(created_at=timezone.now() - timedelta(minutes=5))
+    assert webhooks_retry_stalled() == 500
+
+    from mlops_site.celery import app as celery_app
+
+    with celery_app.connection_for_write() as connection:  # no worker should ever try these
+        connection.default_channel.queue_purge("default")
