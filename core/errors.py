@@ -47,6 +47,13 @@ class NotPermitted(ApplicationError):
     status_code = status.HTTP_403_FORBIDDEN
 
 
+class BrokerUnavailable(ApplicationError):
+    """The work was recorded but could not be handed to the workers (the task broker is unreachable); the
+    record says so (a run or an upload FAILED, a CRM refresh failed and resumable)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
 class Unprocessable(ApplicationError):
     """Well-formed input the rules refuse, such as a run below the registration gate."""
 

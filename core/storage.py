@@ -37,6 +37,25 @@ def artifact_write(relative, data):
     return hashlib.sha256(data).hexdigest()
 
 
+def artifact_write_chunks(relative, chunks):
+    """Write an iterable of byte chunks to ARTIFACT_ROOT/relative atomically, never holding more than one
+    chunk in memory; returns the sha256."""
+    path = artifact_path(relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            for chunk in chunks:
+                digest.update(chunk)
+                file.write(chunk)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
 def artifact_read_verified(relative, sha256):
     """The bytes of a stored file, refused unless they hash to `sha256`."""
     path = artifact_path(relative)

@@ -17,7 +17,7 @@ from core.errors import ApplicationError
 from core.storage import artifact_read_verified
 from experiments import selectors, services
 from experiments.forms import DatasetUploadForm, LaunchRunForm
-from experiments.models import Artifact, DatasetVersion, Experiment, Run
+from experiments.models import Artifact, DatasetUpload, DatasetVersion, Experiment, Run
 from experiments.trainers import HISTORY_STEP, TRAINERS
 
 _STATUS_COLORS = {
@@ -136,7 +136,7 @@ class DatasetVersionAdmin(admin.ModelAdmin):
         form = DatasetUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                version, created = services.dataset_version_upload_file(
+                outcome = services.dataset_version_upload_file(
                     name=form.cleaned_data["name"],
                     file=form.cleaned_data["file"],
                     target=form.cleaned_data["target"],
@@ -145,6 +145,14 @@ class DatasetVersionAdmin(admin.ModelAdmin):
             except ApplicationError as exc:
                 form.add_service_error(exc)
             else:
+                version, created = outcome.version, outcome.created
+                if outcome.upload is not None:
+                    self.message_user(
+                        request,
+                        f"Received {outcome.upload.size_bytes:,} bytes: a worker is profiling them. The version "
+                        "appears here once stored; Dataset uploads shows the progress or why it was refused.",
+                    )
+                    return redirect("admin:experiments_datasetupload_change", outcome.upload.pk)
                 if created:
                     self.message_user(request, f"Stored {version}: {version.n_rows} rows, {version.n_columns} columns.")
                 else:
@@ -185,6 +193,55 @@ class RunKindFilter(admin.SimpleListFilter):
 
 # Runs are launched through the launch view, which calls the service; a run's record is written
 # by its worker, never edited by hand.
+@admin.register(DatasetUpload)
+class DatasetUploadAdmin(admin.ModelAdmin):
+    """Large CSVs a worker profiles: waiting, being profiled, stored (with the version) or refused (why).
+    Read-only: an upload is made from the dataset versions' Add page."""
+
+    list_display = ["name", "upload_status", "size_bytes", "stored_version", "error", "created_by", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "sha256"]
+    readonly_fields = [
+        "name",
+        "target",
+        "sha256",
+        "size_bytes",
+        "upload_status",
+        "error",
+        "field",
+        "stored_version",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    exclude = ["path", "status", "version"]
+
+    _COLORS = {"PENDING": GREY, "PROFILING": "#1f6feb", "DONE": "#2da44e", "FAILED": "#cf222e"}
+
+    @admin.display(description="status", ordering="status")
+    def upload_status(self, obj):
+        return badge(obj.get_status_display(), self._COLORS[obj.status])
+
+    @admin.display(description="version")
+    def stored_version(self, obj):
+        if obj.version_id is None:
+            return ""
+        url = reverse("admin:experiments_datasetversion_change", args=[obj.version_id])
+        return format_html('<a href="{}">{}</a>', url, obj.version)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("experiments.view_datasetversion")
+
+
 @admin.register(Run)
 class RunAdmin(ServiceWrittenAdmin, admin.ModelAdmin):
     # What a run is sits in one column (name over experiment · algorithm · dataset), so its results fit a

@@ -1,9 +1,9 @@
 """REST API of the experiments app: one thin view per operation, its own serializers."""
 
-from django.urls import path
+from django.urls import path, reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.generics import ListAPIView
+from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +12,7 @@ from core.errors import InvalidInput
 from core.parsers import SafeJSONParser
 from experiments import selectors, services
 from experiments.datasets import CUSTOMER_CHURN_MAX_SAMPLES
-from experiments.models import DatasetVersion, Run
+from experiments.models import DatasetUpload, DatasetVersion, Run
 from experiments.trainers import TRAINERS
 
 
@@ -43,6 +43,24 @@ class DatasetOutput(serializers.Serializer):
 class DatasetUploadOutput(DatasetOutput):
     created = serializers.BooleanField(help_text="false: this exact content was already stored (this version)")
     note = serializers.CharField(help_text="why nothing new was stored, and under which name to use it; else empty")
+
+
+class DatasetUploadStatusOutput(serializers.Serializer):
+    upload = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+    target = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=DatasetUpload.Status.choices)
+    error = serializers.CharField(help_text="why the CSV was refused (FAILED); else empty")
+    field = serializers.CharField(help_text="the input the error is about")
+    version = DatasetOutput(allow_null=True, help_text="the version stored (DONE)")
+    status_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_status_url(self, upload) -> str:
+        return reverse("dataset-upload-detail", args=[upload.pk])
 
 
 class RunSummaryOutput(serializers.Serializer):
@@ -109,14 +127,20 @@ class DatasetListCreateApi(ListAPIView):
 
     @extend_schema(
         request={"multipart/form-data": UploadInput},
-        responses={201: DatasetUploadOutput, 200: DatasetUploadOutput},
+        responses={201: DatasetUploadOutput, 200: DatasetUploadOutput, 202: DatasetUploadStatusOutput},
         description="201 with the new version; 200 with the version already holding this exact content, "
-        "and a `note` when it is stored under another name (the name given is not recorded).",
+        "and a `note` when it is stored under another name (the name given is not recorded). A file over "
+        "DATASET_INLINE_MAX_BYTES is streamed to disk and profiled by a worker: 202 with the upload's "
+        "`status_url`, which says DONE with the version, or FAILED with the error and the field.",
     )
     def post(self, request):
         serializer = self.UploadInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        version, created = services.dataset_version_upload_file(**serializer.validated_data, by=request.user)
+        outcome = services.dataset_version_upload_file(**serializer.validated_data, by=request.user)
+        if outcome.upload is not None:
+            body = DatasetUploadStatusOutput(outcome.upload).data
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
+        version, created = outcome.version, outcome.created
         name = serializer.validated_data["name"].strip()
         note = ""
         if not created:
@@ -125,6 +149,16 @@ class DatasetListCreateApi(ListAPIView):
                 note += f"; {name!r} was not recorded: use dataset {version.name!r} or {version.sha256[:12]!r}"
         body = DatasetUploadOutput({**DatasetOutput(version).data, "created": created, "note": note}).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class DatasetUploadDetailApi(RetrieveAPIView):
+    """A large upload's progress: PENDING, PROFILING, then DONE with its version or FAILED with the reason."""
+
+    serializer_class = DatasetUploadStatusOutput
+    lookup_url_kwarg = "upload_id"
+
+    def get_queryset(self):
+        return DatasetUpload.objects.select_related("version")
 
 
 class RunListCreateApi(ListAPIView):
@@ -227,6 +261,7 @@ class MetricHistoryApi(APIView):
 urlpatterns = [
     path("experiments", ExperimentListApi.as_view(), name="experiment-list"),
     path("datasets", DatasetListCreateApi.as_view(), name="dataset-list"),
+    path("dataset-uploads/<int:upload_id>", DatasetUploadDetailApi.as_view(), name="dataset-upload-detail"),
     path("runs", RunListCreateApi.as_view(), name="run-list"),
     path("runs/<int:run_id>", RunDetailApi.as_view(), name="run-detail"),
     path("runs/<int:run_id>/kill", RunKillApi.as_view(), name="run-kill"),

@@ -127,6 +127,24 @@ def check_size(size, *, max_bytes):
         raise InvalidInput(f"is {size:,} bytes; the limit is {max_bytes:,} bytes", field="file")
 
 
+def check_csv_head(head, *, target):
+    """The checks the first bytes of a large upload allow before a worker reads the rest: not empty, not
+    binary, UTF-8, and the target column in its header (InvalidInput naming the problem, as parse_csv)."""
+    if not head.strip():
+        raise InvalidInput("is empty", field="file")
+    if b"\x00" in head:
+        raise InvalidInput("is binary, not a CSV text file", field="file")
+    complete = head[: head.rfind(b"\n") + 1] or head  # a multi-byte character cut at the end is not an error
+    try:
+        text = complete.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"is not UTF-8 text (byte {exc.start})", field="file") from None
+    header = next((r for r in csv.reader(io.StringIO(text, newline=None)) if not _is_blank_record(r)), [])
+    header = [name.lstrip(" ") for name in header]  # as pandas reads them (skipinitialspace)
+    if target not in header:
+        raise InvalidInput(f"column {target!r} is not in the file (columns: {', '.join(header[:20])})", field="target")
+
+
 def parse_csv(data, *, target, max_bytes):
     """Parse uploaded CSV bytes into a typed frame, or raise InvalidInput naming the problem."""
     check_size(len(data), max_bytes=max_bytes)

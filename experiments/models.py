@@ -55,6 +55,42 @@ class DatasetVersion(models.Model):
         return [column["name"] for column in self.schema["columns"] if column["name"] != self.target]
 
 
+class DatasetUpload(models.Model):
+    """A CSV too large to profile in the web process (over DATASET_INLINE_MAX_BYTES): streamed to disk,
+    then parsed, validated and stored as a dataset version by a worker."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Waiting for a worker"
+        PROFILING = "PROFILING", "Being profiled"
+        DONE = "DONE", "Stored"
+        FAILED = "FAILED", "Refused"
+
+    name = models.CharField(max_length=200)
+    target = models.CharField(max_length=200)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    path = models.CharField(max_length=500, help_text="The staged CSV, relative to ARTIFACT_ROOT (removed once done).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    field = models.CharField(max_length=200, blank=True, help_text="The input the error is about.")
+    version = models.ForeignKey(DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"upload {self.pk} of {self.name} ({self.get_status_display().lower()})"
+
+    @property
+    def is_terminal(self):
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
 class Run(models.Model):
     """One training run, or the parent of a sweep whose children are the runs."""
 

@@ -27,6 +27,13 @@ def train_run(self, run_id):
     return run.pk
 
 
+@shared_task(name="experiments.profile_dataset_upload", queue="default", acks_late=True, time_limit=900)
+def profile_dataset_upload(upload_id):
+    """Parse, validate and store a large uploaded CSV (safe to run twice: a finished upload is left alone)."""
+    upload = services.dataset_upload_profile(upload_id=upload_id)
+    return {"upload": upload.pk, "status": upload.status, "version": upload.version_id}
+
+
 @shared_task(name="experiments.sweep_finalize", queue="training", acks_late=True, time_limit=600)
 def sweep_finalize(run_id):
     """Close a sweep once its children ended: pick the best child, then mirror the parent."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from mlops_site.env import env
 
@@ -161,6 +162,9 @@ SOURCE_COMMIT = env("SOURCE_COMMIT", "")
 ARTIFACT_ROOT = Path(env("ARTIFACT_ROOT", str(VAR_DIR / "artifacts"))).resolve()
 # Uploaded CSVs above this size are refused before they are parsed.
 DATASET_UPLOAD_MAX_BYTES = env("DATASET_UPLOAD_MAX_BYTES", 50 * 1024 * 1024, cast=int)
+# Larger CSVs are streamed to disk and profiled by a worker (202 with a status URL), so the web process
+# never holds one in memory; smaller ones are profiled in the request (201 at once).
+DATASET_INLINE_MAX_BYTES = env("DATASET_INLINE_MAX_BYTES", 2 * 1024 * 1024, cast=int)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
@@ -274,6 +278,8 @@ CELERY_RESULT_EXTENDED = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_TRACK_STARTED = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Workers log through LOGGING below (LOG_FORMAT, the task's id on each line) instead of Celery's own setup.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 # A training run longer than this is killed and marked FAILED (seconds).
@@ -304,11 +310,22 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 DEMO_ADMIN_USERNAME = env("DEMO_ADMIN_USERNAME", "admin")
 DEMO_ADMIN_PASSWORD = env("DEMO_ADMIN_PASSWORD", "admin-change-me")
 
+# json: one JSON object a line with the request id (mlops_site.logs), for a log pipeline; text: for a person.
+LOG_FORMAT = env("LOG_FORMAT", "") or ("text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"forbidden_without_traceback": {"()": "core.logfilters.ForbiddenWithoutTraceback"}},
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {
+        "forbidden_without_traceback": {"()": "core.logfilters.ForbiddenWithoutTraceback"},
+        "request_id": {"()": "mlops_site.logs.RequestIdFilter"},
+    },
+    "formatters": {
+        "json": {"()": "mlops_site.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"], "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "alembic": {"level": "WARNING"},

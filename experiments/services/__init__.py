@@ -1,8 +1,10 @@
 """Writes of the experiments app. Callers import from here, not from the modules."""
 
 from experiments.services.datasets import (
+    UploadOutcome,
     dataset_frame_load,
     dataset_resolve,
+    dataset_upload_profile,
     dataset_version_builtin,
     dataset_version_upload,
     dataset_version_upload_file,
@@ -14,8 +16,10 @@ from experiments.services.mlflow_sync import mlflow_import, run_mirror_to_mlflow
 from experiments.services.sweeps import runs_reap_lost, sweep_finalize
 
 __all__ = [
+    "UploadOutcome",
     "dataset_frame_load",
     "dataset_resolve",
+    "dataset_upload_profile",
     "dataset_version_builtin",
     "dataset_version_upload",
     "dataset_version_upload_file",

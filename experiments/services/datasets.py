@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from core.errors import InvalidInput
+from core.errors import ApplicationError, BrokerUnavailable, InvalidInput
 from core.permissions import permission_require
-from core.storage import artifact_read_verified, artifact_write
+from core.storage import (
+    ArtifactIntegrityError,
+    artifact_path,
+    artifact_read_verified,
+    artifact_write,
+    artifact_write_chunks,
+)
 from experiments import datasets as data
-from experiments.models import DatasetVersion
+from experiments.models import DatasetUpload, DatasetVersion
 from governance.models import AuditAction
 from governance.services import audit_record
 
@@ -21,17 +31,15 @@ if TYPE_CHECKING:
 
     from core.permissions import Actor
 
+logger = logging.getLogger(__name__)
+
 
 def _dataset_version_store(*, name, source, frame, content, target, build_params, by):
     """The version holding `content`: the existing one, or a new row and file. Returns (version, created)."""
     sha256 = data.sha256_bytes(content)
     existing = DatasetVersion.objects.filter(sha256=sha256).first()
     if existing:
-        if existing.target != target:
-            raise InvalidInput(
-                f"this content is already stored as {existing} with target column {existing.target!r}",
-                field="target",
-            )
+        _same_target(existing, target)
         return existing, False
     schema = data.infer_schema(frame, target=target)
     relative = f"datasets/{sha256}.csv"
@@ -86,14 +94,7 @@ def dataset_version_builtin(
 def dataset_version_upload(*, name: str, content: bytes, target: str, by: Actor) -> tuple[DatasetVersion, bool]:
     """A version from uploaded CSV bytes, validated and schema-inferred; returns (version, created)."""
     permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("is required", field="name")
-    if name in data.BUILTIN_DATASETS:
-        raise InvalidInput(f"{name!r} is the name of a built-in dataset", field="name")
-    target = (target or "").strip()
-    if not target:
-        raise InvalidInput("is required: the column holding the labels", field="target")
+    name, target = _upload_names(name, target)
     frame = data.parse_csv(content, target=target, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
     return _dataset_version_store(
         name=name,
@@ -106,13 +107,115 @@ def dataset_version_upload(*, name: str, content: bytes, target: str, by: Actor)
     )
 
 
-def dataset_version_upload_file(
-    *, name: str, file: UploadedFile, target: str, by: Actor
-) -> tuple[DatasetVersion, bool]:
-    """Like dataset_version_upload, from an uploaded file; an oversized file is refused before it is read."""
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What an upload did: stored (or found) a version at once, or left a large file for a worker."""
+
+    version: DatasetVersion | None = None
+    created: bool = False
+    upload: DatasetUpload | None = None
+
+
+def dataset_version_upload_file(*, name: str, file: UploadedFile, target: str, by: Actor) -> UploadOutcome:
+    """Like dataset_version_upload, from an uploaded file; an oversized file is refused before it is read.
+
+    A file over DATASET_INLINE_MAX_BYTES is not read into this process: it is copied to the artifact store
+    a chunk at a time while hashed, and a worker profiles it (dataset_upload_profile). Content already
+    stored is answered at once either way."""
     permission_require(by, "experiments.add_datasetversion", doing="upload datasets")
     data.check_size(file.size, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
-    return dataset_version_upload(name=name, content=file.read(), target=target, by=by)
+    if file.size <= settings.DATASET_INLINE_MAX_BYTES:
+        version, created = dataset_version_upload(name=name, content=file.read(), target=target, by=by)
+        return UploadOutcome(version=version, created=created)
+    name, target = _upload_names(name, target)
+    file.seek(0)
+    data.check_csv_head(file.read(64 * 1024), target=target)
+    file.seek(0)
+    relative = f"uploads/{uuid.uuid4().hex}.csv"
+    sha256 = artifact_write_chunks(relative, file.chunks())
+    existing = DatasetVersion.objects.filter(sha256=sha256).first()
+    if existing:
+        artifact_path(relative).unlink(missing_ok=True)
+        _same_target(existing, target)
+        return UploadOutcome(version=existing)
+    with transaction.atomic():
+        upload = DatasetUpload.objects.create(
+            name=name, target=target, sha256=sha256, size_bytes=file.size, path=relative, created_by=by
+        )
+        transaction.on_commit(lambda: _upload_queue(upload.pk))
+    upload.refresh_from_db()  # queued at commit, or failed there
+    if upload.status == DatasetUpload.Status.FAILED:
+        raise BrokerUnavailable(upload.error, extra={"upload": upload.pk})
+    return UploadOutcome(upload=upload)
+
+
+def _upload_names(name, target):
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("is required", field="name")
+    if name in data.BUILTIN_DATASETS:
+        raise InvalidInput(f"{name!r} is the name of a built-in dataset", field="name")
+    target = (target or "").strip()
+    if not target:
+        raise InvalidInput("is required: the column holding the labels", field="target")
+    return name, target
+
+
+def _same_target(existing, target):
+    if existing.target != target:
+        raise InvalidInput(
+            f"this content is already stored as {existing} with target column {existing.target!r}", field="target"
+        )
+
+
+def _upload_queue(upload_id):
+    from experiments.tasks import profile_dataset_upload
+
+    try:
+        profile_dataset_upload.apply_async(args=[upload_id])
+    except Exception as exc:  # kombu's errors for an unreachable broker vary by transport
+        reason = f"could not queue the upload: the task broker is unreachable ({type(exc).__name__}: {exc})"
+        logger.warning("upload %s: %s", upload_id, reason)
+        _upload_finish(DatasetUpload.objects.get(pk=upload_id), status=DatasetUpload.Status.FAILED, error=reason)
+
+
+def _upload_finish(upload, *, status, error="", field="", version=None):
+    artifact_path(upload.path).unlink(missing_ok=True)
+    upload.status, upload.error, upload.field, upload.version = status, error, field, version
+    upload.finished_at = timezone.now()
+    upload.save(update_fields=["status", "error", "field", "version", "finished_at"])
+
+
+def dataset_upload_profile(*, upload_id: int) -> DatasetUpload:
+    """A worker's half of a large upload: parse, validate and store the staged CSV as a version (audited as
+    the uploader's), or record why it was refused; the staged file is removed either way. Safe to run twice."""
+    with transaction.atomic():
+        upload = DatasetUpload.objects.select_for_update().get(pk=upload_id)
+        if upload.is_terminal:
+            return upload
+        upload.status = DatasetUpload.Status.PROFILING
+        upload.save(update_fields=["status"])
+    try:
+        content = artifact_read_verified(upload.path, upload.sha256)
+        frame = data.parse_csv(content, target=upload.target, max_bytes=settings.DATASET_UPLOAD_MAX_BYTES)
+        version, _ = _dataset_version_store(
+            name=upload.name,
+            source=DatasetVersion.Source.UPLOAD,
+            frame=frame,
+            content=content,
+            target=upload.target,
+            build_params={},
+            by=upload.created_by,
+        )
+        if version.target != upload.target:  # stored meanwhile by another upload, with another target
+            _same_target(version, upload.target)
+    except ArtifactIntegrityError as exc:  # the staged file changed or went missing
+        _upload_finish(upload, status=DatasetUpload.Status.FAILED, error=exc.message, field="file")
+    except ApplicationError as exc:
+        _upload_finish(upload, status=DatasetUpload.Status.FAILED, error=exc.message, field=exc.field or "")
+    else:
+        _upload_finish(upload, status=DatasetUpload.Status.DONE, version=version)
+    return upload
 
 
 def dataset_resolve(

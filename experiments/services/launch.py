@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 
-from core.errors import ApplicationError, Conflict, InvalidInput, NotFound
+from core.errors import BrokerUnavailable, Conflict, InvalidInput, NotFound
 from core.permissions import permission_require
 from experiments import trainers
 from experiments.models import Experiment, Param, Run, RunTag
@@ -217,12 +217,6 @@ def _execute_inline(run_id):
         sweep_finalize.apply(args=[run_id])
     else:
         train_run.apply(args=[run_id])
-
-
-class BrokerUnavailable(ApplicationError):
-    """The run was recorded but could not be handed to the workers; it is marked FAILED."""
-
-    status_code = 503
 
 
 def run_kill(*, run_id: int | str, by: Actor, reason: str = "") -> Run:

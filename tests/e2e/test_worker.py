@@ -144,3 +144,29 @@ def test_run_whose_worker_process_is_killed_is_retried_not_left_running(worker, 
         .values_list("action", flat=True)
     )
     assert actions == ["run.launched", "run.started", "run.started", "run.finished"]
+
+
+def test_a_large_upload_is_profiled_by_the_worker_while_the_api_answers_202(worker, api_client, settings, tmp_path):
+    """The web process answers 202 at once; the real worker parses and stores the CSV; the status URL says so."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from experiments.models import DatasetVersion
+
+    settings.DATASET_INLINE_MAX_BYTES = 1000  # this process's limit: the worker reads the same store
+    csv = b"a,b,label\n" + b"".join(b"%d,%d,%s\n" % (i, i * 3 % 11, b"xy"[i % 2 : i % 2 + 1]) for i in range(2000))
+    accepted = api_client.post(
+        "/api/v1/datasets",
+        {"name": "from-the-worker", "target": "label", "file": SimpleUploadedFile("big.csv", csv)},
+        format="multipart",
+    )
+    assert accepted.status_code == 202, accepted.content
+    status_url = accepted.json()["status_url"]
+
+    def stored():
+        body = api_client.get(status_url).json()
+        return body if body["status"] in ("DONE", "FAILED") else None
+
+    done = processes.wait_for(stored, timeout=120, process=worker, what="the worker to profile the upload")
+    assert done["status"] == "DONE", done
+    version = DatasetVersion.objects.get(name="from-the-worker")
+    assert (version.n_rows, version.size_bytes) == (2000, len(csv))

@@ -219,6 +219,38 @@ def test_dataset_upload_in_the_admin(admin_client):
     assert not DatasetVersion.objects.filter(name="broken").exists()
 
 
+def test_a_large_upload_in_the_admin_shows_its_status_until_a_worker_stores_it(
+    admin_client, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    from experiments.models import DatasetUpload
+    from experiments.tasks import profile_dataset_upload
+
+    settings.DATASET_INLINE_MAX_BYTES = 100
+    settings.ARTIFACT_ROOT = tmp_path
+    csv = b"a,b,label\n" + b"".join(b"%d,%d,%s\n" % (i, i % 5, b"xy"[i % 2 : i % 2 + 1]) for i in range(50))
+    with django_capture_on_commit_callbacks(execute=False):  # no worker yet
+        response = admin_client.post(
+            reverse("admin:experiments_datasetversion_add"),
+            {"name": "big", "target": "label", "file": SimpleUploadedFile("big.csv", csv, content_type="text/csv")},
+            follow=True,
+        )
+    upload = DatasetUpload.objects.get()
+    assert response.redirect_chain[-1][0] == reverse("admin:experiments_datasetupload_change", args=[upload.pk])
+    page = response.content.decode()
+    assert "a worker is profiling them" in page
+    assert "Waiting for a worker" in page
+    assert not DatasetVersion.objects.exists()
+
+    profile_dataset_upload.apply(args=[upload.pk])  # what the worker runs
+    page = admin_client.get(reverse("admin:experiments_datasetupload_change", args=[upload.pk])).content.decode()
+    version = DatasetVersion.objects.get(name="big")
+    assert "Stored" in page
+    assert reverse("admin:experiments_datasetversion_change", args=[version.pk]) in page
+    listing = admin_client.get(reverse("admin:experiments_datasetupload_changelist")).content.decode()
+    assert "big" in listing
+    assert "Stored" in listing
+
+
 @pytest.mark.mlflow
 def test_mirror_action_mirrors_only_runs_not_yet_in_mlflow(admin_client, settings, mlflow_store):
     settings.MLFLOW_TRACKING_URI = "http://127.0.0.1:9"  # MLflow down while the run ends

@@ -4,7 +4,8 @@ Both paths predict through serving.predict (via serving.crm.prediction), so CRM 
 version choice, prediction log and metrics as any other request.
 """
 
-from serving.crm.services.common import SYSTEM_ACTOR, BrokerUnavailable, UpdateStatus
+from core.errors import BrokerUnavailable
+from serving.crm.services.common import SYSTEM_ACTOR, UpdateStatus
 from serving.crm.services.configuration import crm_settings_update, customers_seed
 from serving.crm.services.refresh import (
     crm_refresh_execute,

@@ -28,12 +28,6 @@ class UpdateStatus(models.TextChoices):
     FAILED = "failed"
 
 
-class BrokerUnavailable(ApplicationError):
-    """The refresh was recorded but could not be handed to the workers; it is marked failed (resumable)."""
-
-    status_code = 503
-
-
 class Superseded(Exception):
     """Another attempt took the refresh over (its worker was thought dead); this one stops writing."""
 

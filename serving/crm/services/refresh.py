@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.errors import ApplicationError, Conflict, InvalidInput, NotFound
+from core.errors import ApplicationError, BrokerUnavailable, Conflict, InvalidInput, NotFound
 from core.permissions import permission_require
 from governance.models import AuditAction
 from governance.services import audit_record
@@ -27,7 +27,6 @@ from serving.crm.prediction import ServingFeatures, columns_predict, serving_fea
 from serving.crm.selectors import SETTINGS_PK, crm_settings_get, refresh_last_finished
 from serving.crm.services.common import (
     SYSTEM_ACTOR,
-    BrokerUnavailable,
     Superseded,
     UpdateStatus,
     columns_checked,
