@@ -27,7 +27,8 @@ class ServiceWrittenAdmin:
 def badge(text, color=GREY):
     """A small coloured label (a status, a stage, a verdict)."""
     return format_html(
-        '<span style="color:#fff;background:{};padding:1px 7px;border-radius:8px;font-size:11px">{}</span>',
+        '<span style="color:#fff;background:{};padding:1px 7px;border-radius:8px;font-size:11px;white-space:nowrap">'
+        "{}</span>",
         color,
         text,
     )

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max
 from django.http import HttpResponse
 from django.shortcuts import redirect
+from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -198,14 +199,14 @@ class DatasetUploadAdmin(admin.ModelAdmin):
     """Large CSVs a worker profiles: waiting, being profiled, stored (with the version) or refused (why).
     Read-only: an upload is made from the dataset versions' Add page."""
 
-    list_display = ["name", "upload_status", "size_bytes", "stored_version", "error", "created_by", "created_at"]
+    list_display = ["name", "upload_status", "size", "stored_version", "error", "created_by", "created_at"]
     list_filter = ["status"]
     search_fields = ["name", "sha256"]
     readonly_fields = [
         "name",
         "target",
         "sha256",
-        "size_bytes",
+        "size",
         "upload_status",
         "error",
         "field",
@@ -214,9 +215,13 @@ class DatasetUploadAdmin(admin.ModelAdmin):
         "created_at",
         "finished_at",
     ]
-    exclude = ["path", "status", "version"]
+    exclude = ["path", "status", "version", "size_bytes"]
 
     _COLORS = {"PENDING": GREY, "PROFILING": "#1f6feb", "DONE": "#2da44e", "FAILED": "#cf222e"}
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj):
+        return filesizeformat(obj.size_bytes)
 
     @admin.display(description="status", ordering="status")
     def upload_status(self, obj):
@@ -228,6 +233,11 @@ class DatasetUploadAdmin(admin.ModelAdmin):
             return ""
         url = reverse("admin:experiments_datasetversion_change", args=[obj.version_id])
         return format_html('<a href="{}">{}</a>', url, obj.version)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        upload = self.get_object(request, object_id)
+        refresh = upload is not None and not upload.is_terminal  # until a worker has stored or refused it
+        return super().change_view(request, object_id, form_url, {"refresh": refresh, **(extra_context or {})})
 
     def has_add_permission(self, request):
         return False

@@ -12,6 +12,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from experiments import services as experiment_services
+from experiments.models import DatasetUpload
 from registry import services as registry_services
 from serving.crm import services as crm_services
 from serving.models import Customer
@@ -56,6 +57,35 @@ def site(production, train, scientist, approver, serving, django_user_model, liv
     for customer in Customer.objects.order_by("customer_id")[:3]:
         crm_services.customer_segment_update(customer_id=customer.customer_id, by=admin)
     crm_services.crm_refresh_start(scope="all", by=admin, inline=True)
+    stored = DatasetUpload.objects.create(
+        name="churn-2026-q3",
+        target="churned",
+        sha256="ab" * 32,
+        size_bytes=48_211_002,
+        path="uploads/x.csv",
+        status=DatasetUpload.Status.DONE,
+        version=runs[0].dataset,
+        created_by=scientist,
+    )
+    refused = DatasetUpload.objects.create(
+        name="churn-2026-q4",
+        target="churned",
+        sha256="cd" * 32,
+        size_bytes=31_004_118,
+        path="uploads/y.csv",
+        status=DatasetUpload.Status.FAILED,
+        field="file",
+        error="column 'monthly_charges' is numeric but line 80,412 has 'n/a'",
+        created_by=scientist,
+    )
+    DatasetUpload.objects.create(
+        name="churn-2026-q4b",
+        target="churned",
+        sha256="ef" * 32,
+        size_bytes=30_998_007,
+        path="uploads/z.csv",
+        created_by=scientist,
+    )
     client = Client()
     client.force_login(admin)
     children = [child.pk for child in sweep.children.all()]
@@ -77,6 +107,9 @@ def site(production, train, scientist, approver, serving, django_user_model, liv
         "crm-customer": f"/admin/serving/customer/{Customer.objects.order_by('customer_id').first().pk}/change/",
         "crm-changes": "/admin/serving/segmentchange/",
         "crm-refreshes": "/admin/serving/crmrefresh/",
+        "dataset-uploads": "/admin/experiments/datasetupload/",
+        "dataset-upload": f"/admin/experiments/datasetupload/{refused.pk}/change/",
+        "dataset-upload-stored": f"/admin/experiments/datasetupload/{stored.pk}/change/",  # not in the README
     }
     return {"url": live_server.url, "session": client.cookies["sessionid"].value, "pages": pages}
 

@@ -239,12 +239,14 @@ def test_a_large_upload_in_the_admin_shows_its_status_until_a_worker_stores_it(
     page = response.content.decode()
     assert "a worker is profiling them" in page
     assert "Waiting for a worker" in page
+    assert 'http-equiv="refresh"' in page  # until the worker is done
     assert not DatasetVersion.objects.exists()
 
     profile_dataset_upload.apply(args=[upload.pk])  # what the worker runs
     page = admin_client.get(reverse("admin:experiments_datasetupload_change", args=[upload.pk])).content.decode()
     version = DatasetVersion.objects.get(name="big")
     assert "Stored" in page
+    assert 'http-equiv="refresh"' not in page
     assert reverse("admin:experiments_datasetversion_change", args=[version.pk]) in page
     listing = admin_client.get(reverse("admin:experiments_datasetupload_changelist")).content.decode()
     assert "big" in listing
