@@ -1,5 +1,19 @@
 """Small helpers the test modules share."""
 
+import contextlib
+
+
+@contextlib.contextmanager
+def worker_runs_what_is_queued():
+    """A task queued in the block runs at once in this process, as a worker would run it (Celery's eager mode)."""
+    from mlops_site.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
+
 
 def run_dispatches(callbacks):
     """The on-commit callbacks that hand a launched run to the Celery workers (the audit log adds its own)."""

@@ -1,20 +1,10 @@
 """The real processes the end-to-end tests start: a Celery worker over the configured broker."""
 
-import contextlib
 import uuid
 
 import pytest
 
-from mlops_site.celery import app as celery_app
 from tests.e2e import processes
-
-
-def _purge_queues():
-    """Drop messages left in the broker by an earlier, interrupted run of the suite."""
-    with celery_app.connection_for_write() as connection:
-        for queue in ("training", "default", "monitoring"):
-            with contextlib.suppress(Exception):  # a queue that was never declared
-                connection.default_channel.queue_purge(queue)
 
 
 @pytest.fixture
@@ -26,7 +16,7 @@ def worker_env():
 @pytest.fixture
 def worker(tmp_path, worker_env):
     """A real `celery worker` process consuming the training and default queues."""
-    _purge_queues()
+    processes.purge_queues()
     process = processes.start(
         "celery",
         "-A",

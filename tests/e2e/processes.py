@@ -4,6 +4,7 @@ They run against the test database, so the tests that use them commit their data
 (django_db(transaction=True)).
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -99,3 +100,14 @@ def worker_pids(process):
     """The pids of a server's worker processes (the children of its main process)."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     return [int(pid) for pid in children]
+
+
+def purge_queues():
+    """Drop messages other tests (or an earlier, interrupted run) left in the broker, so a worker started
+    now runs only what its test queues."""
+    from mlops_site.celery import app as celery_app
+
+    with celery_app.connection_for_write() as broker:
+        for queue in ("training", "default", "monitoring", "alerts"):
+            with contextlib.suppress(Exception):  # a queue that was never declared
+                broker.default_channel.queue_purge(queue)

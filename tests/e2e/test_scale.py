@@ -15,7 +15,6 @@ from governance.models import WebhookDelivery, WebhookSubscription
 from governance.services.webhooks import webhook_subscription_save
 from registry import services
 from tests.e2e import processes
-from tests.e2e.conftest import _purge_queues
 from tests.e2e.test_processes import _free_port, _status
 from tests.e2e.test_serving import _predict
 
@@ -75,7 +74,7 @@ def test_two_web_servers_and_two_workers_share_one_database_and_broker(
         subscription=WebhookSubscription(name="scale", url=url, secret="s3cret", events=[]), by=admin
     )
 
-    _purge_queues()
+    processes.purge_queues()
     started = []
     try:
         bases = []

@@ -13,6 +13,7 @@ from core.storage import artifact_path
 from experiments import services
 from experiments.models import DatasetUpload, DatasetVersion
 from governance.models import AuditEntry
+from tests.helpers import worker_runs_what_is_queued
 
 pytestmark = pytest.mark.django_db
 
@@ -28,14 +29,8 @@ def small_inline_limit(settings, tmp_path):
 @contextlib.contextmanager
 def _worker_runs_what_is_queued(django_capture_on_commit_callbacks):
     """The upload's task, queued when its row commits, runs at once in this process as a worker would run it."""
-    from mlops_site.celery import app as celery_app
-
-    celery_app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            yield
-    finally:
-        celery_app.conf.task_always_eager = False
+    with worker_runs_what_is_queued(), django_capture_on_commit_callbacks(execute=True):
+        yield
 
 
 def _post(api_client, content=CSV, name="big", target="label"):

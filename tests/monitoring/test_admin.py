@@ -3,10 +3,10 @@
 import pytest
 from django.urls import reverse
 
-from mlops_site.celery import app as celery_app
 from monitoring.models import DriftRun, MonitoringJob
 from monitoring.services import drift_compute, job_run
 from monitoring.windows import window_parse
+from tests.helpers import worker_runs_what_is_queued
 from tests.monitoring.conftest import hours_ago
 
 pytestmark = pytest.mark.django_db
@@ -49,15 +49,12 @@ def test_jobs_drift_runs_and_references_in_the_admin(admin_client, churn_referen
 def test_run_now_queues_the_job(admin_client, churn_reference):
     job_run(job="aggregate", model_name="churn")
     job = MonitoringJob.objects.get()
-    celery_app.conf.task_always_eager = True
-    try:
+    with worker_runs_what_is_queued():
         response = admin_client.post(
             reverse("admin:monitoring_monitoringjob_changelist"),
             {"action": "run_now", "_selected_action": [job.pk]},
             follow=True,
         )
-    finally:
-        celery_app.conf.task_always_eager = False
     assert "queued; its progress shows here" in response.content.decode()
     job.refresh_from_db()
     assert job.runs == 2

@@ -1,6 +1,5 @@
 """Scheduling: one run per (job, model), the beat schedule, the reference made at registration, a real worker."""
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from mlops_site.celery import app as celery_app
 from monitoring.models import DriftReference, DriftRun, MonitoringJob
 from monitoring.services import JobBusy, job_lock, job_run
 from tests.e2e import processes
+from tests.helpers import worker_runs_what_is_queued
 from tests.monitoring.conftest import CHURN_FEATURES, hours_ago
 
 
@@ -65,12 +65,8 @@ def test_the_jobs_are_scheduled_with_a_reason_each():
 
 @pytest.mark.django_db
 def test_registration_builds_the_reference_once_committed(churn_version, django_capture_on_commit_callbacks, register):
-    celery_app.conf.task_always_eager = True
-    try:
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            version = register(name="iris-reference")  # its own name: the MLflow store is shared by the session
-    finally:
-        celery_app.conf.task_always_eager = False
+    with worker_runs_what_is_queued(), django_capture_on_commit_callbacks(execute=True) as callbacks:
+        version = register(name="iris-reference")  # its own name: the MLflow store is shared by the session
     assert callbacks
     reference = DriftReference.objects.get(version=version)
     assert reference.n_rows == 150
@@ -80,14 +76,9 @@ def test_registration_builds_the_reference_once_committed(churn_version, django_
     assert not DriftReference.objects.filter(version=churn_version).exists()
 
 
-def _purge():
-    with celery_app.connection_for_write() as broker, contextlib.suppress(Exception):
-        broker.default_channel.queue_purge("monitoring")
-
-
 def _monitoring_worker(tmp_path):
     """A real worker on the monitoring queue (prefork, two processes)."""
-    _purge()
+    processes.purge_queues()
     return processes.start(
         "celery",
         "-A",

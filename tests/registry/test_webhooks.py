@@ -1,6 +1,5 @@
 """Webhook delivery to a real HTTP server on loopback, with its signature checked as a receiver would."""
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -12,23 +11,12 @@ from governance.models import WebhookDelivery, WebhookSubscription
 from governance.services import webhook_deliver, webhook_subscription_save
 from governance.tasks import deliver_webhook
 from registry import services
+from tests.helpers import worker_runs_what_is_queued
 
 pytestmark = pytest.mark.django_db
 
 SECRET = "s3cret-for-tests"
 User = get_user_model()
-
-
-@contextlib.contextmanager
-def _worker_runs_what_is_queued():
-    """A task queued in the block runs at once in this process, as a worker would run it."""
-    from mlops_site.celery import app as celery_app
-
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = False
 
 
 def _subscribe(url, events=(), by=None):
@@ -194,7 +182,7 @@ def test_redeliver_in_the_admin_resets_the_delivery_sends_it_again_and_is_audite
     assert (entry.actor_name, entry.before) == ("eli", {"status": "FAILED", "attempts": 5})
     assert entry.after == {"status": "PENDING", "event": "version.registered"}
     assert not receiver["received"]
-    with _worker_runs_what_is_queued():
+    with worker_runs_what_is_queued():
         for callback in callbacks:  # the commit: its delivery task is queued, and sent
             callback()
     delivery.refresh_from_db()
@@ -228,7 +216,7 @@ def test_a_delivery_whose_task_was_lost_is_sent_by_the_beat_task(receiver, regis
     register()  # its on-commit queueing never runs in this test's transaction: the task is lost, as with a broker down
     delivery = WebhookDelivery.objects.get()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(created_at=timezone.now() - timedelta(minutes=2))
-    with _worker_runs_what_is_queued():
+    with worker_runs_what_is_queued():
         assert retry_stalled_webhooks.apply().get() == 1
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == ("DELIVERED", 1)
