@@ -40,7 +40,10 @@ GROUPS = {
         # the audit head's anchor is in test_audit
         ["tests/governance/test_webhooks.py", "tests/registry/test_webhooks.py", "tests/governance/test_audit.py"],
     ),
-    "compliance": (["governance/services/compliance.py"], ["tests/registry/test_services.py"]),
+    "compliance": (
+        ["governance/services/compliance.py"],
+        ["tests/governance/test_compliance.py", "tests/registry/test_services.py"],
+    ),
     "promotion": (
         ["registry/services/promotion.py"],
         ["tests/registry/test_services.py", "tests/registry/test_webhooks.py", "tests/serving/test_routing.py"],
@@ -98,6 +101,9 @@ EQUIVALENT = {
     _AUDIT + "audit_chain_verify__mutmut_15": "iterator(chunk_size=2001): the same",
     _AUDIT + "audit_record__mutmut_63": "before=None converted as JSON is None",
     _AUDIT + "audit_record__mutmut_71": "after=None converted as JSON is None",
+    "governance.services.compliance.x__data_quality_checks__mutmut_14": "a failed check given as None: "
+    "_check stores bool(passed), False either way",
+    "governance.services.compliance.x__performance_checks__mutmut_21": "the same, for the missing latency metric",
     # Accepted, not strictly equivalent: they change how much memory the counts keep, never a client's count.
     _ALLOWED + "6": "clearing the counts at 50,000 keys instead of 50,001 (memory bound)",
     _ALLOWED + "7": "clearing the counts at 50,002 keys instead of 50,001 (memory bound)",
