@@ -118,22 +118,28 @@ def test_a_receiver_too_slow_or_a_bad_url_is_an_error_recorded(receiver, owner, 
     assert other.error.startswith("ValueError: ")
 
 
-def test_a_delivery_is_queued_for_the_worker_with_its_countdown_and_queue():
-    """What a worker receives: the delivery task for each id, on the queue asked for, not before its countdown."""
-    import time
-
+def _taken_from_the_broker(queue, count):
+    """The next `count` messages of `queue`, read as a worker would and acknowledged; the queue then removed."""
     from mlops_site.celery import app as celery_app
 
-    queue = f"webhooks-test-{uuid.uuid4().hex[:8]}"
-    before = time.time()
-    _enqueue([41, 42], countdown=120, queue=queue)
     with celery_app.connection_for_read() as connection:
         waiting = connection.SimpleQueue(queue)
-        messages = [waiting.get(timeout=5) for _ in range(2)]
+        messages = [waiting.get(timeout=5) for _ in range(count)]
         for message in messages:
             message.ack()
         waiting.queue.delete()
         waiting.close()
+    return messages
+
+
+def test_a_delivery_is_queued_for_the_worker_with_its_countdown_and_queue():
+    """What a worker receives: the delivery task for each id, on the queue asked for, not before its countdown."""
+    import time
+
+    queue = f"webhooks-test-{uuid.uuid4().hex[:8]}"
+    before = time.time()
+    _enqueue([41, 42], countdown=120, queue=queue)
+    messages = _taken_from_the_broker(queue, 2)
     assert [m.headers["task"] for m in messages] == ["governance.deliver_webhook"] * 2
     assert [m.decode()[0] for m in messages] == [[41], [42]]  # (args, kwargs, embed)
     for message in messages:
@@ -141,12 +147,7 @@ def test_a_delivery_is_queued_for_the_worker_with_its_countdown_and_queue():
         assert before + 119 <= eta <= time.time() + 121
     immediate = f"{queue}-now"
     _enqueue([43], queue=immediate)
-    with celery_app.connection_for_read() as connection:
-        waiting = connection.SimpleQueue(immediate)
-        message = waiting.get(timeout=5)
-        message.ack()
-        waiting.queue.delete()
-        waiting.close()
+    (message,) = _taken_from_the_broker(immediate, 1)
     assert message.headers["eta"] is None
 
 
@@ -254,18 +255,12 @@ def test_deliveries_are_queued_when_the_change_commits_on_the_queue_asked_for(
     owner, django_capture_on_commit_callbacks
 ):
     """Sent after commit, on the event's own queue (alerts go on `alerts`): read back from the broker."""
-    from mlops_site.celery import app as celery_app
 
     queue = f"webhooks-test-{uuid.uuid4().hex[:8]}"
     _subscribe("http://127.0.0.1:9/", owner)
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         (delivery,) = webhook_event_emit(event=EVENT, data={}, queue=queue)
-    with celery_app.connection_for_read() as connection:
-        waiting = connection.SimpleQueue(queue)
-        message = waiting.get(timeout=5)
-        message.ack()
-        waiting.queue.delete()
-        waiting.close()
+    (message,) = _taken_from_the_broker(queue, 1)
     assert message.headers["task"] == "governance.deliver_webhook"
     assert message.decode()[0] == [delivery.pk]
 
