@@ -207,8 +207,7 @@ def dataset_upload_profile(*, upload_id: int) -> DatasetUpload:
             build_params={},
             by=upload.created_by,
         )
-        if version.target != upload.target:  # stored meanwhile by another upload, with another target
-            _same_target(version, upload.target)
+        _same_target(version, upload.target)  # stored meanwhile by a concurrent upload, with another target?
     except ArtifactIntegrityError as exc:  # the staged file changed or went missing
         _upload_finish(upload, status=DatasetUpload.Status.FAILED, error=exc.message, field="file")
     except ApplicationError as exc:
