@@ -138,13 +138,14 @@ def dataset_version_upload_file(*, name: str, file: UploadedFile, target: str, b
         artifact_path(relative).unlink(missing_ok=True)
         _same_target(existing, target)
         return UploadOutcome(version=existing)
+    queued = []  # whether the broker took the task, once the row has committed
     with transaction.atomic():
         upload = DatasetUpload.objects.create(
             name=name, target=target, sha256=sha256, size_bytes=file.size, path=relative, created_by=by
         )
-        transaction.on_commit(lambda: _upload_queue(upload.pk))
-    upload.refresh_from_db()  # queued at commit, or failed there
-    if upload.status == DatasetUpload.Status.FAILED:
+        transaction.on_commit(lambda: queued.append(_upload_queue(upload.pk)))
+    upload.refresh_from_db()  # a fast worker may have profiled it already
+    if queued == [False]:
         raise BrokerUnavailable(upload.error, extra={"upload": upload.pk})
     return UploadOutcome(upload=upload)
 
@@ -171,12 +172,15 @@ def _same_target(existing, target):
 def _upload_queue(upload_id):
     from experiments.tasks import profile_dataset_upload
 
+    """Hand the upload to the workers; False (and the upload FAILED with the reason) if the broker is down."""
     try:
         profile_dataset_upload.apply_async(args=[upload_id])
     except Exception as exc:  # kombu's errors for an unreachable broker vary by transport
         reason = f"could not queue the upload: the task broker is unreachable ({type(exc).__name__}: {exc})"
         logger.warning("upload %s: %s", upload_id, reason)
         _upload_finish(DatasetUpload.objects.get(pk=upload_id), status=DatasetUpload.Status.FAILED, error=reason)
+        return False
+    return True
 
 
 def _upload_finish(upload, *, status, error="", field="", version=None):

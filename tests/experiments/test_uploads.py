@@ -107,6 +107,22 @@ def test_what_the_first_bytes_show_is_refused_at_once(api_client, content, targe
     assert _staged() == []
 
 
+@pytest.mark.django_db(transaction=True)  # the row commits in the request, as in production
+def test_a_csv_a_fast_worker_refused_before_the_answer_is_a_202_saying_so_not_a_503(api_client):
+    """The worker may finish before the web answers: its refusal is the upload's status, not a broker error."""
+    with worker_runs_what_is_queued():
+        accepted = _post(api_client, content=CSV + b"ten,1,a\n")
+    assert accepted.status_code == 202, accepted.content
+    assert accepted.json()["status"] == "FAILED"
+    assert accepted.json()["field"] == "file"
+
+
+def test_an_unknown_upload_is_a_404_naming_it(api_client):
+    response = api_client.get(reverse("dataset-upload-detail", args=[999999]))
+    assert response.status_code == 404
+    assert response.json() == {"error": "dataset upload 999999 does not exist", "field": "upload_id"}
+
+
 def test_content_already_stored_is_answered_at_once(api_client, django_capture_on_commit_callbacks):
     with _worker_runs_what_is_queued(django_capture_on_commit_callbacks):
         first = _post(api_client)
