@@ -3,7 +3,7 @@
 from django.urls import path, reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.generics import ListAPIView, RetrieveAPIView
+from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -151,14 +151,12 @@ class DatasetListCreateApi(ListAPIView):
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class DatasetUploadDetailApi(RetrieveAPIView):
+class DatasetUploadDetailApi(APIView):
     """A large upload's progress: PENDING, PROFILING, then DONE with its version or FAILED with the reason."""
 
-    serializer_class = DatasetUploadStatusOutput
-    lookup_url_kwarg = "upload_id"
-
-    def get_queryset(self):
-        return DatasetUpload.objects.select_related("version")
+    @extend_schema(responses=DatasetUploadStatusOutput)
+    def get(self, request, upload_id):
+        return Response(DatasetUploadStatusOutput(selectors.dataset_upload_get(upload_id=upload_id)).data)
 
 
 class RunListCreateApi(ListAPIView):

@@ -9,7 +9,7 @@ from django.db.models import Count, Prefetch
 
 from core.errors import NotFound
 from core.metrics import lower_is_better
-from experiments.models import Experiment, Metric, Run
+from experiments.models import DatasetUpload, Experiment, Metric, Run
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -47,6 +47,14 @@ def run_get(*, run_id: int | str) -> Run:
         )
     except (Run.DoesNotExist, ValueError):
         raise NotFound(f"run {run_id} does not exist", field="run_id") from None
+
+
+def dataset_upload_get(*, upload_id: int | str) -> DatasetUpload:
+    """A large upload with the version it stored, or NotFound."""
+    try:
+        return DatasetUpload.objects.select_related("version").get(pk=upload_id)
+    except (DatasetUpload.DoesNotExist, ValueError):
+        raise NotFound(f"dataset upload {upload_id} does not exist", field="upload_id") from None
 
 
 def run_metric_history(*, run_id: int | str, key: str) -> list[Metric]:
