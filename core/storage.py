@@ -24,17 +24,7 @@ def artifact_path(relative):
 
 def artifact_write(relative, data):
     """Write bytes to ARTIFACT_ROOT/relative atomically; returns the sha256."""
-    path = artifact_path(relative)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
+    return artifact_write_chunks(relative, [data])
 
 
 def artifact_write_chunks(relative, chunks):

@@ -23,3 +23,12 @@ def run_dispatches(callbacks):
 def dispatches(callbacks):
     """The on-commit callbacks that queue work, without the audit log's (it logs each committed head)."""
     return [callback for callback in callbacks if not getattr(callback, "__qualname__", "").startswith("audit_record")]
+
+
+def user_with_permission(django_user_model, username, codename):
+    """A staff user holding one permission and no role (to tell one permission from another)."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename=codename))
+    return django_user_model.objects.get(pk=user.pk)  # permissions are cached per instance

@@ -10,6 +10,7 @@ from core.errors import NotPermitted
 from governance.models import AuditEntry, Policy
 from governance.services import ComplianceSubject, compliance_evaluate, compliance_failures, policy_save
 from governance.services.compliance import policies_for
+from tests.helpers import user_with_permission
 
 pytestmark = pytest.mark.django_db
 Kind = Policy.Kind
@@ -170,14 +171,8 @@ def test_policies_are_saved_validated_audited_and_only_by_who_may(approver, scie
 
 
 def test_creating_and_editing_a_policy_need_their_own_permissions(django_user_model):
-    from django.contrib.auth.models import Permission
-
-    def member(username, codename):
-        user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=True)
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-        return django_user_model.objects.get(pk=user.pk)
-
-    adder, changer = member("adder", "add_policy"), member("changer", "change_policy")
+    adder = user_with_permission(django_user_model, "adder", "add_policy")
+    changer = user_with_permission(django_user_model, "changer", "change_policy")
     with pytest.raises(NotPermitted, match="changer may not create policies"):
         _policy(changer, name="x", kind=Kind.DOCUMENTATION, required_fields=["owner"])
     policy = _policy(adder, name="docs", kind=Kind.DOCUMENTATION, required_fields=["owner"])

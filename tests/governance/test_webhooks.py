@@ -16,6 +16,7 @@ from core.errors import NotPermitted
 from governance.models import AuditEntry, WebhookDelivery, WebhookSubscription
 from governance.services import webhook_deliver, webhook_event_emit, webhook_subscription_save
 from governance.services.webhooks import _enqueue, webhook_signature
+from tests.helpers import user_with_permission
 
 pytestmark = pytest.mark.django_db
 
@@ -266,14 +267,8 @@ def test_deliveries_are_queued_when_the_change_commits_on_the_queue_asked_for(
 
 
 def test_creating_and_editing_a_subscription_need_their_own_permissions(owner, engineer, django_user_model):
-    from django.contrib.auth.models import Permission
-
-    def member(username, codename):
-        user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=True)
-        user.user_permissions.add(Permission.objects.get(codename=codename))
-        return django_user_model.objects.get(pk=user.pk)  # permissions are cached per instance
-
-    adder, changer = member("adder", "add_webhooksubscription"), member("changer", "change_webhooksubscription")
+    adder = user_with_permission(django_user_model, "adder", "add_webhooksubscription")
+    changer = user_with_permission(django_user_model, "changer", "change_webhooksubscription")
     with pytest.raises(NotPermitted, match="changer may not create webhook subscriptions"):
         _subscribe("http://127.0.0.1:9/", changer)
     subscription = _subscribe("http://127.0.0.1:9/", adder)
