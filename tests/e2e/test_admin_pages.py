@@ -8,15 +8,17 @@ import time
 from pathlib import Path
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
 from experiments import services as experiment_services
-from experiments.models import DatasetUpload
 from registry import services as registry_services
 from serving.crm import services as crm_services
 from serving.models import Customer
 from tests.browser import CHROMIUM, Browser
+from tests.e2e import processes
+from tests.helpers import worker_runs_what_is_queued
 from tests.serving.crm.helpers import churn_promote, churn_version_register, customers_make
 
 pytestmark = [
@@ -29,8 +31,22 @@ WIDTHS = (1280, 1920)
 IRIS = {"sepal_length_cm": 5.1, "sepal_width_cm": 3.5, "petal_length_cm": 1.4, "petal_width_cm": 0.2}
 
 
+def _large_upload(name, bad_row, by, settings):
+    """A CSV over the inline limit, through the upload service (staged; a worker profiles it); with
+    `bad_row`, that row's monthly charges are text, which the worker refuses."""
+    settings.DATASET_INLINE_MAX_BYTES = 1000
+    lines = [b"tenure_months,monthly_charges,churned"]
+    lines += [
+        b"%d,%s,%s"
+        % (i, b"n/a" if bad_row and i == bad_row * 100 else b"%d.5" % (20 + i % 50), b"yn"[i % 2 : i % 2 + 1])
+        for i in range(2000)
+    ]
+    file = SimpleUploadedFile(f"{name}.csv", b"\n".join(lines) + b"\n", content_type="text/csv")
+    return experiment_services.dataset_version_upload_file(name=name, file=file, target="churned", by=by).upload
+
+
 @pytest.fixture
-def site(production, train, scientist, approver, serving, django_user_model, live_server):
+def site(production, train, scientist, approver, serving, django_user_model, live_server, settings):
     """A site with something on every page: v1 in Production serving predictions, v2 waiting for a decision,
     a few runs to compare, audit entries, CRM customers with segments written and a refresh; an admin signed in."""
     runs = [train(n_estimators=n) for n in (5, 10)]
@@ -57,35 +73,12 @@ def site(production, train, scientist, approver, serving, django_user_model, liv
     for customer in Customer.objects.order_by("customer_id")[:3]:
         crm_services.customer_segment_update(customer_id=customer.customer_id, by=admin)
     crm_services.crm_refresh_start(scope="all", by=admin, inline=True)
-    stored = DatasetUpload.objects.create(
-        name="churn-2026-q3",
-        target="churned",
-        sha256="ab" * 32,
-        size_bytes=48_211_002,
-        path="uploads/x.csv",
-        status=DatasetUpload.Status.DONE,
-        version=runs[0].dataset,
-        created_by=scientist,
-    )
-    refused = DatasetUpload.objects.create(
-        name="churn-2026-q4",
-        target="churned",
-        sha256="cd" * 32,
-        size_bytes=31_004_118,
-        path="uploads/y.csv",
-        status=DatasetUpload.Status.FAILED,
-        field="file",
-        error="column 'monthly_charges' is numeric but line 80,412 has 'n/a'",
-        created_by=scientist,
-    )
-    DatasetUpload.objects.create(
-        name="churn-2026-q4b",
-        target="churned",
-        sha256="ef" * 32,
-        size_bytes=30_998_007,
-        path="uploads/z.csv",
-        created_by=scientist,
-    )
+    with worker_runs_what_is_queued():  # queued when the upload commits, profiled at once
+        stored, refused = (
+            _large_upload(name, bad, scientist, settings) for name, bad in (("churn-q3", 0), ("churn-q4", 7))
+        )
+    _large_upload("churn-q4b", 9, scientist, settings)  # no worker has taken it yet
+    processes.purge_queues()
     client = Client()
     client.force_login(admin)
     children = [child.pk for child in sweep.children.all()]
