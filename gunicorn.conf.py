@@ -39,7 +39,7 @@ def worker_exit(server, worker):
     # A graceful stop (SIGTERM, a max_requests restart) writes the queued prediction log rows first.
     from serving.predlog import writer
 
-    writer.flush()
+    writer.close()
 
 
 def child_exit(server, worker):

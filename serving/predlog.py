@@ -3,8 +3,8 @@
 A request hands one light record (its columns, labels and probabilities as they are) to a queue;
 one thread per process turns records into rows and writes them in batches, with one COPY on PostgreSQL
 and one executemany on SQLite (every PREDICTION_LOG_FLUSH_SECONDS, at most PREDICTION_LOG_BATCH records at a time),
-and runs shadow versions, so neither slows the answer. `flush()` at exit (atexit, and gunicorn's
-worker_exit) writes what is queued, so a worker shut down gracefully loses no row.
+and runs shadow versions, so neither slows the answer. `close()` at exit (atexit, and gunicorn's worker_exit)
+ends the thread and writes what is queued, so a worker shut down gracefully loses no row.
 PREDICTION_LOG_SYNC writes in the request instead (tests, one-off scripts).
 
 A batch the database does not take (down, restarting, connection lost) is spilled to local disk
@@ -391,6 +391,7 @@ class PredictionLogWriter:
         self._write_lock = threading.RLock()
         self._pending_rows = 0  # rows queued and not yet taken by a write
         self._pending_lock = threading.Lock()
+        self._closing = threading.Event()
         # (model, version) -> numeric feature names; a version's signature never changes once registered.
         self._layouts = {}
         self.spill = LogSpill()
@@ -443,12 +444,12 @@ class PredictionLogWriter:
         return records
 
     def _run(self):
-        while True:
-            time.sleep(settings.PREDICTION_LOG_FLUSH_SECONDS)
+        while not self._closing.wait(settings.PREDICTION_LOG_FLUSH_SECONDS):
             try:
                 self._write_pending(settings.PREDICTION_LOG_BATCH)
             except Exception:  # the writer must survive anything; what it held is lost, and logged
                 logger.exception("writing the prediction log failed")
+        connection.close()  # the thread's own connection, ended cleanly rather than dropped with the process
 
     def _write_pending(self, limit):
         # Taking records off the queue and writing them happen under one lock, so flush() at exit
@@ -561,12 +562,19 @@ class PredictionLogWriter:
             cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)  # noqa: S608
 
     def flush(self):
-        """Write everything queued now (at exit)."""
+        """Write everything queued now."""
         self._write_pending(10**9)
+
+    def close(self):
+        """At exit: end the writer thread once the write it may be doing is done, then write what is queued."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.flush()
 
 
 writer = PredictionLogWriter()
-atexit.register(writer.flush)
+atexit.register(writer.close)
 
 
 # --- Daily partitions and retention (PostgreSQL; SQLite keeps one table and deletes old rows) ------------
@@ -605,7 +613,7 @@ def prediction_log_partitions():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "WHERE i.inhparent = to_regclass(%s)",
+            "WHERE i.inhparent = to_regclass(%s) ORDER BY c.relname",
             [_TABLE],
         )
         names = [name for (name,) in cursor.fetchall()]

@@ -26,19 +26,65 @@ from registry import services
 def django_db_modify_db_settings(django_db_modify_db_settings):
     """Under `make mutation` (mutmut sets MUTANT_UNDER_TEST and runs mutants side by side in forked
     processes, with --reuse-db), each process works on its own copy of the test database that the first,
-    unmutated run migrated, instead of sharing one SQLite file or migrating again for every mutant."""
-    import shutil
-
+    unmutated run migrated, instead of sharing one database or migrating again for every mutant: a copy
+    of the SQLite file, or on PostgreSQL a database made from it as a template (dropped at the end)."""
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        yield
+        return
     from django.conf import settings
 
-    test = settings.DATABASES["default"].get("TEST", {})
+    database = settings.DATABASES["default"]
+    test = database.setdefault("TEST", {})
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        # mutmut ends each mutant's process with os._exit: no atexit, so the copy goes at the session's end
+        # (a mutant killed for its time leaves its copy to tools/mutation.py, which drops them all after).
+        test["NAME"], drop = _postgres_copy(database, test.get("NAME") or f"test_{database['NAME']}")
+        yield
+        drop()
+        return
     template = test.get("NAME")
-    if os.environ.get("MUTANT_UNDER_TEST") and template and os.path.exists(template):
+    if template and os.path.exists(template):
+        import shutil
+
         own = f"{template}.{os.getpid()}"
         for suffix in ("", "-wal"):
             if os.path.exists(template + suffix):
                 shutil.copyfile(template + suffix, own + suffix)
         test["NAME"] = own
+    yield
+
+
+def _postgres_copy(database, template):
+    """A copy of the PostgreSQL test database `template` for this process, and the function that drops it."""
+    import psycopg2
+    from psycopg2 import sql
+
+    own = f"{template}_{os.getpid()}"
+    params = {"dbname": "postgres", "user": database["USER"], "host": database["HOST"], "port": database["PORT"]}
+    admin = psycopg2.connect(**{k: v for k, v in params.items() if v}, password=database.get("PASSWORD") or None)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [template])
+        if cursor.fetchone() is None:
+            admin.close()
+            return template, lambda: None  # not migrated yet: this run makes it
+        # A template cannot be copied while a session is connected to it (the run that made it may still be).
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [template],
+        )
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(own)))
+        cursor.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(own), sql.Identifier(template)))
+
+    def drop():
+        from django.db import connections
+
+        connections.close_all()
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(own)))
+        admin.close()
+
+    return own, drop
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,12 @@ GROUPS = {
     ),
     "promotion": (
         ["registry/services/promotion.py"],
-        ["tests/registry/test_services.py", "tests/registry/test_webhooks.py", "tests/serving/test_routing.py"],
+        [
+            "tests/registry/test_promotion.py",
+            "tests/registry/test_services.py",
+            "tests/registry/test_webhooks.py",
+            "tests/serving/test_routing.py",
+        ],
     ),
     "registration": (
         ["registry/services/registration.py", "registry/fast_inference.py"],
@@ -58,8 +63,18 @@ GROUPS = {
         ["serving/predict.py", "serving/runtime.py"],
         ["tests/serving/test_api.py", "tests/serving/test_routing.py", "tests/serving/test_protocols.py"],
     ),
-    "predlog": (["serving/predlog.py"], ["tests/serving/test_predlog.py"]),
+    "predlog": (
+        ["serving/predlog.py"],
+        ["tests/serving/test_predlog.py", "tests/monitoring/test_partitions.py", "tests/serving/test_routing.py"],
+    ),
 }
+
+# Groups with code of PostgreSQL's (COPY, partitions) and of SQLite's run twice, on SQLite and on the
+# PostgreSQL server at MUTATION_POSTGRES_URL (the database mutation_GROUP need not exist; each mutant's tests
+# use a copy of test_mutation_GROUP), a mutant caught if either run catches it; on SQLite alone, saying so,
+# when no server answers there.
+POSTGRES_GROUPS = {"predlog"}
+POSTGRES_URL = os.environ.get("MUTATION_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 
 # Mutants accepted as equivalent (no behaviour a test could observe changes), each with its reason;
 # the README's "Mutation testing" lists them too. mutmut numbers the mutants of a function in order, so
@@ -168,11 +183,31 @@ def _results(workdir):
     return statuses
 
 
-def group_run(group, time_limit):
+def _postgres(statement, *, drop=False):
+    """Run `statement` on the PostgreSQL server (with drop, drop each database it names); False if none answers."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(f"{POSTGRES_URL}/postgres", connect_timeout=3)
+    except psycopg2.OperationalError:
+        return False
+    admin.autocommit = True  # DROP DATABASE runs outside a transaction (so no `with admin`, which opens one)
+    with admin.cursor() as cursor:
+        cursor.execute(statement)
+        for (name,) in cursor.fetchall() if drop else ():
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+    return True
+
+
+def _mutmut_run(group, time_limit, *, postgres):
+    """Run mutmut over the group in its scratch copy, on PostgreSQL or SQLite: ({mutant: status}, finished)."""
     files, tests = GROUPS[group]
-    workdir = _scratch_copy(group, files, tests)
+    workdir = _scratch_copy(f"{group}-postgresql" if postgres else group, files, tests)
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
-    started = time.monotonic()
+    if postgres:
+        _postgres(f"DROP DATABASE IF EXISTS test_mutation_{group}")  # a template of an earlier code, made again
+        env["DATABASE_URL"] = f"{POSTGRES_URL}/mutation_{group}"
     try:
         with open(workdir / "mutmut.log", "w") as log:
             subprocess.run(
@@ -186,8 +221,36 @@ def group_run(group, time_limit):
         finished = True
     except subprocess.TimeoutExpired:
         finished = False
+    if postgres:  # the copies of mutants killed for their time, and the template
+        _postgres(f"SELECT datname FROM pg_database WHERE datname LIKE 'test\\_mutation\\_{group}%'", drop=True)
+    return _results(workdir), finished
+
+
+def _merged(runs):
+    """One status a mutant from the runs on each database: caught if a run caught it, survived if one ran
+    its tests and none caught it (code one database's tests reach, the other's do not, counts once)."""
+    merged = {}
+    for name in runs[0]:
+        statuses = [run.get(name) for run in runs]
+        merged[name] = next((status for status in ("killed", "timeout", "survived") if status in statuses), statuses[0])
+    return merged
+
+
+def group_run(group, time_limit):
+    databases = ["SQLite"]
+    if group in POSTGRES_GROUPS:
+        if _postgres("SELECT 1"):
+            databases.append("PostgreSQL")
+        else:
+            print(f"{group}: no PostgreSQL at {POSTGRES_URL}: on SQLite only (its PostgreSQL code unreached)")
+    started = time.monotonic()
+    runs, finished = [], True
+    for database in databases:
+        statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL")
+        runs.append(statuses)
+        finished = finished and done
     minutes = (time.monotonic() - started) / 60
-    statuses = _results(workdir)
+    statuses = _merged(runs)
     equivalent = {name for name in statuses if name in EQUIVALENT}
     counted = {name: status for name, status in statuses.items() if name not in equivalent}
     killed = sum(status == "killed" for status in counted.values())
@@ -197,8 +260,8 @@ def group_run(group, time_limit):
     score = 100.0 * (killed + timeouts) / judged if judged else 0.0
     print(
         f"{group}: {score:.1f} % ({killed} killed of {judged}; {len(survived)} survived, {timeouts} timed out, "
-        f"{len(equivalent)} equivalent left out, {len(counted) - judged} not run) in {minutes:.1f} min"
-        + ("" if finished else f" (stopped at the {time_limit} s limit)"),
+        f"{len(equivalent)} equivalent left out, {len(counted) - judged} not run) in {minutes:.1f} min "
+        f"on {' and '.join(databases)}" + ("" if finished else f" (stopped at the {time_limit} s limit)"),
         flush=True,
     )
     for name in survived:

@@ -29,7 +29,9 @@ def _record(index, rows=1):
 @pytest.fixture
 def writer(settings):
     settings.PREDICTION_LOG_SYNC = False
-    return PredictionLogWriter()
+    writer = PredictionLogWriter()
+    yield writer
+    writer.close()  # the writer thread, if a test started one, ends and closes its connection
 
 
 def test_text_numbers_and_missing_values_come_back_as_they_were_sent(writer):
@@ -273,3 +275,143 @@ def test_a_batch_the_database_refuses_is_set_aside_and_does_not_block_the_rest(
     assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2", "req-3", "req-4"]
     assert _metric("prediction_log_rows_lost_total", reason="refused") - refused == 1
     assert [path.name.endswith(".refused") for path in spill.iterdir()] == [True]
+
+
+def _shadow(predict):
+    from serving.runtime import LoadedModel
+
+    return LoadedModel(
+        pk=2,
+        model_name="iris-clf",
+        version=2,
+        form="sklearn",
+        features=[],
+        classes=["setosa", "versicolor"],
+        _predict=predict,
+    )
+
+
+def test_a_shadow_is_predicted_once_by_the_writer_and_logged_beside_with_its_own_latency(writer):
+    import time
+
+    calls = []
+
+    def predict(columns):
+        calls.append(columns)
+        time.sleep(0.02)
+        return ["versicolor"], np.array([[0.3, 0.7]])
+
+    record = _record(1)
+    record.shadow = _shadow(predict)
+    writer._queue.put(record)
+    writer.flush()
+    writer.flush()
+
+    assert len(calls) == 1
+    assert calls[0] is record.columns
+    shadow = PredictionLog.objects.get(request_id="req-1", deployment_mode="shadow")
+    assert (shadow.version, shadow.prediction, shadow.error) == (2, "versicolor", "")
+    assert shadow.confidence == pytest.approx(0.7)
+    assert 20 <= shadow.latency_ms < 1000  # milliseconds of the shadow's own prediction
+    assert PredictionLog.objects.get(request_id="req-1", deployment_mode="primary").prediction == "setosa"
+
+
+def test_a_failing_shadow_is_logged_as_a_failure_and_the_answer_row_kept(writer):
+    def predict(columns):
+        raise ValueError("shadow cannot read petal_length_cm")
+
+    record = _record(1)
+    record.shadow = _shadow(predict)
+    writer._queue.put(record)
+    writer.flush()
+
+    shadow = PredictionLog.objects.get(request_id="req-1", deployment_mode="shadow")
+    assert shadow.error == "ValueError: shadow cannot read petal_length_cm"
+    assert (shadow.row, shadow.prediction, shadow.inputs) == (0, None, None)
+    assert PredictionLog.objects.get(request_id="req-1", deployment_mode="primary").error == ""
+
+
+def test_an_error_record_is_one_row_whatever_it_holds_and_its_error_cut_at_2000_characters(writer):
+    long_error = LogRecord("req-long", "iris-clf", 1, "primary", timezone.now(), 0.1, error="e" * 2500)
+    with_labels = _record(2, rows=3)
+    with_labels.error = "refused after predicting"
+    writer._queue.put(long_error)
+    writer._queue.put(with_labels)
+    writer.flush()
+
+    row = PredictionLog.objects.get(request_id="req-long")
+    assert (row.row, len(row.error), row.inputs, row.features, row.confidence) == (0, 2000, None, None, None)
+    assert row.latency_ms == pytest.approx(0.1)
+    [refused] = PredictionLog.objects.filter(request_id="req-2")
+    assert (refused.error, refused.prediction) == ("refused after predicting", None)
+
+
+def test_a_label_outside_the_classes_has_no_index(writer):
+    record = _record(1)
+    record.labels = ["virginica"]  # a regressor-like label not among the classes
+    writer._queue.put(record)
+    writer.flush()
+    row = PredictionLog.objects.get(request_id="req-1")
+    assert (row.prediction, row.predicted_index) == ("virginica", None)
+
+
+def test_the_writer_thread_writes_on_its_own_and_survives_a_batch_it_cannot_build(writer, settings, caplog):
+    import time
+
+    settings.PREDICTION_LOG_FLUSH_SECONDS = 0.05
+    settings.PREDICTION_LOG_BATCH = 1  # one record a write: the bad one fails alone
+    lost = _metric("prediction_log_rows_lost_total", reason="error")
+    bad = _record(1, rows=2)
+    bad.labels = ["setosa"]  # fewer labels than rows: the rows cannot be built
+    writer.submit(bad)
+    writer.submit(_record(2))
+    deadline = time.monotonic() + 10
+    while not PredictionLog.objects.filter(request_id="req-2").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2"]
+    assert _metric("prediction_log_rows_lost_total", reason="error") - lost == 1
+    assert "writing the prediction log failed" in [r.getMessage() for r in caplog.records]
+    assert writer._thread.is_alive()
+    writer.submit(_record(3))
+    writer.close()  # at exit: the thread ends and what is queued is written
+    assert not writer._thread.is_alive()
+    assert PredictionLog.objects.filter(request_id="req-3").exists()
+
+
+def test_a_full_spill_says_so_in_its_own_words_and_save_says_it_kept_nothing(writer, settings, tmp_path, caplog):
+    from serving.predlog import LogSpill
+
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    settings.PREDICTION_LOG_SPILL_MAX_BYTES = 10
+    assert LogSpill().save([_record(0, rows=3)]) is False
+    assert "prediction log: 3 row(s) LOST (spill_full): the spill directory holds 10 bytes at most" in [
+        r.getMessage() for r in caplog.records
+    ]
+    settings.PREDICTION_LOG_SPILL_MAX_BYTES = 10**6
+    assert LogSpill().save([_record(0, rows=3)]) is True
+
+
+def test_a_batch_claimed_by_a_live_process_is_left_to_it(writer, settings, tmp_path, database_down):
+    """Two processes share the spill: one still replaying a claimed file keeps it (and is not signalled)."""
+    import subprocess
+
+    down, up = database_down
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    down()
+    writer._queue.put(_record(1))
+    writer.flush()
+    sibling = subprocess.Popen(["sleep", "60"])
+    try:
+        [file] = spill.glob("*.spill")
+        claimed = file.rename(spill / f"{file.name}.claimed-{sibling.pid}")
+        up()
+        writer._queue.put(_record(2))
+        writer.flush()
+        assert claimed.exists()
+        assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2"]
+        assert sibling.poll() is None  # alive: asked with signal 0, never sent a real one
+    finally:
+        sibling.kill()
+        sibling.wait()
