@@ -4,7 +4,7 @@ retention), old rows deleted on SQLite; monitoring's aggregates outlive them."""
 import datetime as dt
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from monitoring.models import HourlyAggregate
@@ -105,6 +105,9 @@ def test_a_partition_someone_else_made_is_not_taken_for_a_day():
     partitions = prediction_log_partitions()
     assert "serving_predictionlog_archive" not in partitions.values()
     assert timezone.now().astimezone(dt.UTC).date() in partitions  # the names after it are still read
+    # A day it covers cannot have a partition of ours: said, not taken for made.
+    with pytest.raises(DatabaseError):
+        prediction_log_partitions_ensure(start=dt.date(2001, 6, 1), end=dt.date(2001, 6, 1))
 
 
 @postgres_only

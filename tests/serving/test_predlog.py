@@ -113,6 +113,26 @@ def test_the_writer_writes_a_bounded_number_of_rows_at_a_time(writer, monkeypatc
 
     assert sizes == [12] * 7 + [6]  # records of 3 rows until at least 10 rows are taken
     assert PredictionLog.objects.count() == 90
+    sizes.clear()
+    for index in range(30, 40):
+        writer._queue.put(_record(index, rows=2))
+    writer.flush()
+    assert sizes == [10, 10]  # exactly 10 rows reached: no record more
+
+
+def test_flushing_writes_all_that_is_queued_not_a_batch_at_a_time(writer, settings, monkeypatch):
+    """At exit there is no next tick: flush() takes every queued record, bounded only by the rows of a write."""
+    from serving import predlog
+
+    settings.PREDICTION_LOG_BATCH = 2  # what the writer thread takes a tick
+    sizes = []
+    write = writer._write
+    monkeypatch.setattr(writer, "_write", lambda records: sizes.append(len(records)) or write(records))
+    for index in range(100):
+        writer._queue.put(_record(index))
+    writer.flush()
+    assert sizes == [100]
+    assert predlog._ROWS_PER_WRITE == 5000
 
 
 def test_a_dropped_connection_is_reopened_and_the_batch_kept(writer):
@@ -242,7 +262,7 @@ def test_a_full_disk_loses_rows_counted_and_logged_and_the_writer_goes_on(
     assert spilled_rows > 0
     assert lost_rows + spilled_rows == 40 * 200
     assert "LOST (disk_error)" in caplog.text
-    assert "No space left on device" in caplog.text
+    assert "OSError: [Errno 28] No space left on device" in caplog.text
     assert not list(full_disk.glob(".*.tmp"))  # a half-written batch is removed, not replayed
     up()
     writer.flush()
@@ -415,3 +435,62 @@ def test_a_batch_claimed_by_a_live_process_is_left_to_it(writer, settings, tmp_p
     finally:
         sibling.kill()
         sibling.wait()
+
+
+def test_a_new_process_replays_what_an_earlier_one_spilled_with_nothing_new_coming(settings, tmp_path):
+    from serving.predlog import LogSpill
+
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    LogSpill().save([_record(1)])  # an earlier process, gone (the database was down then)
+    writer = PredictionLogWriter()  # this process, started with the database up
+    writer.flush()
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1"]
+
+
+def test_the_spill_holds_its_limit_to_the_byte_in_a_directory_it_makes(settings, tmp_path, caplog):
+    import logging
+    import pickle
+
+    from serving.predlog import LogSpill
+
+    directory = tmp_path / "var" / "predlog" / "spill"  # none of it exists yet
+    settings.PREDICTION_LOG_SPILL_DIR = str(directory)
+    batch = [_record(1, rows=2)]
+    size = len(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+    settings.PREDICTION_LOG_SPILL_MAX_BYTES = 3 * size  # three batches, exactly
+    spill = LogSpill()
+    spilled = _metric("prediction_log_rows_spilled_total")
+    with caplog.at_level(logging.WARNING, logger="serving.predlog"):
+        assert [spill.save(batch) for _ in range(4)] == [True, True, True, False]
+    assert _metric("prediction_log_rows_spilled_total") - spilled == 6
+    assert len(list(directory.glob("*.spill"))) == 3
+    assert f"prediction log: database unavailable, 2 row(s) spilled to {directory}" in [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+def test_an_error_record_counts_as_one_row_spilled(settings, tmp_path):
+    from serving.predlog import LogSpill
+
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    refused = _record(1, rows=3)
+    refused.error = "refused after predicting"
+    spilled = _metric("prediction_log_rows_spilled_total")
+    LogSpill().save([refused, LogRecord("req-2", "iris-clf", 1, "primary", timezone.now(), 0.1, error="bad")])
+    assert _metric("prediction_log_rows_spilled_total") - spilled == 2
+
+
+def test_files_set_aside_do_not_stop_a_later_replay(writer, settings, tmp_path, database_down):
+    down, up = database_down
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    (spill).mkdir()
+    (spill / "00000000000000000001-1-000001.spill.claimed-1.refused").write_bytes(b"kept for a person to look at")
+    (spill / "00000000000000000002-1-000001.spill.claimed-1.unreadable").write_bytes(b"?")
+    down()
+    writer._queue.put(_record(1))
+    writer.flush()
+    up()
+    writer.flush()
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1"]
+    assert len(list(spill.iterdir())) == 2
