@@ -55,7 +55,12 @@ GROUPS = {
     ),
     "registration": (
         ["registry/services/registration.py", "registry/fast_inference.py"],
-        ["tests/registry/test_services.py", "tests/serving/test_api.py"],
+        [
+            "tests/registry/test_registration.py",
+            "tests/registry/test_fast_inference.py",
+            "tests/registry/test_services.py",
+            "tests/serving/test_api.py",
+        ],
     ),
     "access": (["serving/access.py"], ["tests/serving/test_api.py"]),
     "feedback": (["serving/services/feedback.py"], ["tests/serving/test_api.py", "tests/serving/test_feedback.py"]),
@@ -164,6 +169,9 @@ def _scratch_copy(group, files, tests):
         # --reuse-db: the first run migrates the test database, each mutant's process copies it (conftest).
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "--reuse-db", "-m", "not worker and not mlflow"],
         "use_git_change_detection": False,
+        # A mutant whose tests run past 4x their usual time is taken as hung (mutmut's default, 15x, spent
+        # minutes a mutant on the groups whose tests take half a minute).
+        "timeout_multiplier": 4.0,
     }
     with open(workdir / "pyproject.toml", "a") as handle:
         handle.write("\n[tool.mutmut]\n")

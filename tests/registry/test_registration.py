@@ -1,0 +1,214 @@
+"""The promises of registration pinned to what a user reads: the gate's and the signature's sentences, the
+refusals' fields, the registered version's record and trail, the model's editable documentation."""
+
+import re
+
+import pytest
+
+from core.errors import Conflict, InvalidInput, NotFound, NotPermitted, Unprocessable
+from experiments.models import Run
+from governance.models import AuditEntry
+from registry import services
+from registry.models import ModelVersion, RegisteredModel
+from registry.services.registration import gate_failures, signature_differences
+
+pytestmark = pytest.mark.django_db
+
+
+def _refused(error, call, match, field):
+    """`call` raises `error`, its message matching `match`, naming `field`."""
+    with pytest.raises(error) as caught:
+        call()
+    assert re.search(match, caught.value.message), caught.value.message
+    assert caught.value.field == field, caught.value.field
+    return caught.value
+
+
+def test_the_gate_says_each_threshold_missed_in_order_minimums_and_maximums_at_their_edges():
+    thresholds = {"log_loss": 0.3, "accuracy": 0.9, "f1_macro": 0.8, "inference_time_ms": 5}
+    assert (
+        gate_failures(
+            thresholds=thresholds, metrics={"accuracy": 0.9, "log_loss": 0.3, "f1_macro": 0.8, "inference_time_ms": 5}
+        )
+        == []
+    )
+    assert gate_failures(
+        thresholds=thresholds, metrics={"accuracy": 0.89991, "log_loss": 0.30001, "inference_time_ms": 5.5}
+    ) == [
+        "accuracy 0.8999 is below the minimum 0.9",
+        "the run has no f1_macro metric (the gate needs f1_macro)",
+        "inference_time_ms 5.5 is above the maximum 5",
+        "log_loss 0.3 is above the maximum 0.3",
+    ]
+    assert gate_failures(thresholds={}, metrics={"accuracy": 0.1}) == []
+
+
+def _signature(features, target="species", classes=("a", "b")):
+    return {"features": [{"name": n, "dtype": d} for n, d in features], "target": target, "classes": list(classes)}
+
+
+def test_signature_differences_name_every_change_in_words():
+    current = _signature([("x", "numeric"), ("y", "numeric"), ("z", "categorical")])
+    assert signature_differences(current=current, candidate=current) == []
+    assert signature_differences(
+        current=current,
+        candidate=_signature(
+            [("x", "categorical"), ("w", "numeric"), ("v", "numeric"), ("z", "categorical")],
+            target="kind",
+            classes=("a", "c"),
+        ),
+    ) == [
+        "classes are a, c; were a, b",
+        "feature x is categorical, was numeric",
+        "features added: w, v",
+        "features removed: y",
+        "target is kind, was species",
+    ]
+    reordered = _signature([("y", "numeric"), ("x", "numeric"), ("z", "categorical")])
+    assert signature_differences(current=current, candidate=reordered) == ["the features are in another order"]
+    # Renamed (one added, one removed) is not also reported as a reordering.
+    renamed = _signature([("x", "numeric"), ("y2", "numeric"), ("z", "categorical")])
+    assert signature_differences(current=current, candidate=renamed) == ["features added: y2", "features removed: y"]
+
+
+def test_registration_refusals_name_the_field(train, scientist, django_user_model):
+    run = train()
+
+    def register(run_id=run.pk, name="iris-clf", by=scientist):
+        return lambda: services.model_version_register(run_id=run_id, model_name=name, by=by)
+
+    for unknown in (999999, "abc", None):
+        _refused(NotFound, register(run_id=unknown), f"^run {unknown} does not exist$", "run_id")
+    _refused(InvalidInput, register(name="  "), ".", "name")
+    nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    _refused(NotPermitted, register(by=nobody), "^nobody may not register model versions: it needs the", None)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING)
+    _refused(Conflict, register(), rf"^run {run.pk} is RUNNING; only a FINISHED run can be registered$", "run_id")
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.FINISHED, model_path="")
+    _refused(Conflict, register(), rf"^run {run.pk} is FINISHED; only a FINISHED run can be registered$", "run_id")
+    sweep = train(params={}, sweep={"n_estimators": [3, 4]})
+    Run.objects.filter(pk=sweep.pk).update(best_child=None)
+    _refused(InvalidInput, register(run_id=sweep.pk), rf"^run {sweep.pk} is a sweep, not a model$", "run_id")
+    assert not RegisteredModel.objects.exists()
+
+
+def test_the_gate_refusal_lists_the_failures_and_the_gate(register, train, scientist):
+    version = register()
+    services.registered_model_update(
+        model=version.model, by=scientist, changes={"metric_thresholds": {"accuracy": 1.5, "log_loss": 1e-9}}
+    )
+    run = train()
+    refused = _refused(
+        Unprocessable,
+        lambda: services.model_version_register(run_id=run.pk, model_name=" iris-clf ", by=scientist),
+        rf"^run {run.pk} misses the registration gate of iris-clf: accuracy \S+ is below the minimum 1.5; "
+        r"log_loss \S+ is above the maximum 1e-09$",
+        "run_id",
+    )
+    assert refused.extra["gate"] == {"accuracy": 1.5, "log_loss": 1e-9}
+    assert len(refused.extra["failures"]) == 2
+
+
+def test_a_registered_version_records_its_run_and_its_trail(train, scientist):
+    run = train()
+    version = services.model_version_register(
+        run_id=str(run.pk), model_name=" iris-clf ", by=scientist, description="first forest"
+    )
+    version.refresh_from_db()
+    model = version.model
+    assert (model.name, model.owner, model.created_by) == ("iris-clf", scientist, scientist)
+    assert (version.version, version.run_id, version.dataset_id, version.description) == (
+        1,
+        run.pk,
+        run.dataset_id,
+        "first forest",
+    )
+    assert (version.artifact_path, version.artifact_sha256) == (run.model_path, run.model_sha256)
+    assert version.metrics == run.latest_metrics
+    assert (version.created_by, version.breaking_change, version.signature_changes) == (scientist, False, [])
+    assert version.serving_form == ModelVersion.ServingForm.ONNX
+    assert version.onnx_path == f"onnx/{version.onnx_sha256}.onnx"
+    assert version.reference_stats["n_rows"] == 150
+    assert set(version.reference_stats["features"]) == {f["name"] for f in version.signature["features"]}
+    created = AuditEntry.objects.get(action="model.created")
+    assert (created.actor_name, created.after) == ("dana", {"name": "iris-clf"})
+    entry = AuditEntry.objects.get(action="version.registered")
+    assert entry.actor_name == "dana"
+    assert entry.after == {
+        "run_id": run.pk,
+        "dataset": str(run.dataset),
+        "artifact_sha256": run.model_sha256,
+        "metrics": run.latest_metrics,
+        "serving_form": "onnx",
+        "breaking_change": False,
+        "signature_changes": [],
+        "compared_with": None,
+    }
+    # A second version is compared with the first (the latest, nothing being in Production), and numbered on.
+    second = services.model_version_register(run_id=train().pk, model_name="iris-clf", by=scientist)
+    assert second.version == 2
+    assert AuditEntry.objects.filter(action="version.registered").latest("id").after["compared_with"] == "iris-clf v1"
+    assert AuditEntry.objects.filter(action="model.created").count() == 1
+
+
+def test_the_fast_form_is_rebuilt_audited_from_the_cli(register, scientist, capsys):
+    from django.core.management import call_command
+
+    version = register()
+    ModelVersion.objects.filter(pk=version.pk).update(
+        serving_form=ModelVersion.ServingForm.SKLEARN, onnx_path="", onnx_sha256="", serving_note=""
+    )
+    call_command("build_fast_forms", "--user", "dana")
+    version.refresh_from_db()
+    assert version.serving_form == ModelVersion.ServingForm.ONNX
+    assert version.serving_note.startswith("ONNX matches scikit-learn on 150 rows")
+    entry = AuditEntry.objects.get(action="version.fast_form_built")
+    assert entry.actor_name == "dana"
+    assert entry.before == {"serving_form": "sklearn", "onnx_sha256": ""}
+    assert entry.after == {"serving_form": "onnx", "onnx_sha256": version.onnx_sha256}
+    assert entry.reason == version.serving_note
+    assert f"{version}: ONNX" in capsys.readouterr().out
+
+
+def test_the_fast_form_rebuild_needs_the_register_permission(register, django_user_model):
+    version = register()
+    nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    _refused(
+        NotPermitted,
+        lambda: services.version_fast_form_rebuild(version=version, by=nobody),
+        "^nobody may not rebuild the fast form of versions: it needs the",
+        None,
+    )
+
+
+def test_model_edits_refuse_what_cannot_be_edited_and_thresholds_that_are_not_numbers(register, scientist):
+    model = register().model
+
+    def edit(**changes):
+        return lambda: services.registered_model_update(model=model, by=scientist, changes=changes)
+
+    _refused(
+        InvalidInput,
+        edit(name="renamed", zzz=1),
+        "^cannot be edited; editable: description, owner, intended_use, tags, metric_thresholds$",
+        "name",
+    )
+    for bad in ({"accuracy": "high"}, {"accuracy": True}, ["accuracy"], {"accuracy": None}):
+        _refused(
+            InvalidInput,
+            edit(metric_thresholds=bad),
+            r'^give metric names and numbers, e.g. \{"accuracy": 0.95\}$',
+            "metric_thresholds",
+        )
+    count = AuditEntry.objects.count()
+    services.registered_model_update(model=model, by=scientist, changes={"metric_thresholds": {"accuracy": 0.5}})
+    services.registered_model_update(model=model, by=scientist, changes={"metric_thresholds": {"accuracy": 0.5}})
+    assert AuditEntry.objects.count() == count + 1  # an edit that changes nothing is not audited
+    entry = AuditEntry.objects.filter(action="model.updated").latest("id")
+    assert (entry.before, entry.after) == ({"metric_thresholds": {}}, {"metric_thresholds": {"accuracy": 0.5}})
+    services.registered_model_update(model=model, by=scientist, changes={"owner": None, "intended_use": "demo"})
+    entry = AuditEntry.objects.filter(action="model.updated").latest("id")
+    assert entry.before == {"owner": "dana", "intended_use": ""}
+    assert entry.after == {"owner": None, "intended_use": "demo"}
+    model.refresh_from_db()
+    assert (model.owner, model.intended_use) == (None, "demo")
