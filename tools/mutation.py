@@ -88,6 +88,7 @@ _THROTTLE = "serving.access.xǁPredictionRateThrottleǁ"  # mutmut's name for a 
 _ALLOWED = "serving.access.x_prediction_allowed__mutmut_"
 _HOOKS = "governance.services.webhooks.x_"
 _AUDIT = "governance.services.audit.x_"
+_PROMOTION = "registry.services.promotion.x_"
 EQUIVALENT = {
     "serving.services.feedback.x__classes__mutmut_14": "`if signature or True`: every registered version has a "
     "signature, and a logged prediction always names a registered version, so the else branch is unreachable",
@@ -124,6 +125,28 @@ EQUIVALENT = {
     "governance.services.compliance.x__data_quality_checks__mutmut_14": "a failed check given as None: "
     "_check stores bool(passed), False either way",
     "governance.services.compliance.x__performance_checks__mutmut_21": "the same, for the missing latency metric",
+    _PROMOTION + "stage_parse__mutmut_6": "an empty stage read as 'XXXX' instead of '': neither is a choice, "
+    "the same refusal",
+    _PROMOTION + "environment_parse__mutmut_5": "the same, for an empty environment",
+    _PROMOTION + "_stage_set__mutmut_3": "exclude(pk=None) when moving the slot's holder aside: the version being "
+    "moved never holds the slot it moves to (refused as 'already in' before), so excluding it changes nothing",
+    _PROMOTION + "_stage_write__mutmut_14": "`save(update_fields=None)` writes every column instead of three, of "
+    "a version locked by select_for_update: the same row afterwards",
+    _PROMOTION + "_compliance_subject__mutmut_7": "the problem text of a valid dataset, which the policies read "
+    "only when it is not valid",
+    _PROMOTION + "_compliance_subject__mutmut_39": "null percentages over max(rows, 2) instead of max(rows, 1): a "
+    "registered version's dataset has two rows at least (a classifier needs two classes)",
+    _PROMOTION + "_request_snapshot__mutmut_22": "`if request.compliance or True`: every request is opened with "
+    "its compliance evaluation",
+    _PROMOTION + "_request_snapshot__mutmut_26": "the same, for `compliant`",
+    _PROMOTION + "_request_open__mutmut_32": "a duplicate looked up without the PENDING filter: requests come "
+    "newest first, and none for the same version and target can be newer than the pending one that blocks it",
+    _PROMOTION + "_request_open__mutmut_42": "the kind filter of a promotion's duplicate dropped: a canary or "
+    "shadow request has no stage, so it never matches one",
+    _PROMOTION + "promotion_request_approve__mutmut_136": "exclude(pk=None) when finding the Production version "
+    "an approval replaces: the approved version is not in Production then (its from_stage matched)",
+    _PROMOTION + "rollback_target__mutmut_12": "exclude(pk=None) of the current version: the filter on an earlier "
+    "production_entered_at leaves it out anyway",
     # Accepted, not strictly equivalent: they change how much memory the counts keep, never a client's count.
     _ALLOWED + "6": "clearing the counts at 50,000 keys instead of 50,001 (memory bound)",
     _ALLOWED + "7": "clearing the counts at 50,002 keys instead of 50,001 (memory bound)",

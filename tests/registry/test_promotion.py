@@ -254,7 +254,8 @@ def test_override_refusals_list_the_failures(register, scientist, approver, over
     _refused(  # each failure named, one after another
         NotPermitted,
         lambda: services.promotion_request_approve(request_id=request.pk, by=approver),
-        r"^iris-clf v1 is not compliant \([^;]*accuracy[^;]*; [^;]*f1_macro[^;]*\); only a user with the "
+        r"^iris-clf v1 is not compliant \(strict: accuracy \S+ \(at least 1.01\); "
+        r"strict: f1_macro \S+ \(at least 1.01\)\); only a user with the "
         "override_compliance permission can put it on production traffic$",
         None,
     )
@@ -569,3 +570,50 @@ def test_an_approved_canary_is_signalled_to_serving_with_the_approver(register, 
     finally:
         traffic_approved.disconnect(receiver)
     assert received == [(PromotionRequest, request.pk, candidate, approver)]
+
+
+def test_a_duplicate_names_the_pending_request_of_that_version_stage_kind_and_environment(
+    register, promote, scientist, engineer
+):
+    """Duplicates are looked up among pending requests newest first: the one named is the one that blocks."""
+    v1, v2, v3 = register(), register(), register()
+    promote(v1)
+    staging = services.promotion_request_create(version=v2, to_stage="staging", reason="r", by=scientist)
+    services.promotion_request_create(version=v2, to_stage="production", reason="r", by=scientist)
+    services.promotion_request_create(version=v3, to_stage="staging", reason="r", by=scientist)
+    _refused(
+        Conflict,
+        lambda: services.promotion_request_create(version=v2, to_stage="staging", reason="r", by=scientist),
+        rf"^request #{staging.pk} for iris-clf v2 \(.*Staging.*\) is already pending$",
+        "to_stage",
+    )
+
+    def traffic(version, mode, environment="production"):
+        return services.traffic_request_create(
+            version=version, mode=mode, environment=environment, traffic_percent=10, reason="r", by=engineer
+        )
+
+    canary = traffic(v2, "canary")
+    traffic(v2, "shadow")
+    traffic(v3, "canary")
+    _refused(
+        Conflict,
+        lambda: traffic(v2, "canary"),
+        rf"^request #{canary.pk} for iris-clf v2 \(.*canary.*\) is already pending$",
+        "environment",
+    )
+
+
+def test_a_rollback_approved_after_production_emptied_names_no_replaced_version(
+    register, promote, approver, second_approver, hooks
+):
+    v1, v2 = register(), register()
+    promote(v1)
+    promote(v2)
+    request = services.production_rollback(model_name="iris-clf", by=approver, reason="v2 misroutes")
+    promote(v2, to_stage="staging")  # production is empty meanwhile
+    services.promotion_request_approve(request_id=request.pk, by=second_approver)
+    rolled = _entry("production.rolled_back")
+    assert rolled.before == {"production_version": None}
+    [event] = hooks("production.rolled_back")
+    assert event["replaced_version"] is None
