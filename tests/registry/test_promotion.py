@@ -617,3 +617,27 @@ def test_a_rollback_approved_after_production_emptied_names_no_replaced_version(
     assert rolled.before == {"production_version": None}
     [event] = hooks("production.rolled_back")
     assert event["replaced_version"] is None
+
+
+def test_each_request_and_decision_says_which_permission_it_lacks(register, scientist, django_user_model):
+    version = register()
+    request = services.promotion_request_create(version=version, to_stage="staging", reason="r", by=scientist)
+    nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    for call, doing in [
+        (
+            lambda: services.promotion_request_create(version=version, to_stage="production", reason="r", by=nobody),
+            "request promotions",
+        ),
+        (
+            lambda: services.traffic_request_create(
+                version=version, mode="shadow", environment="production", reason="r", by=nobody
+            ),
+            "request canary or shadow deployments",
+        ),
+        (lambda: services.promotion_request_approve(request_id=request.pk, by=nobody), "approve promotions"),
+        (
+            lambda: services.promotion_request_reject(request_id=request.pk, by=nobody, comment="no"),
+            "reject promotions",
+        ),
+    ]:
+        _refused(NotPermitted, call, f"^nobody may not {doing}: it needs the", None)
