@@ -141,6 +141,10 @@ EQUIVALENT = {
     _PROMOTION + "_request_snapshot__mutmut_26": "the same, for `compliant`",
     _PROMOTION + "_request_open__mutmut_32": "a duplicate looked up without the PENDING filter: requests come "
     "newest first, and none for the same version and target can be newer than the pending one that blocks it",
+    _PROMOTION + "_request_open__mutmut_50": "`found or True` in the duplicate's message: found is None only if the "
+    "request that blocked was decided between the refused insert and the lookup, a race no test can time",
+    _PROMOTION + "_locked_version__mutmut_14": "select_related without the model: one more query, the same objects",
+    _PROMOTION + "_locked_version__mutmut_15": "select_related without the dataset: the same",
     _PROMOTION + "_request_open__mutmut_42": "the kind filter of a promotion's duplicate dropped: a canary or "
     "shadow request has no stage, so it never matches one",
     _PROMOTION + "promotion_request_approve__mutmut_136": "exclude(pk=None) when finding the Production version "

@@ -641,3 +641,53 @@ def test_each_request_and_decision_says_which_permission_it_lacks(register, scie
         ),
     ]:
         _refused(NotPermitted, call, f"^nobody may not {doing}: it needs the", None)
+
+
+def test_a_request_is_announced_with_what_it_asks(register, promote, engineer, scientist, hooks):
+    primary, candidate = register(), register()
+    promote(primary)
+    canary = services.traffic_request_create(
+        version=candidate, mode="canary", environment="production", traffic_percent=15, reason="r", by=engineer
+    )
+    staging = services.promotion_request_create(version=candidate, to_stage="staging", reason="r", by=scientist)
+    requested = hooks("promotion.requested")
+    announced = [
+        {key: event[key] for key in ("request_id", "kind", "to_stage", "environment", "traffic_percent", "version")}
+        for event in requested[-2:]
+    ]
+    assert announced == [
+        {
+            "request_id": canary.pk,
+            "kind": "canary",
+            "to_stage": "",
+            "environment": "production",
+            "traffic_percent": 15.0,
+            "version": 2,
+        },
+        {
+            "request_id": staging.pk,
+            "kind": "promotion",
+            "to_stage": "Staging",
+            "environment": "",
+            "traffic_percent": None,
+            "version": 2,
+        },
+    ]
+
+
+def test_promotion_request_refusals_name_the_field(register, promote, scientist):
+    v1, v2 = register(), register()
+    promote(v1)
+    _refused(
+        Conflict,
+        lambda: services.promotion_request_create(version=v1, to_stage="production", reason="r", by=scientist),
+        "^iris-clf v1 is already in Production$",
+        "to_stage",
+    )
+    promote(v2)
+    _refused(
+        Conflict,
+        lambda: services.promotion_request_create(version=v1, to_stage="staging", reason="r", by=scientist),
+        "^iris-clf v1 is archived; use Roll back production to bring back an earlier production version$",
+        "version",
+    )
