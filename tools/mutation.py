@@ -66,7 +66,12 @@ GROUPS = {
     "feedback": (["serving/services/feedback.py"], ["tests/serving/test_api.py", "tests/serving/test_feedback.py"]),
     "predict": (
         ["serving/predict.py", "serving/runtime.py"],
-        ["tests/serving/test_api.py", "tests/serving/test_routing.py", "tests/serving/test_protocols.py"],
+        [
+            "tests/serving/test_runtime.py",
+            "tests/serving/test_api.py",
+            "tests/serving/test_routing.py",
+            "tests/serving/test_protocols.py",
+        ],
     ),
     "predlog": (
         ["serving/predlog.py"],

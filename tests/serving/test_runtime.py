@@ -1,0 +1,141 @@
+"""What a serving process keeps and says: the routes it falls back on and the words on /health, the refusals
+of a model it cannot answer for, the metrics and log of each prediction."""
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from core.errors import NotFound
+from serving.models import PredictionLog
+from serving.predict import ServedBy, error_logged, predict
+from serving.runtime import ModelNotServable, ServingRuntime
+from tests.serving.conftest import IRIS_ROW
+
+pytestmark = pytest.mark.django_db
+
+
+def _metric(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _tamper(settings, path):
+    (settings.ARTIFACT_ROOT / path).write_bytes(b"not the registered model")
+
+
+def test_a_refused_version_is_named_on_health_with_the_version_still_serving(production, register, promote, settings):
+    runtime = ServingRuntime()
+    assert runtime.route("iris-clf").primary.version == 1
+    v2 = register()
+    promote(v2)
+    _tamper(settings, v2.artifact_path)
+    from serving.signal import signal_bump
+
+    signal_bump()
+    route = runtime.route("iris-clf")
+    assert route.primary.version == 1
+    assert route.error.startswith(f"v2 refused: {v2.artifact_path} has sha256 ")
+    assert route.error.endswith("; still serving v1")
+    # A process started after the refusal never served v1 itself: it falls back on the version last served,
+    # as recorded by the process that did, and says so.
+    fresh = ServingRuntime().route("iris-clf")
+    assert fresh.primary.version == 1
+    assert fresh.error.endswith("; still serving v1 (the version last served, as recorded)")
+
+
+def test_nothing_to_fall_back_on_is_refused_once_and_remembered(register, promote, settings):
+    version = register()
+    promote(version)
+    _tamper(settings, version.artifact_path)
+    runtime = ServingRuntime()
+    with pytest.raises(ModelNotServable) as refused:
+        runtime.route("iris-clf")
+    assert refused.value.message.startswith("iris-clf v1 cannot be served: ")
+    assert refused.value.status_code == 409
+    with pytest.raises(ModelNotServable) as again:
+        runtime.route("iris-clf")
+    assert again.value is refused.value  # not read and refused anew per request
+
+
+def test_a_model_nothing_answers_is_not_found_naming_the_model(register):
+    runtime = ServingRuntime()
+    with pytest.raises(NotFound) as unknown:
+        runtime.route("nope")
+    assert (unknown.value.message, unknown.value.field) == ("model 'nope' does not exist", "model")
+    register()
+    with pytest.raises(NotFound) as empty:
+        runtime.route("iris-clf", "staging")
+    assert (empty.value.message, empty.value.field) == ("iris-clf has no version in staging", "model")
+
+
+def test_a_broken_canary_is_named_and_the_primary_answers(production, register, put_on_traffic, settings):
+    candidate = register()
+    put_on_traffic(candidate, mode="canary", percent=50)
+    _tamper(settings, candidate.artifact_path)
+    route = ServingRuntime().route("iris-clf")
+    assert (route.primary.version, route.canary) == (1, None)
+    assert route.error.startswith(f"canary v2 refused: {candidate.artifact_path} has sha256 ")
+
+
+def test_the_process_lists_what_it_has_loaded(production):
+    runtime = ServingRuntime()
+    assert runtime.loaded_versions() == []
+    runtime.route("iris-clf")
+    assert runtime.loaded_versions() == [("iris-clf", 1, "onnx")]
+
+
+def test_a_prediction_says_what_answered_and_counts_its_confidence_per_row(production):
+    labels = {"model": "iris-clf", "model_version": "1"}
+    requests = _metric("prediction_requests_total", status="200", **labels)
+    latency = _metric("prediction_latency_seconds_count", **labels)
+    buckets = {le: _metric("prediction_confidence_bucket", le=le, **labels) for le in ("0.5", "0.9", "+Inf")}
+    total = _metric("prediction_confidence_sum", **labels)
+    for rows in (3, 12):  # one observation at a time below eight rows, one increment per bucket above
+        answer = predict(model_name="iris-clf", payload=[IRIS_ROW] * rows, kind="records")
+        assert (answer.rows, answer.served_by, answer.model.version) == (rows, ServedBy.PRIMARY, 1)
+        assert len(answer.request_id) == 32
+        assert 0 < answer.latency_ms < 5000
+        assert np.asarray(answer.probabilities).shape == (rows, 3)
+    confidence = float(np.asarray(answer.probabilities).max(axis=1)[0])
+    assert _metric("prediction_requests_total", status="200", **labels) - requests == 2
+    assert _metric("prediction_latency_seconds_count", **labels) - latency == 2
+    assert _metric("prediction_confidence_sum", **labels) - total == pytest.approx(15 * confidence, rel=1e-6)
+    for le, before in buckets.items():
+        expected = 15 if confidence <= float(le) else 0
+        assert _metric("prediction_confidence_bucket", le=le, **labels) - before == expected, le
+
+
+def test_a_refusal_is_counted_with_its_status_and_kind(production):
+    labels = {"model": "iris-clf", "model_version": "1"}
+    refused = _metric("prediction_requests_total", status="422", **labels)
+    errors = _metric("prediction_errors_total", error_type="Unprocessable", **labels)
+    with pytest.raises(Exception, match="missing feature"):
+        predict(model_name="iris-clf", payload=[{"x": 1}], kind="records")
+    assert _metric("prediction_requests_total", status="422", **labels) - refused == 1
+    assert _metric("prediction_errors_total", error_type="Unprocessable", **labels) - errors == 1
+    unknown = _metric("prediction_requests_total", model="nope", model_version="", status="404")
+    with pytest.raises(NotFound):
+        predict(model_name="nope", payload=[IRIS_ROW], kind="records")
+    assert _metric("prediction_requests_total", model="nope", model_version="", status="404") - unknown == 1
+
+
+def test_columns_a_caller_already_has_are_predicted_as_given(production):
+    columns = {name: [value, value] for name, value in IRIS_ROW.items()}
+    answer = predict(model_name="iris-clf", payload=(columns, 2), kind="columns")  # (columns, n), as older callers
+    assert answer.rows == 2
+    assert answer.labels == predict(model_name="iris-clf", payload=columns, kind="columns").labels
+
+
+def test_each_prediction_and_refusal_is_logged(production, settings):
+    settings.PREDICTION_LOG_SYNC = True
+    answer = predict(model_name="iris-clf", payload=[IRIS_ROW] * 2, kind="records", request_id="req-ok")
+    rows = PredictionLog.objects.filter(request_id="req-ok").order_by("row")
+    assert [(r.version, r.deployment_mode, r.prediction) for r in rows] == [(1, "primary", answer.labels[0])] * 2
+    assert rows[0].latency_ms == pytest.approx(answer.latency_ms)
+    error_logged(model_name="iris-clf", request_id="req-bad", error="instances[0]: missing feature", latency_ms=0.3)
+    refused = PredictionLog.objects.get(request_id="req-bad")
+    assert (refused.version, refused.deployment_mode, refused.error) == (0, "", "instances[0]: missing feature")
+    assert refused.latency_ms == pytest.approx(0.3)
+    settings.PREDICTION_LOG_ENABLED = False
+    predict(model_name="iris-clf", payload=[IRIS_ROW], kind="records", request_id="req-unlogged")
+    error_logged(model_name="iris-clf", request_id="req-unlogged", error="e", latency_ms=0.1)
+    assert not PredictionLog.objects.filter(request_id="req-unlogged").exists()
