@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 from django.conf import settings
 from django.db import DatabaseError, Error, InterfaceError, OperationalError, connection, transaction
@@ -193,8 +194,12 @@ def _copy_field(value):
 
 
 def _json_default(value):
-    if hasattr(value, "item"):  # a numpy scalar orjson does not know
-        return value.item()
+    """numpy values orjson does not take itself: 0-d, object and text arrays as lists, long doubles as floats."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        item = value.item()
+        return float(item) if isinstance(item, np.floating) else item  # a long double's item() is itself
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -416,8 +421,12 @@ class PredictionLogWriter:
             # The log is behind (requests bring rows faster than the database takes them, or the writer
             # thread gets too little of the worker's time): the request that finds it so writes the oldest
             # records, as many rows as it brought over the bound, so the queue stays bounded and the server
-            # answers no faster than its log keeps up.
-            self._write_batch(over)
+            # answers no faster than its log keeps up. What goes wrong there is the log's, counted and logged
+            # as the writer thread does it, never the request's answer.
+            try:
+                self._write_batch(over)
+            except Exception:
+                logger.exception("writing the prediction log failed")
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -567,6 +576,8 @@ class PredictionLogWriter:
 
     def close(self):
         """At exit: end the writer thread once the write it may be doing is done, then write what is queued."""
+        if not settings.configured:  # a process that imported the module and never set Django up
+            return
         self._closing.set()
         if self._thread is not None:
             self._thread.join(timeout=60)

@@ -1,5 +1,7 @@
 """The prediction log writer as the serving processes run it: queued records written in batches."""
 
+import os
+
 import numpy as np
 import pytest
 from django.db import connection
@@ -393,6 +395,8 @@ def test_the_writer_thread_writes_on_its_own_and_survives_a_batch_it_cannot_buil
     assert _metric("prediction_log_rows_lost_total", reason="error") - lost == 1
     assert "writing the prediction log failed" in [r.getMessage() for r in caplog.records]
     assert writer._thread.is_alive()
+    # Named for whoever reads a thread dump; a daemon, so it never holds a process that is exiting.
+    assert (writer._thread.name, writer._thread.daemon) == ("prediction-log", True)
     writer.submit(_record(3))
     writer.close()  # at exit: the thread ends and what is queued is written
     assert not writer._thread.is_alive()
@@ -431,7 +435,8 @@ def test_a_batch_claimed_by_a_live_process_is_left_to_it(writer, settings, tmp_p
         writer.flush()
         assert claimed.exists()
         assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2"]
-        assert sibling.poll() is None  # alive: asked with signal 0, never sent a real one
+        with pytest.raises(subprocess.TimeoutExpired):  # alive: asked with signal 0, never sent a real one
+            sibling.wait(timeout=0.5)
     finally:
         sibling.kill()
         sibling.wait()
@@ -494,3 +499,198 @@ def test_files_set_aside_do_not_stop_a_later_replay(writer, settings, tmp_path, 
     writer.flush()
     assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1"]
     assert len(list(spill.iterdir())) == 2
+
+
+def _lost_messages(caplog):
+    return [r.getMessage() for r in caplog.records if "LOST" in r.getMessage()]
+
+
+def test_rows_that_do_not_line_up_are_refused_whole_never_written_shifted(writer):
+    """A record whose columns, vector features or probabilities are not as long as its labels is a bug
+    upstream: the batch is counted lost (reason error), never written with values under the wrong row."""
+    lost = _metric("prediction_log_rows_lost_total", reason="error")
+    longer_column = _record(1, rows=2)
+    longer_column.columns = {"petal_length_cm": [1.4, 1.5, 1.6], "petal_width_cm": [0.2, 0.2]}
+    short_vector = _record(2, rows=2)
+    short_vector.columns = {"petal_length_cm": [1.4, 1.5], "petal_width_cm": [0.2, 0.2], "x": [1.0]}
+    probabilities = _record(3)
+    probabilities.classes = ["setosa", "versicolor", "virginica"]  # two probabilities for three classes
+    for record, layout in [(longer_column, ()), (short_vector, ("petal_length_cm", "x")), (probabilities, ())]:
+        writer._layouts[("iris-clf", 1)] = layout
+        writer._queue.put(record)
+        with pytest.raises(ValueError, match="zip"):
+            writer.flush()
+    assert not PredictionLog.objects.exists()
+    assert _metric("prediction_log_rows_lost_total", reason="error") - lost == 5
+
+
+def test_a_missing_number_is_nan_in_the_feature_vector(writer):
+    record = _record(1, rows=2)
+    record.columns = {"petal_length_cm": [1.4, None], "petal_width_cm": [0.2, 0.3]}
+    writer._layouts[("iris-clf", 1)] = ("petal_length_cm", "petal_width_cm")
+    writer._queue.put(record)
+    writer.flush()
+    first, second = PredictionLog.objects.order_by("row")
+    assert list(first.features) == [1.4, 0.2]
+    assert np.isnan(second.features[0])
+    assert second.features[1] == pytest.approx(0.3)
+    assert second.inputs == {"petal_length_cm": None, "petal_width_cm": 0.3}
+
+
+def test_numpy_values_and_numeric_classes_are_logged_as_json(writer):
+    """Columns as a caller has them (numpy arrays, even of long doubles or of 0-d arrays) and a model whose
+    classes are numbers: the JSON columns take them as plain numbers, keys as text."""
+    record = _record(1, rows=2)
+    record.columns = {
+        "petal_length_cm": np.array([1, 2], dtype=np.int64),
+        "big": np.array([1.5, 2], dtype=np.longdouble),
+        "cell": [np.array(0.5), np.array(["a"], dtype=object)],
+    }
+    record.labels = [np.int64(1), np.int64(0)]
+    record.classes = [0, 1]
+    writer._queue.put(record)
+    writer.flush()
+    first = PredictionLog.objects.order_by("row").first()
+    assert first.inputs == {"petal_length_cm": 1, "big": 1.5, "cell": 0.5}
+    assert PredictionLog.objects.order_by("row").last().inputs["cell"] == ["a"]
+    assert (first.prediction, first.predicted_index) == (1, 1)
+    assert first.probabilities == {"0": pytest.approx(0.9), "1": pytest.approx(0.1)}
+
+
+def test_the_feature_vector_follows_the_signature_of_the_version_logged(writer, register, train, scientist):
+    """Read once per version from the registry (two models share version numbers; a breaking version has
+    other features) and kept."""
+    from registry import services
+
+    iris = register()
+    churn_run = train(dataset="customer_churn", n_samples=200)
+    services.model_version_register(run_id=churn_run.pk, model_name="churn", by=scientist)
+    breaking = services.model_version_register(
+        run_id=churn_run.pk, model_name="iris-clf", by=scientist, breaking_change=True
+    )
+    numeric = [f["name"] for f in breaking.signature["features"] if f["dtype"] != "categorical"]
+    churn_row = {f["name"]: (1.0 if f["dtype"] != "categorical" else "x") for f in breaking.signature["features"]}
+    iris_row = {f["name"]: 2.0 for f in iris.signature["features"]}
+
+    def record(request_id, model, version, row):
+        return LogRecord(
+            request_id,
+            model,
+            version,
+            "primary",
+            timezone.now(),
+            0.1,
+            columns={name: [value] for name, value in row.items()},
+            labels=["a"],
+            probabilities=np.array([[1.0]]),
+            classes=["a"],
+        )
+
+    for batch in range(2):  # the second time from what the writer kept
+        writer._queue.put(record(f"iris-{batch}", "iris-clf", 1, iris_row))
+        writer._queue.put(record(f"churn-{batch}", "churn", 1, churn_row))
+        writer._queue.put(record(f"breaking-{batch}", "iris-clf", 2, churn_row))
+        writer.flush()
+        assert list(PredictionLog.objects.get(request_id=f"iris-{batch}").features) == [2.0] * 4
+        assert list(PredictionLog.objects.get(request_id=f"churn-{batch}").features) == [1.0] * len(numeric)
+        assert list(PredictionLog.objects.get(request_id=f"breaking-{batch}").features) == [1.0] * len(numeric)
+    assert len(numeric) != 4
+
+
+def test_an_unreadable_spill_file_is_set_aside_counted_and_the_rest_replayed(writer, settings, tmp_path, caplog):
+    from serving.predlog import LogSpill
+
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    LogSpill().save([_record(1)])
+    spill.joinpath("00000000000000000001-1-000001.spill").write_bytes(b"half a pickle")  # the oldest
+    LogSpill().save([_record(2, rows=2)])
+    unreadable = _metric("prediction_log_rows_lost_total", reason="unreadable")
+    caplog.set_level("INFO", logger="serving.predlog")
+
+    writer.flush()
+
+    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1", "req-2", "req-2"]
+    [aside] = spill.iterdir()
+    assert aside.name == f"00000000000000000001-1-000001.spill.claimed-{os.getpid()}.unreadable"
+    assert _metric("prediction_log_rows_lost_total", reason="unreadable") - unreadable == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        m.startswith(f"prediction log: spill file {spill / aside.name[: -len('.unreadable')]} unreadable, set aside: ")
+        for m in messages
+    )
+    written = [m for m in messages if m.startswith("prediction log: ") and "spilled row(s) written from" in m]
+    assert written[-1].startswith("prediction log: 2 spilled row(s) written from ")
+    assert written[-1].endswith(".spill")
+
+
+def test_a_file_another_process_took_meanwhile_is_skipped_and_the_rest_replayed(
+    writer, settings, tmp_path, monkeypatch
+):
+    from serving.predlog import LogSpill
+
+    settings.PREDICTION_LOG_SPILL_DIR = str(tmp_path / "spill")
+    LogSpill().save([_record(1)])
+    claimable = writer.spill._claimable
+    # Listed, then renamed by a sibling process before this one could claim it.
+    monkeypatch.setattr(writer.spill, "_claimable", lambda: ["00000000000000000000-1-000001.spill", *claimable()])
+    writer.flush()
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-1"]
+
+
+def test_a_replay_the_database_breaks_off_puts_the_file_back_under_its_own_name(
+    writer, settings, tmp_path, database_down
+):
+    from serving.predlog import LogSpill
+
+    down, up = database_down
+    spill = tmp_path / "spill"
+    settings.PREDICTION_LOG_SPILL_DIR = str(spill)
+    LogSpill().save([_record(1)])
+    [file] = spill.glob("*.spill")
+    file.rename(spill / f"{file.name}.claimed-999999999")  # claimed by a process that died
+    down()
+    writer._queue.put(_record(2))
+    writer.flush()  # the replay fails: the file goes back in line, unclaimed, and the new batch after it
+    assert file.exists()
+    up()
+    writer.flush()
+    assert list(PredictionLog.objects.order_by("id").values_list("request_id", flat=True)) == ["req-1", "req-2"]
+
+
+def test_rows_the_database_refuses_are_lost_loudly_and_the_next_are_written(writer, caplog, database_down):
+    down, up = database_down
+    refused = _metric("prediction_log_rows_lost_total", reason="refused")
+    bad = _record(1, rows=2)
+    bad.version = -1  # the table's check constraint refuses it
+    writer._queue.put(bad)
+    writer.flush()
+    writer._queue.put(_record(2))
+    writer.flush()
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2"]
+    assert _metric("prediction_log_rows_lost_total", reason="refused") - refused == 2
+    [message] = _lost_messages(caplog)
+    assert message.startswith("prediction log: 2 row(s) LOST (refused): IntegrityError: ")
+    # And the words of an outage, once the connection is lost for the retry too.
+    down()
+    writer._queue.put(_record(3))
+    writer.flush()
+    warnings = [r.getMessage() for r in caplog.records if "database unavailable (" in r.getMessage()]
+    assert warnings[-1].startswith("prediction log: database unavailable (OperationalError: ")
+    up()
+
+
+def test_a_write_that_fails_under_backpressure_is_the_logs_not_the_requests(writer, settings, caplog):
+    """The request that finds the log behind writes a batch itself; if that batch cannot be built, the
+    request still gets its answer: the rows are counted lost and the failure logged, as the thread does."""
+    settings.PREDICTION_LOG_FLUSH_SECONDS = 3600
+    settings.PREDICTION_LOG_QUEUE_MAX = 1
+    lost = _metric("prediction_log_rows_lost_total", reason="error")
+    bad = _record(1, rows=2)
+    bad.labels = ["setosa"]  # its rows cannot be built
+    writer.submit(bad)
+    writer.submit(_record(2))  # over the bound: this request writes the oldest record, and fails to
+    assert _metric("prediction_log_rows_lost_total", reason="error") - lost == 1
+    assert "writing the prediction log failed" in [r.getMessage() for r in caplog.records]
+    writer.flush()
+    assert list(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2"]
