@@ -139,3 +139,28 @@ def test_each_prediction_and_refusal_is_logged(production, settings):
     predict(model_name="iris-clf", payload=[IRIS_ROW], kind="records", request_id="req-unlogged")
     error_logged(model_name="iris-clf", request_id="req-unlogged", error="e", latency_ms=0.1)
     assert not PredictionLog.objects.filter(request_id="req-unlogged").exists()
+
+
+def test_when_the_version_last_served_is_broken_too_it_is_said_and_nothing_served(
+    production, register, promote, settings, caplog
+):
+    ServingRuntime().route("iris-clf")  # v1 served and recorded as last served
+    v2 = register()
+    promote(v2)
+    _tamper(settings, v2.artifact_path)
+    _tamper(settings, production.artifact_path)
+    with pytest.raises(ModelNotServable):
+        ServingRuntime().route("iris-clf")
+    [said] = [r.getMessage() for r in caplog.records if "cannot be served either" in r.getMessage()]
+    assert said.startswith(f"the version last served, iris-clf v1, cannot be served either: {production.artifact_path}")
+
+
+def test_a_version_called_by_number_is_kept_until_the_signal_moves(production, django_assert_num_queries):
+    runtime = ServingRuntime()
+    first = runtime.version("iris-clf", 1)
+    with django_assert_num_queries(0):
+        assert runtime.version("iris-clf", 1) is first
+    from serving.signal import signal_bump
+
+    signal_bump()
+    assert runtime.version("iris-clf", 1) is not first
