@@ -94,6 +94,7 @@ _ALLOWED = "serving.access.x_prediction_allowed__mutmut_"
 _HOOKS = "governance.services.webhooks.x_"
 _AUDIT = "governance.services.audit.x_"
 _PROMOTION = "registry.services.promotion.x_"
+_LOG = "serving.predlog.x"
 EQUIVALENT = {
     "serving.services.feedback.x__classes__mutmut_14": "`if signature or True`: every registered version has a "
     "signature, and a logged prediction always names a registered version, so the else branch is unreachable",
@@ -135,6 +136,52 @@ EQUIVALENT = {
         "histogram is taken (one observation a row, or one increment a bucket): both count the same"
         for n in (1, 2, 3)
     },
+    **{
+        _LOG + f"ǁLogRecordǁrows__mutmut_{n}": "strict zip of the vector's columns dropped: zip(*values, strict=True) "
+        "below already refuses columns of different lengths, the vector's among them"
+        for n in (11, 13, 18)
+    },
+    **{
+        _LOG + f"ǁLogRecordǁrows__mutmut_{n}": "strict zip of names and a row dropped: a row holds one value per "
+        "column name by construction"
+        for n in (28, 31, 32)
+    },
+    _LOG + "_json_default__mutmut_3": "every numpy scalar's item() made a float: only floating ones reach it and "
+    "fit (integers and booleans orjson takes itself; the others are no JSON either way)",
+    _LOG + "_json_default__mutmut_5": "the wording of the TypeError for a value that is no JSON: the batch is "
+    "counted lost and logged either way",
+    _LOG + "_json_default__mutmut_6": "the same",
+    **{
+        _LOG + name: "the sequence number in a spill file's name: names are unique by their nanosecond time and "
+        "pid already"
+        for name in (
+            "ǁLogSpillǁ__init____mutmut_2",
+            "ǁLogSpillǁsave__mutmut_25",
+            "ǁLogSpillǁsave__mutmut_26",
+            "ǁLogSpillǁsave__mutmut_27",
+        )
+    },
+    **{
+        _LOG + f"ǁLogSpillǁ_claimable__mutmut_{n}": "the sort key of spill files: names begin with a 20-digit time, "
+        "and a claim's suffix only ever follows it"
+        for n in (23, 25, 27, 28, 29)
+    },
+    _LOG + "ǁLogSpillǁreplay__mutmut_2": "replay() with nothing pending answers False instead of True: it is "
+    "only called when something is pending",
+    _LOG + "ǁLogSpillǁreplay__mutmut_73": "pending set to None instead of False: both falsy",
+    _LOG + "ǁPredictionLogWriterǁsubmit__mutmut_7": "a write of zero rows when the queue is exactly at its bound",
+    _LOG + "ǁPredictionLogWriterǁ_run__mutmut_3": "_write_pending(None): the limit falls back to "
+    "PREDICTION_LOG_BATCH, the value passed",
+    _LOG + "ǁPredictionLogWriterǁ_write_or_spill__mutmut_5": "the shadow cleared as '' instead of None: a "
+    "spilled record is replayed by _write, which never reads it",
+    _LOG + "ǁPredictionLogWriterǁflush__mutmut_3": "flush's limit 11**9 records instead of 10**9: all that is queued "
+    "either way",
+    _LOG + "ǁPredictionLogWriterǁflush__mutmut_4": "the same, 10**10",
+    _LOG + "ǁPredictionLogWriterǁclose__mutmut_3": "the exit's wait for the writer thread unbounded instead of 60 s: "
+    "the thread ends as soon as its write is done",
+    _LOG + "ǁPredictionLogWriterǁclose__mutmut_4": "the same, 61 s",
+    _LOG + "_shadow_record__mutmut_9": "the shadow's latency set before its prediction, overwritten after it",
+    _LOG + "_shadow_record__mutmut_22": "the same",
     _PROMOTION + "stage_parse__mutmut_6": "an empty stage read as 'XXXX' instead of '': neither is a choice, "
     "the same refusal",
     _PROMOTION + "environment_parse__mutmut_5": "the same, for an empty environment",
@@ -167,6 +214,28 @@ EQUIVALENT = {
     _ALLOWED + "18": "not dropping the previous window's count (memory, until the bound clears it)",
     _ALLOWED + "21": "dropping a future window's count instead of the previous one's (memory)",
     _ALLOWED + "22": "dropping the window before the previous one instead (memory)",
+    # Accepted, not strictly equivalent: the prediction log's paths no test can time or reach as root.
+    _LOG + "_alive__mutmut_7": "a spill claimed by another user's process read as dead: the tests run as root, "
+    "for whom kill(pid, 0) never meets EPERM",
+    _LOG + "ǁLogSpillǁ_size__mutmut_4": "a spill file removed between listing and stat (another process "
+    "replaying it): a race",
+    _LOG + "ǁLogSpillǁsave__mutmut_44": "removing the half-written file fails too: the second error's words "
+    "replace the first's in the log; the batch is counted lost either way",
+    _LOG + "ǁLogSpillǁreplay__mutmut_74": "pending left True after a replay: the spill directory listed again "
+    "at the next write, finding nothing",
+    _LOG + "ǁPredictionLogWriterǁ_replay__mutmut_2": "a replay broken off by an outage read as done: the new batch "
+    "is tried, fails the same outage and is spilled after the others (only a database back in between "
+    "could reorder them)",
+    _LOG + "ǁPredictionLogWriterǁ_layout__mutmut_7": "a refused request's record (version 0) looks its layout up: "
+    "one query finding no version 0, the same empty layout",
+    _LOG + "ǁPredictionLogWriterǁ_layout__mutmut_12": "the empty layout of an all-categorical version not kept: "
+    "one more query a record, the same layout",
+    **{
+        _LOG + f"ǁPredictionLogWriterǁ_write_or_spill__mutmut_{n}": "the count of a retry that fails with no "
+        "database error after a first attempt failed with one: no record does that"
+        for n in range(35, 40)
+    },
+    _LOG + "_shadow_record__mutmut_30": "a shadow's latency 0.1 % high (x 1001 for x 1000)",
     # Accepted: the PostgreSQL advisory lock that serialises writers of the chain, which the group (on SQLite,
     # whose writes are serialised anyway) cannot reach; test_concurrent_writers_keep_one_unbroken_chain
     # checks it on PostgreSQL (CI), with eight concurrent writers.

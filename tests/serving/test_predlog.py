@@ -1,10 +1,12 @@
 """The prediction log writer as the serving processes run it: queued records written in batches."""
 
 import os
+import signal
 
 import numpy as np
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from serving.models import PredictionLog
@@ -272,7 +274,7 @@ def test_a_full_disk_loses_rows_counted_and_logged_and_the_writer_goes_on(
 
 
 def test_a_batch_the_database_refuses_is_set_aside_and_does_not_block_the_rest(
-    writer, settings, tmp_path, database_down
+    writer, settings, tmp_path, database_down, caplog
 ):
     down, up = database_down
     spill = tmp_path / "spill"
@@ -297,6 +299,10 @@ def test_a_batch_the_database_refuses_is_set_aside_and_does_not_block_the_rest(
     assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == ["req-2", "req-3", "req-4"]
     assert _metric("prediction_log_rows_lost_total", reason="refused") - refused == 1
     assert [path.name.endswith(".refused") for path in spill.iterdir()] == [True]
+    [aside] = spill.iterdir()
+    [said] = [r.getMessage() for r in caplog.records if "LOST (refused)" in r.getMessage()]
+    assert said.startswith("prediction log: 1 row(s) LOST (refused): IntegrityError: ")
+    assert said.endswith(f"; kept as {aside.name}")
 
 
 def _shadow(predict):
@@ -426,7 +432,8 @@ def test_a_batch_claimed_by_a_live_process_is_left_to_it(writer, settings, tmp_p
     down()
     writer._queue.put(_record(1))
     writer.flush()
-    sibling = subprocess.Popen(["sleep", "60"])
+    # SIGHUP at its default (a sibling killed by any real signal shows it), even under nohup.
+    sibling = subprocess.Popen(["sleep", "60"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         [file] = spill.glob("*.spill")
         claimed = file.rename(spill / f"{file.name}.claimed-{sibling.pid}")
@@ -590,7 +597,10 @@ def test_the_feature_vector_follows_the_signature_of_the_version_logged(writer, 
         writer._queue.put(record(f"iris-{batch}", "iris-clf", 1, iris_row))
         writer._queue.put(record(f"churn-{batch}", "churn", 1, churn_row))
         writer._queue.put(record(f"breaking-{batch}", "iris-clf", 2, churn_row))
-        writer.flush()
+        with CaptureQueriesContext(connection) as queries:
+            writer.flush()
+        read = [q["sql"] for q in queries.captured_queries if "registry_modelversion" in q["sql"]]
+        assert len(read) == (3 if batch == 0 else 0)  # once per version, then kept
         assert list(PredictionLog.objects.get(request_id=f"iris-{batch}").features) == [2.0] * 4
         assert list(PredictionLog.objects.get(request_id=f"churn-{batch}").features) == [1.0] * len(numeric)
         assert list(PredictionLog.objects.get(request_id=f"breaking-{batch}").features) == [1.0] * len(numeric)
@@ -617,6 +627,7 @@ def test_an_unreadable_spill_file_is_set_aside_counted_and_the_rest_replayed(wri
     messages = [r.getMessage() for r in caplog.records]
     assert any(
         m.startswith(f"prediction log: spill file {spill / aside.name[: -len('.unreadable')]} unreadable, set aside: ")
+        and m.endswith("Memo value not found at index 97")  # what was wrong with it
         for m in messages
     )
     written = [m for m in messages if m.startswith("prediction log: ") and "spilled row(s) written from" in m]
@@ -677,6 +688,7 @@ def test_rows_the_database_refuses_are_lost_loudly_and_the_next_are_written(writ
     writer.flush()
     warnings = [r.getMessage() for r in caplog.records if "database unavailable (" in r.getMessage()]
     assert warnings[-1].startswith("prediction log: database unavailable (OperationalError: ")
+    assert not warnings[-1].endswith(": None)")  # the database's own words follow
     up()
 
 
