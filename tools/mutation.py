@@ -200,6 +200,8 @@ EQUIVALENT = {
     "newest first, and none for the same version and target can be newer than the pending one that blocks it",
     _PROMOTION + "_request_open__mutmut_50": "`found or True` in the duplicate's message: found is None only if the "
     "request that blocked was decided between the refused insert and the lookup, a race no test can time",
+    _PROMOTION + "_request_open__mutmut_51": "the same race: the '?' shown when no pending request is found",
+    _PROMOTION + "_request_open__mutmut_53": "the same race, for the target shown",
     _PROMOTION + "_locked_version__mutmut_14": "select_related without the model: one more query, the same objects",
     _PROMOTION + "_locked_version__mutmut_15": "select_related without the dataset: the same",
     _PROMOTION + "_request_open__mutmut_42": "the kind filter of a promotion's duplicate dropped: a canary or "

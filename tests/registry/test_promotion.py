@@ -691,3 +691,23 @@ def test_promotion_request_refusals_name_the_field(register, promote, scientist)
         "^iris-clf v1 is archived; use Roll back production to bring back an earlier production version$",
         "version",
     )
+
+
+def test_a_duplicate_traffic_request_names_the_one_of_its_environment(register, promote, engineer):
+    v1, v2, v3 = register(), register(), register()
+    promote(v1)
+    promote(v2, to_stage="staging")
+
+    def canary(environment):
+        return services.traffic_request_create(
+            version=v3, mode="canary", environment=environment, traffic_percent=10, reason="r", by=engineer
+        )
+
+    production = canary("production")
+    canary("staging")  # newer, of the same version and kind
+    _refused(
+        Conflict,
+        lambda: canary("production"),
+        rf"^request #{production.pk} for iris-clf v3 \(.*\) is already pending$",
+        "environment",
+    )
