@@ -84,6 +84,9 @@ GROUPS = {
 # use a copy of test_mutation_GROUP), a mutant caught if either run catches it; on SQLite alone, saying so,
 # when no server answers there.
 POSTGRES_GROUPS = {"predlog"}
+# Seconds added to a mutant's measured test time before the multiplier (see _scratch_copy): the predict group's
+# tests sit on fixtures that train, convert and promote a model, which a mutant's process does afresh.
+TIMEOUT_CONSTANT = {"predict": 90.0}
 POSTGRES_URL = os.environ.get("MUTATION_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 
 # Mutants accepted as equivalent (no behaviour a test could observe changes), each with its reason;
@@ -281,7 +284,7 @@ def _scratch_copy(group, files, tests):
         # not their fixtures (a trained, registered and promoted model), so the constant is what keeps a
         # slow fixture from reading as a hang; its default multiplier, 15, spent minutes on each real hang.
         "timeout_multiplier": 4.0,
-        "timeout_constant": 20.0,
+        "timeout_constant": TIMEOUT_CONSTANT.get(group.removesuffix("-postgresql"), 20.0),
     }
     with open(workdir / "pyproject.toml", "a") as handle:
         handle.write("\n[tool.mutmut]\n")
