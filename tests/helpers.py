@@ -32,3 +32,17 @@ def user_with_permission(django_user_model, username, codename):
     user = django_user_model.objects.create_user(username, password=f"pw-{username}-1", is_staff=True)
     user.user_permissions.add(Permission.objects.get(codename=codename))
     return django_user_model.objects.get(pk=user.pk)  # permissions are cached per instance
+
+
+def refused(error, call, match, field):
+    """`call` raises `error` (an ApplicationError), its message (the words the API's JSON body carries)
+    matching the regular expression `match`, naming `field` (None: no field); returns the error."""
+    import re
+
+    import pytest
+
+    with pytest.raises(error) as caught:
+        call()
+    assert re.search(match, caught.value.message), caught.value.message
+    assert caught.value.field == field, caught.value.field
+    return caught.value

@@ -2,8 +2,6 @@
 refusal a user reads (its words and the field the API names), the audit trail an auditor reads (who, what
 before and after, why), the webhook a GitOps receiver gets, and the signal serving follows."""
 
-import re
-
 import pytest
 from django.contrib.auth.models import User
 
@@ -13,7 +11,7 @@ from governance.services import webhook_subscription_save
 from registry import services
 from registry.models import ModelVersion, PromotionRequest
 from registry.signals import version_stage_changed
-from tests.helpers import user_with_permission
+from tests.helpers import refused, user_with_permission
 
 pytestmark = pytest.mark.django_db
 
@@ -46,15 +44,6 @@ def stage_signals():
     version_stage_changed.disconnect(receiver)
 
 
-def _refused(error, call, match, field):
-    """`call` raises `error`, its message (the words the API's JSON body carries) matching, naming `field`."""
-    with pytest.raises(error) as caught:
-        call()
-    assert re.search(match, caught.value.message), caught.value.message
-    assert caught.value.field == field, caught.value.field
-    return caught.value
-
-
 def _entry(action):
     return AuditEntry.objects.filter(action=action).latest("id")
 
@@ -69,24 +58,24 @@ def test_environment_and_mode_refusals_name_the_field_and_the_choices(register, 
         arguments = {"version": version, "mode": "canary", "environment": "production", "reason": "r", "by": engineer}
         return lambda: services.traffic_request_create(**{**arguments, **kwargs})
 
-    _refused(InvalidInput, traffic(mode="blue-green"), "^must be canary or shadow$", "mode")
-    _refused(InvalidInput, traffic(environment="qa"), "^must be one of production, staging$", "environment")
-    _refused(InvalidInput, traffic(environment=None), "^must be one of production, staging$", "environment")
-    _refused(InvalidInput, traffic(reason="  "), "^is required$", "reason")
+    refused(InvalidInput, traffic(mode="blue-green"), "^must be canary or shadow$", "mode")
+    refused(InvalidInput, traffic(environment="qa"), "^must be one of production, staging$", "environment")
+    refused(InvalidInput, traffic(environment=None), "^must be one of production, staging$", "environment")
+    refused(InvalidInput, traffic(reason="  "), "^is required$", "reason")
     for percent in (None, "half"):
-        _refused(
+        refused(
             InvalidInput,
             traffic(traffic_percent=percent),
             "^must be a number more than 0 and at most 100$",
             "traffic_percent",
         )
     for percent in (0, -5, 100.5, 101):
-        _refused(
+        refused(
             InvalidInput, traffic(traffic_percent=percent), "^must be more than 0 and at most 100$", "traffic_percent"
         )
     # The environment is parsed whatever its case and spaces; the bounds' edges (a sliver, all of it) are taken
     # once there is a primary to put the canary beside.
-    _refused(
+    refused(
         Conflict,
         traffic(traffic_percent=0.5, environment=" Production "),
         "has no version in Production",
@@ -118,15 +107,15 @@ def test_traffic_refusals_say_why_and_name_the_field(register, promote, engineer
             version=version, mode="canary", environment=environment, traffic_percent=10, reason="r", by=engineer
         )
 
-    _refused(Conflict, traffic(primary), r"^iris-clf v1 is already the primary in production$", "version")
-    _refused(
+    refused(Conflict, traffic(primary), r"^iris-clf v1 is already the primary in production$", "version")
+    refused(
         Conflict,
         traffic(candidate, "staging"),
         r"^iris-clf has no version in Staging: nothing answers staging to put a canary beside$",
         "environment",
     )
     promote(candidate)  # v1 archived
-    _refused(Conflict, traffic(primary), r"^iris-clf v1 is archived: it cannot be put on traffic$", "version")
+    refused(Conflict, traffic(primary), r"^iris-clf v1 is archived: it cannot be put on traffic$", "version")
 
 
 def test_a_shadow_refusal_names_the_mode_asked_for(register, engineer, approver):
@@ -134,7 +123,7 @@ def test_a_shadow_refusal_names_the_mode_asked_for(register, engineer, approver)
     request = lambda: services.traffic_request_create(  # noqa: E731
         version=version, mode="shadow", environment="staging", reason="r", by=engineer
     )
-    _refused(Conflict, request, "to put a shadow beside$", "environment")
+    refused(Conflict, request, "to put a shadow beside$", "environment")
 
 
 def test_approval_rechecks_traffic_with_the_requested_mode(register, promote, engineer, approver, scientist):
@@ -145,7 +134,7 @@ def test_approval_rechecks_traffic_with_the_requested_mode(register, promote, en
         version=candidate, mode="canary", environment="staging", traffic_percent=5, reason="r", by=engineer
     )
     promote(primary, to_stage="production")  # staging is empty again
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_approve(request_id=request.pk, by=approver),
         "nothing answers staging to put a canary beside$",
@@ -159,7 +148,7 @@ def test_a_version_moved_since_its_request_is_refused_on_approval_with_what_to_d
     version = register()
     request = services.promotion_request_create(version=version, to_stage="production", reason="r", by=scientist)
     promote(version, to_stage="staging")
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_approve(request_id=request.pk, by=approver),
         rf"^iris-clf v1 moved from None to Staging since request #{request.pk}; reject it and ask again$",
@@ -176,7 +165,7 @@ def test_an_archived_version_is_brought_back_only_by_a_rollback(register, promot
     v1.save(update_fields=["stage"])
     request.from_stage = Stage.ARCHIVED
     request.save(update_fields=["from_stage"])
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_approve(request_id=request.pk, by=approver),
         "^iris-clf v1 is archived; only a rollback brings it back$",
@@ -186,26 +175,26 @@ def test_an_archived_version_is_brought_back_only_by_a_rollback(register, promot
 
 
 def test_rollback_refusals_name_the_field_and_the_permission(register, promote, scientist, approver, django_user_model):
-    _refused(
+    refused(
         NotFound,
         lambda: services.production_rollback(model_name="nope", by=approver, reason="r"),
         "^model 'nope' does not exist$",
         "model",
     )
-    _refused(
+    refused(
         InvalidInput,
         lambda: services.production_rollback(model_name="iris-clf", by=approver, reason=" "),
         "^is required$",
         "reason",
     )
     nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
-    _refused(
+    refused(
         NotPermitted,
         lambda: services.production_rollback(model_name="iris-clf", by=nobody, reason="r", emergency=True),
         "^nobody may not roll back production without approval: it needs the .*emergency_rollback",
         None,
     )
-    _refused(
+    refused(
         NotPermitted,
         lambda: services.production_rollback(model_name="iris-clf", by=nobody, reason="r"),
         "^nobody may not request a rollback: it needs the .*request_promotion.* or .*approve_promotion",
@@ -229,13 +218,13 @@ def test_a_requester_without_approval_rights_may_ask_for_a_rollback(register, pr
 def test_reject_refusals_name_the_permission_and_the_field(register, scientist, approver):
     version = register()
     request = services.promotion_request_create(version=version, to_stage="production", reason="r", by=scientist)
-    _refused(
+    refused(
         NotPermitted,
         lambda: services.promotion_request_reject(request_id=request.pk, by=scientist, comment="no"),
         "^dana may not reject promotions: it needs the",
         None,
     )
-    _refused(
+    refused(
         InvalidInput,
         lambda: services.promotion_request_reject(request_id=request.pk, by=approver, comment=""),
         "^is required$",
@@ -251,7 +240,7 @@ def test_override_refusals_list_the_failures(register, scientist, approver, over
     policy_save(policy=policy, by=approver, reason="r")
     version = register()
     request = services.promotion_request_create(version=version, to_stage="production", reason="r", by=scientist)
-    _refused(  # each failure named, one after another
+    refused(  # each failure named, one after another
         NotPermitted,
         lambda: services.promotion_request_approve(request_id=request.pk, by=approver),
         r"^iris-clf v1 is not compliant \(strict: accuracy \S+ \(at least 1.01\); "
@@ -259,7 +248,7 @@ def test_override_refusals_list_the_failures(register, scientist, approver, over
         "override_compliance permission can put it on production traffic$",
         None,
     )
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_approve(request_id=request.pk, by=overrider),
         r"^iris-clf v1 is not compliant \(.*accuracy.*\); approving it needs a written justification$",
@@ -515,7 +504,7 @@ def test_a_duplicate_request_names_the_pending_one_of_that_version(register, sci
     services.promotion_request_create(version=v1, to_stage="staging", reason="r", by=scientist)
     first = services.promotion_request_create(version=v2, to_stage="staging", reason="r", by=scientist)
     assert first.environment == ""
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_create(version=v2, to_stage="staging", reason="again", by=scientist),
         rf"^request #{first.pk} for iris-clf v2 \(.*Staging.*\) is already pending$",
@@ -525,7 +514,7 @@ def test_a_duplicate_request_names_the_pending_one_of_that_version(register, sci
 
 def test_an_unknown_request_is_not_found_by_its_number(approver):
     for unknown in (999999, "abc", None):
-        _refused(
+        refused(
             NotFound,
             lambda unknown=unknown: services.promotion_request_approve(request_id=unknown, by=approver),
             f"^promotion request {unknown} does not exist$",
@@ -537,13 +526,13 @@ def test_who_may_decide_is_said_in_words(register, scientist, django_user_model)
     version = register()
     request = services.promotion_request_create(version=version, to_stage="staging", reason="r", by=scientist)
     nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
-    _refused(
+    refused(
         NotPermitted,
         lambda: services.promotion_decision_check(request=request, by=nobody),
         "^nobody may not decide promotion requests: it needs the",
         None,
     )
-    _refused(
+    refused(
         InvalidInput,
         lambda: services.promotion_request_create(version=version, to_stage="qa", reason="r", by=scientist),
         "^must be one of archived, production, staging$",
@@ -581,7 +570,7 @@ def test_a_duplicate_names_the_pending_request_of_that_version_stage_kind_and_en
     staging = services.promotion_request_create(version=v2, to_stage="staging", reason="r", by=scientist)
     services.promotion_request_create(version=v2, to_stage="production", reason="r", by=scientist)
     services.promotion_request_create(version=v3, to_stage="staging", reason="r", by=scientist)
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_create(version=v2, to_stage="staging", reason="r", by=scientist),
         rf"^request #{staging.pk} for iris-clf v2 \(.*Staging.*\) is already pending$",
@@ -596,7 +585,7 @@ def test_a_duplicate_names_the_pending_request_of_that_version_stage_kind_and_en
     canary = traffic(v2, "canary")
     traffic(v2, "shadow")
     traffic(v3, "canary")
-    _refused(
+    refused(
         Conflict,
         lambda: traffic(v2, "canary"),
         rf"^request #{canary.pk} for iris-clf v2 \(.*canary.*\) is already pending$",
@@ -640,7 +629,7 @@ def test_each_request_and_decision_says_which_permission_it_lacks(register, scie
             "reject promotions",
         ),
     ]:
-        _refused(NotPermitted, call, f"^nobody may not {doing}: it needs the", None)
+        refused(NotPermitted, call, f"^nobody may not {doing}: it needs the", None)
 
 
 def test_a_request_is_announced_with_what_it_asks(register, promote, engineer, scientist, hooks):
@@ -678,14 +667,14 @@ def test_a_request_is_announced_with_what_it_asks(register, promote, engineer, s
 def test_promotion_request_refusals_name_the_field(register, promote, scientist):
     v1, v2 = register(), register()
     promote(v1)
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_create(version=v1, to_stage="production", reason="r", by=scientist),
         "^iris-clf v1 is already in Production$",
         "to_stage",
     )
     promote(v2)
-    _refused(
+    refused(
         Conflict,
         lambda: services.promotion_request_create(version=v1, to_stage="staging", reason="r", by=scientist),
         "^iris-clf v1 is archived; use Roll back production to bring back an earlier production version$",
@@ -705,7 +694,7 @@ def test_a_duplicate_traffic_request_names_the_one_of_its_environment(register, 
 
     production = canary("production")
     canary("staging")  # newer, of the same version and kind
-    _refused(
+    refused(
         Conflict,
         lambda: canary("production"),
         rf"^request #{production.pk} for iris-clf v3 \(.*\) is already pending$",

@@ -1,8 +1,6 @@
 """The promises of registration pinned to what a user reads: the gate's and the signature's sentences, the
 refusals' fields, the registered version's record and trail, the model's editable documentation."""
 
-import re
-
 import pytest
 
 from core.errors import Conflict, InvalidInput, NotFound, NotPermitted, Unprocessable
@@ -11,17 +9,9 @@ from governance.models import AuditEntry
 from registry import services
 from registry.models import ModelVersion, RegisteredModel
 from registry.services.registration import gate_failures, signature_differences
+from tests.helpers import refused
 
 pytestmark = pytest.mark.django_db
-
-
-def _refused(error, call, match, field):
-    """`call` raises `error`, its message matching `match`, naming `field`."""
-    with pytest.raises(error) as caught:
-        call()
-    assert re.search(match, caught.value.message), caught.value.message
-    assert caught.value.field == field, caught.value.field
-    return caught.value
 
 
 def test_the_gate_says_each_threshold_missed_in_order_minimums_and_maximums_at_their_edges():
@@ -78,17 +68,17 @@ def test_registration_refusals_name_the_field(train, scientist, django_user_mode
         return lambda: services.model_version_register(run_id=run_id, model_name=name, by=by)
 
     for unknown in (999999, "abc", None):
-        _refused(NotFound, register(run_id=unknown), f"^run {unknown} does not exist$", "run_id")
-    _refused(InvalidInput, register(name="  "), ".", "name")
+        refused(NotFound, register(run_id=unknown), f"^run {unknown} does not exist$", "run_id")
+    refused(InvalidInput, register(name="  "), ".", "name")
     nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
-    _refused(NotPermitted, register(by=nobody), "^nobody may not register model versions: it needs the", None)
+    refused(NotPermitted, register(by=nobody), "^nobody may not register model versions: it needs the", None)
     Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING)
-    _refused(Conflict, register(), rf"^run {run.pk} is RUNNING; only a FINISHED run can be registered$", "run_id")
+    refused(Conflict, register(), rf"^run {run.pk} is RUNNING; only a FINISHED run can be registered$", "run_id")
     Run.objects.filter(pk=run.pk).update(status=Run.Status.FINISHED, model_path="")
-    _refused(Conflict, register(), rf"^run {run.pk} is FINISHED; only a FINISHED run can be registered$", "run_id")
+    refused(Conflict, register(), rf"^run {run.pk} is FINISHED; only a FINISHED run can be registered$", "run_id")
     sweep = train(params={}, sweep={"n_estimators": [3, 4]})
     Run.objects.filter(pk=sweep.pk).update(best_child=None)
-    _refused(InvalidInput, register(run_id=sweep.pk), rf"^run {sweep.pk} is a sweep, not a model$", "run_id")
+    refused(InvalidInput, register(run_id=sweep.pk), rf"^run {sweep.pk} is a sweep, not a model$", "run_id")
     assert not RegisteredModel.objects.exists()
 
 
@@ -98,15 +88,15 @@ def test_the_gate_refusal_lists_the_failures_and_the_gate(register, train, scien
         model=version.model, by=scientist, changes={"metric_thresholds": {"accuracy": 1.5, "log_loss": 1e-9}}
     )
     run = train()
-    refused = _refused(
+    gate = refused(
         Unprocessable,
         lambda: services.model_version_register(run_id=run.pk, model_name=" iris-clf ", by=scientist),
         rf"^run {run.pk} misses the registration gate of iris-clf: accuracy \S+ is below the minimum 1.5; "
         r"log_loss \S+ is above the maximum 1e-09$",
         "run_id",
     )
-    assert refused.extra["gate"] == {"accuracy": 1.5, "log_loss": 1e-9}
-    assert len(refused.extra["failures"]) == 2
+    assert gate.extra["gate"] == {"accuracy": 1.5, "log_loss": 1e-9}
+    assert len(gate.extra["failures"]) == 2
 
 
 def test_a_registered_version_records_its_run_and_its_trail(train, scientist):
@@ -173,7 +163,7 @@ def test_the_fast_form_is_rebuilt_audited_from_the_cli(register, scientist, caps
 def test_the_fast_form_rebuild_needs_the_register_permission(register, django_user_model):
     version = register()
     nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
-    _refused(
+    refused(
         NotPermitted,
         lambda: services.version_fast_form_rebuild(version=version, by=nobody),
         "^nobody may not rebuild the fast form of versions: it needs the",
@@ -187,14 +177,14 @@ def test_model_edits_refuse_what_cannot_be_edited_and_thresholds_that_are_not_nu
     def edit(**changes):
         return lambda: services.registered_model_update(model=model, by=scientist, changes=changes)
 
-    _refused(
+    refused(
         InvalidInput,
         edit(name="renamed", zzz=1),
         "^cannot be edited; editable: description, owner, intended_use, tags, metric_thresholds$",
         "name",
     )
     for bad in ({"accuracy": "high"}, {"accuracy": True}, ["accuracy"], {"accuracy": None}):
-        _refused(
+        refused(
             InvalidInput,
             edit(metric_thresholds=bad),
             r'^give metric names and numbers, e.g. \{"accuracy": 0.95\}$',
