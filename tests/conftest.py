@@ -38,7 +38,10 @@ def django_db_modify_db_settings(django_db_modify_db_settings):
     if database["ENGINE"] == "django.db.backends.postgresql":
         # mutmut ends each mutant's process with os._exit: no atexit, so the copy goes at the session's end
         # (a mutant killed for its time leaves its copy to tools/mutation.py, which drops them all after).
-        test["NAME"], drop = _postgres_copy(database, test.get("NAME") or f"test_{database['NAME']}")
+        # The template's name, as the first run knew it: mutmut forks each mutant's process from one whose
+        # settings already point at that process's own (dropped) copy.
+        template = os.environ.setdefault("MUTATION_TEMPLATE_DATABASE", test.get("NAME") or f"test_{database['NAME']}")
+        test["NAME"], drop = _postgres_copy(database, template)
         yield
         drop()
         return
