@@ -185,6 +185,8 @@ EQUIVALENT = {
     _LOG + "ǁPredictionLogWriterǁclose__mutmut_4": "the same, 61 s",
     _LOG + "_shadow_record__mutmut_9": "the shadow's latency set before its prediction, overwritten after it",
     _LOG + "_shadow_record__mutmut_22": "the same",
+    "registry.services.registration.x_version_fast_form_rebuild__mutmut_41": "`save(update_fields=None)` of a "
+    "version locked by select_for_update: the same row afterwards",
     _PROMOTION + "stage_parse__mutmut_6": "an empty stage read as 'XXXX' instead of '': neither is a choice, "
     "the same refusal",
     _PROMOTION + "environment_parse__mutmut_5": "the same, for an empty environment",

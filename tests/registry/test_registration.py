@@ -202,3 +202,51 @@ def test_model_edits_refuse_what_cannot_be_edited_and_thresholds_that_are_not_nu
     assert entry.after == {"owner": None, "intended_use": "demo"}
     model.refresh_from_db()
     assert (model.owner, model.intended_use) == (None, "demo")
+
+
+def test_a_new_version_must_fit_the_production_version_not_the_latest(register, promote, train, scientist):
+    production = register()
+    promote(production)
+    churn_run = train(dataset="customer_churn", n_samples=200)
+    services.model_version_register(run_id=churn_run.pk, model_name="iris-clf", by=scientist, breaking_change=True)
+    fits_production = services.model_version_register(run_id=train().pk, model_name="iris-clf", by=scientist)
+    assert (fits_production.version, fits_production.breaking_change) == (3, False)
+    entry = AuditEntry.objects.filter(action="version.registered").latest("id")
+    assert entry.after["compared_with"] == "iris-clf v1"
+
+
+def test_several_removed_features_are_named_together():
+    current = _signature([("x", "numeric"), ("y", "numeric"), ("z", "numeric")])
+    assert signature_differences(current=current, candidate=_signature([("z", "numeric")])) == [
+        "features removed: x, y"
+    ]
+
+
+def test_a_rebuilt_fast_form_is_signalled_to_serving_by_whom(register, scientist):
+    from registry.signals import version_serving_form_changed
+
+    version = register()
+    received = []
+
+    def receiver(sender, **kwargs):
+        received.append((sender, kwargs["version"].pk, kwargs["by"]))
+
+    version_serving_form_changed.connect(receiver)
+    try:
+        services.version_fast_form_rebuild(version=version, by=scientist)
+    finally:
+        version_serving_form_changed.disconnect(receiver)
+    assert received == [(ModelVersion, version.pk, scientist)]
+
+
+def test_model_edits_need_their_permission_and_are_the_editors(register, scientist, django_user_model):
+    model = register().model
+    nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
+    refused(
+        NotPermitted,
+        lambda: services.registered_model_update(model=model, by=nobody, changes={"description": "d"}),
+        "^nobody may not edit registered models: it needs the",
+        None,
+    )
+    services.registered_model_update(model=model, by=scientist, changes={"description": "iris species"})
+    assert AuditEntry.objects.filter(action="model.updated").latest("id").actor_name == "dana"
