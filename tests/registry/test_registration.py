@@ -250,3 +250,30 @@ def test_model_edits_need_their_permission_and_are_the_editors(register, scienti
     )
     services.registered_model_update(model=model, by=scientist, changes={"description": "iris species"})
     assert AuditEntry.objects.filter(action="model.updated").latest("id").actor_name == "dana"
+
+
+def test_a_gate_tightened_while_the_version_was_being_built_refuses_it(register, train, scientist, monkeypatch):
+    """The gate is checked again under the model's lock: an edit made while the run was being converted
+    (seconds, outside the lock) counts."""
+    from registry.services import registration
+
+    model = register().model
+    build = registration.fast_form_build
+
+    def build_while_someone_tightens_the_gate(**kwargs):
+        fast = build(**kwargs)
+        services.registered_model_update(
+            model=model, by=scientist, changes={"metric_thresholds": {"accuracy": 1.5, "f1_macro": 1.5}}
+        )
+        return fast
+
+    monkeypatch.setattr(registration, "fast_form_build", build_while_someone_tightens_the_gate)
+    run = train()
+    refused(
+        Unprocessable,
+        lambda: services.model_version_register(run_id=run.pk, model_name="iris-clf", by=scientist),
+        rf"^run {run.pk} misses the registration gate of iris-clf: accuracy \S+ is below the minimum 1.5; "
+        r"f1_macro \S+ is below the minimum 1.5$",
+        None,
+    )
+    assert ModelVersion.objects.count() == 1
