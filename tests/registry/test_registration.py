@@ -277,3 +277,42 @@ def test_a_gate_tightened_while_the_version_was_being_built_refuses_it(register,
         None,
     )
     assert ModelVersion.objects.count() == 1
+
+
+def test_a_production_version_changed_while_the_version_was_being_built_is_what_it_must_fit(
+    register, promote, train, scientist, monkeypatch
+):
+    from registry.services import registration
+
+    promote(register())  # iris-clf v1: four flower measurements
+    churn = services.model_version_register(
+        run_id=train(dataset="customer_churn", n_samples=200).pk,
+        model_name="iris-clf",
+        by=scientist,
+        breaking_change=True,
+    )
+    build = registration.fast_form_build
+
+    def build_while_production_moves(**kwargs):
+        fast = build(**kwargs)
+        promote(churn)  # another approver's decision, at that moment
+        return fast
+
+    monkeypatch.setattr(registration, "fast_form_build", build_while_production_moves)
+    run = train()
+    refused(
+        Unprocessable,
+        lambda: services.model_version_register(run_id=run.pk, model_name="iris-clf", by=scientist),
+        rf"^run {run.pk} does not fit iris-clf v2: .*features added: .*; .*features removed: ",
+        "run_id",
+    )
+
+
+def test_a_run_registered_already_names_its_version(register, scientist):
+    version = register()
+    refused(
+        Conflict,
+        lambda: services.model_version_register(run_id=version.run_id, model_name="iris-clf", by=scientist),
+        rf"^run {version.run_id} is already iris-clf v1$",
+        "run_id",
+    )
