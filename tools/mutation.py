@@ -149,11 +149,11 @@ EQUIVALENT = {
         "column name by construction"
         for n in (28, 31, 32)
     },
-    _LOG + "_json_default__mutmut_3": "every numpy scalar's item() made a float: only floating ones reach it and "
+    _LOG + "__json_default__mutmut_3": "every numpy scalar's item() made a float: only floating ones reach it and "
     "fit (integers and booleans orjson takes itself; the others are no JSON either way)",
-    _LOG + "_json_default__mutmut_5": "the wording of the TypeError for a value that is no JSON: the batch is "
+    _LOG + "__json_default__mutmut_5": "the wording of the TypeError for a value that is no JSON: the batch is "
     "counted lost and logged either way",
-    _LOG + "_json_default__mutmut_6": "the same",
+    _LOG + "__json_default__mutmut_6": "the same",
     **{
         _LOG + name: "the sequence number in a spill file's name: names are unique by their nanosecond time and "
         "pid already"
@@ -183,10 +183,24 @@ EQUIVALENT = {
     _LOG + "ǁPredictionLogWriterǁclose__mutmut_3": "the exit's wait for the writer thread unbounded instead of 60 s: "
     "the thread ends as soon as its write is done",
     _LOG + "ǁPredictionLogWriterǁclose__mutmut_4": "the same, 61 s",
-    _LOG + "_shadow_record__mutmut_9": "the shadow's latency set before its prediction, overwritten after it",
-    _LOG + "_shadow_record__mutmut_22": "the same",
+    _LOG + "__shadow_record__mutmut_9": "the shadow's latency set before its prediction, overwritten after it",
+    _LOG + "__shadow_record__mutmut_22": "the same",
     "registry.services.registration.x_version_fast_form_rebuild__mutmut_41": "`save(update_fields=None)` of a "
     "version locked by select_for_update: the same row afterwards",
+    **{
+        _LOG + name: "an SQL keyword or identifier in another case: PostgreSQL folds unquoted names and keywords"
+        for name in (
+            "__partitioned__mutmut_10",
+            "_prediction_log_partitions__mutmut_7",
+            "_prediction_log_partitions__mutmut_8",
+            "_prediction_log_partitions__mutmut_10",
+        )
+    },
+    _LOG + "_prediction_log_partitions_ensure__mutmut_12": "a partition's bounds given without a time zone: "
+    "Django's PostgreSQL sessions run in UTC, so they are read as UTC",
+    _LOG + "_prediction_log_partitions_ensure__mutmut_15": "the same",
+    _LOG + "__partitioned__mutmut_13": "`bool(found) or relkind == 'p'`: every PostgreSQL log is partitioned by "
+    "its migration; an unpartitioned one is a table no migration makes",
     _PROMOTION + "stage_parse__mutmut_6": "an empty stage read as 'XXXX' instead of '': neither is a choice, "
     "the same refusal",
     _PROMOTION + "environment_parse__mutmut_5": "the same, for an empty environment",
@@ -222,7 +236,7 @@ EQUIVALENT = {
     _ALLOWED + "21": "dropping a future window's count instead of the previous one's (memory)",
     _ALLOWED + "22": "dropping the window before the previous one instead (memory)",
     # Accepted, not strictly equivalent: the prediction log's paths no test can time or reach as root.
-    _LOG + "_alive__mutmut_7": "a spill claimed by another user's process read as dead: the tests run as root, "
+    _LOG + "__alive__mutmut_7": "a spill claimed by another user's process read as dead: the tests run as root, "
     "for whom kill(pid, 0) never meets EPERM",
     _LOG + "ǁLogSpillǁ_size__mutmut_4": "a spill file removed between listing and stat (another process "
     "replaying it): a race",
@@ -242,7 +256,7 @@ EQUIVALENT = {
         "database error after a first attempt failed with one: no record does that"
         for n in range(35, 40)
     },
-    _LOG + "_shadow_record__mutmut_30": "a shadow's latency 0.1 % high (x 1001 for x 1000)",
+    _LOG + "__shadow_record__mutmut_30": "a shadow's latency 0.1 % high (x 1001 for x 1000)",
     # Accepted: the PostgreSQL advisory lock that serialises writers of the chain, which the group (on SQLite,
     # whose writes are serialised anyway) cannot reach; test_concurrent_writers_keep_one_unbroken_chain
     # checks it on PostgreSQL (CI), with eight concurrent writers.

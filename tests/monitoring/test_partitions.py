@@ -119,15 +119,17 @@ def test_retention_keeps_the_cutoff_day_and_makes_the_days_ahead_that_are_missin
     cutoff = today - dt.timedelta(days=30)
     prediction_log_partitions_ensure(start=cutoff - dt.timedelta(days=1), end=cutoff)
     ahead = today + dt.timedelta(days=7)
+    yesterday = today - dt.timedelta(days=1)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE serving_predictionlog_p{ahead:%Y%m%d}")
+        cursor.execute(f"DROP TABLE IF EXISTS serving_predictionlog_p{yesterday:%Y%m%d}")
     caplog.set_level(logging.INFO, logger="serving.predlog")
 
     result = prediction_log_retention_apply()  # keep_days from the settings, today the UTC date
 
     assert result.cutoff == cutoff
     assert result.dropped == (f"serving_predictionlog_p{cutoff - dt.timedelta(days=1):%Y%m%d}",)
-    assert result.created == (f"serving_predictionlog_p{ahead:%Y%m%d}",)
+    assert result.created == (f"serving_predictionlog_p{yesterday:%Y%m%d}", f"serving_predictionlog_p{ahead:%Y%m%d}")
     assert result.deleted_rows == 0
     partitions = prediction_log_partitions()
     assert min(partitions) == cutoff
