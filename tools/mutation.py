@@ -87,6 +87,9 @@ POSTGRES_GROUPS = {"predlog"}
 # Seconds added to a mutant's measured test time before the multiplier (see _scratch_copy): the predict group's
 # tests sit on fixtures that train, convert and promote a model, which a mutant's process does afresh.
 TIMEOUT_CONSTANT = {"predict": 90.0}
+# Environment of a group's run: the registration group mutates the ONNX converter, so the suite converts for
+# real instead of replaying conversions from its per-session cache (tests/conftest.py).
+GROUP_ENV = {"registration": {"MUTATION_REAL_CONVERSIONS": "1"}}
 POSTGRES_URL = os.environ.get("MUTATION_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 
 # Mutants accepted as equivalent (no behaviour a test could observe changes), each with its reason;
@@ -342,6 +345,7 @@ def _mutmut_run(group, time_limit, *, postgres):
     files, tests = GROUPS[group]
     workdir = _scratch_copy(f"{group}-postgresql" if postgres else group, files, tests)
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    env.update(GROUP_ENV.get(group, {}))
     if postgres:
         _postgres(f"DROP DATABASE IF EXISTS test_mutation_{group}")  # a template of an earlier code, made again
         env["DATABASE_URL"] = f"{POSTGRES_URL}/mutation_{group}"
