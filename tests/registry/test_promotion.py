@@ -3,11 +3,9 @@ refusal a user reads (its words and the field the API names), the audit trail an
 before and after, why), the webhook a GitOps receiver gets, and the signal serving follows."""
 
 import pytest
-from django.contrib.auth.models import User
 
 from core.errors import Conflict, InvalidInput, NotFound, NotPermitted
-from governance.models import AuditEntry, WebhookDelivery, WebhookSubscription
-from governance.services import webhook_subscription_save
+from governance.models import AuditEntry
 from registry import services
 from registry.models import ModelVersion, PromotionRequest
 from registry.signals import version_stage_changed
@@ -16,20 +14,6 @@ from tests.helpers import refused, user_with_permission
 pytestmark = pytest.mark.django_db
 
 Stage = ModelVersion.Stage
-
-
-@pytest.fixture
-def hooks():
-    """A subscription to every event, made through the service; returns the payloads emitted since, by event."""
-    admin = User.objects.create_superuser("hooks", password="pw-hooks-1")
-    webhook_subscription_save(
-        subscription=WebhookSubscription(name="all", url="http://127.0.0.1:9/", secret="s" * 32, events=[]), by=admin
-    )
-
-    def emitted(event):
-        return [d.payload["data"] for d in WebhookDelivery.objects.filter(event=event).order_by("id")]
-
-    return emitted
 
 
 @pytest.fixture

@@ -318,17 +318,9 @@ def test_a_run_registered_already_names_its_version(register, scientist):
     )
 
 
-def test_a_registration_is_announced_and_signalled_with_who_registered(train, scientist):
-    from django.contrib.auth.models import User
-
-    from governance.models import WebhookDelivery, WebhookSubscription
-    from governance.services import webhook_subscription_save
+def test_a_registration_is_announced_and_signalled_with_who_registered(train, scientist, hooks):
     from registry.signals import version_registered
 
-    admin = User.objects.create_superuser("hooks", password="pw-hooks-1")
-    webhook_subscription_save(
-        subscription=WebhookSubscription(name="all", url="http://127.0.0.1:9/", secret="s" * 32, events=[]), by=admin
-    )
     received = []
 
     def receiver(sender, **kwargs):
@@ -340,5 +332,5 @@ def test_a_registration_is_announced_and_signalled_with_who_registered(train, sc
     finally:
         version_registered.disconnect(receiver)
     assert received == [(ModelVersion, 1, scientist)]
-    [delivery] = WebhookDelivery.objects.filter(event="version.registered")
-    assert (delivery.payload["data"]["model"], delivery.payload["data"]["version"]) == ("iris-clf", 1)
+    [registered] = hooks("version.registered")
+    assert (registered["model"], registered["version"]) == ("iris-clf", 1)
