@@ -3,11 +3,10 @@
 Each module group runs in its own scratch copy of the repository (mutmut writes its mutated tree to
 mutants/ under the working directory, and reads its settings from pyproject.toml), against only the
 test files that exercise it, on SQLite and the in-memory broker (the prediction log's group on PostgreSQL
-too: see POSTGRES_GROUPS), under a time limit. It prints, per
-group, how many mutants the tests killed, how many survived, timed out or were not reached, and the
-score: caught / (caught + survived), where a mutant is caught when a test fails or it times out (the
-change made the tests hang: it was noticed), with the mutants listed in EQUIVALENT below (a change
-no test can tell from the original) left out of the count.
+too: see POSTGRES_GROUPS), under a time limit. It prints, per group, how many mutants the tests killed,
+how many survived, timed out or were not reached, and the score: caught / (caught + survived), where a
+mutant is caught when a test fails or it times out (the change made the tests hang: it was noticed), with
+the mutants listed in EQUIVALENT below (a change no test can tell from the original) left out of the count.
 
     .venv/bin/python tools/mutation.py                       # every group
     .venv/bin/python tools/mutation.py access feedback      # some groups
