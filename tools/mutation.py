@@ -11,6 +11,7 @@ the mutants listed in EQUIVALENT below (a change no test can tell from the origi
     .venv/bin/python tools/mutation.py                       # every group
     .venv/bin/python tools/mutation.py access feedback      # some groups
     MUTATION_TIME_LIMIT=1200 .venv/bin/python tools/mutation.py promotion
+    .venv/bin/python tools/mutation.py --report promotion   # the last run's score again, without running
 
 Each group's survivors are listed by name: `cd var/mutation/GROUP && ../../../.venv/bin/mutmut show NAME`
 shows the change. It is slow (see the README's "Mutation testing"), so it does not run in CI.
@@ -69,6 +70,7 @@ GROUPS = {
         [
             "tests/serving/test_runtime.py",
             "tests/serving/test_api.py",
+            "tests/serving/test_fast.py",  # the fast path asks the runtime for the routes it holds
             "tests/serving/test_routing.py",
             "tests/serving/test_protocols.py",
         ],
@@ -340,8 +342,9 @@ def _postgres(statement, *, drop=False):
     return True
 
 
-def _mutmut_run(group, time_limit, *, postgres):
-    """Run mutmut over the group in its scratch copy, on PostgreSQL or SQLite: ({mutant: status}, finished)."""
+def _mutmut_run(group, time_limit, *, postgres, only=()):
+    """Run mutmut over the group in its scratch copy, on PostgreSQL or SQLite, over every mutant or only
+    those named: ({mutant: status}, finished)."""
     files, tests = GROUPS[group]
     workdir = _scratch_copy(f"{group}-postgresql" if postgres else group, files, tests)
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
@@ -352,7 +355,7 @@ def _mutmut_run(group, time_limit, *, postgres):
     try:
         with open(workdir / "mutmut.log", "w") as log:
             subprocess.run(
-                ["nice", "-n", "10", MUTMUT, "run", "--max-children", os.environ.get("MUTATION_CHILDREN", "2")],
+                ["nice", "-n", "10", MUTMUT, "run", "--max-children", os.environ.get("MUTATION_CHILDREN", "2"), *only],
                 cwd=workdir,
                 env=env,
                 timeout=time_limit,
@@ -367,57 +370,91 @@ def _mutmut_run(group, time_limit, *, postgres):
     return _results(workdir), finished
 
 
+CAUGHT = ("killed", "timeout")
+
+
 def _merged(runs):
     """One status a mutant from the runs on each database: caught if a run caught it, survived if one ran
     its tests and none caught it (code one database's tests reach, the other's do not, counts once)."""
     merged = {}
     for name in runs[0]:
         statuses = [run.get(name) for run in runs]
-        merged[name] = next((status for status in ("killed", "timeout", "survived") if status in statuses), statuses[0])
+        merged[name] = next((status for status in (*CAUGHT, "survived", "no tests") if status in statuses), statuses[0])
     return merged
 
 
-def group_run(group, time_limit):
+def _databases(group):
     databases = ["SQLite"]
     if group in POSTGRES_GROUPS:
         if _postgres("SELECT 1"):
             databases.append("PostgreSQL")
         else:
             print(f"{group}: no PostgreSQL at {POSTGRES_URL}: on SQLite only (its PostgreSQL code unreached)")
+    return databases
+
+
+def group_run(group, time_limit):
+    databases = _databases(group)
     started = time.monotonic()
     runs, finished = [], True
     for database in databases:
-        statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL")
+        # A mutant the first database's run caught is caught whatever the second says, and an equivalent one
+        # is left out: the second runs only the others (its own code, and what the SQLite run left standing).
+        uncaught = (
+            sorted(name for name, status in runs[0].items() if status not in CAUGHT and name not in EQUIVALENT)
+            if runs
+            else ()
+        )
+        if runs and not uncaught:
+            break
+        statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL", only=uncaught)
         runs.append(statuses)
         finished = finished and done
-    minutes = (time.monotonic() - started) / 60
+    how = f"in {(time.monotonic() - started) / 60:.1f} min on {' and '.join(databases)}"
+    return group_score(group, runs, how + ("" if finished else f" (stopped at the {time_limit} s limit)"))
+
+
+def group_report(group):
+    """The score of the group's last run, read from its scratch copies (a run stopped part way included)."""
+    workdirs = [SCRATCH / group, SCRATCH / f"{group}-postgresql"]
+    runs = [_results(workdir) for workdir in workdirs if (workdir / "mutants").is_dir()]
+    if not runs:
+        sys.exit(f"{group}: no run to report in {SCRATCH / group}")
+    return group_score(group, runs, "(the last run, from " + " and ".join(str(w) for w in workdirs[: len(runs)]) + ")")
+
+
+def group_score(group, runs, how):
     statuses = _merged(runs)
     equivalent = {name for name in statuses if name in EQUIVALENT}
     counted = {name: status for name, status in statuses.items() if name not in equivalent}
     killed = sum(status == "killed" for status in counted.values())
-    survived = sorted(name for name, status in counted.items() if status == "survived")
+    # "no tests": no test of the group runs the mutated function, so none can catch it: counted as survived.
+    survived = sorted(name for name, status in counted.items() if status in ("survived", "no tests"))
     timeouts = sum(status == "timeout" for status in counted.values())
     judged = killed + len(survived) + timeouts
     score = 100.0 * (killed + timeouts) / judged if judged else 0.0
     print(
         f"{group}: {score:.1f} % ({killed} killed of {judged}; {len(survived)} survived, {timeouts} timed out, "
-        f"{len(equivalent)} equivalent left out, {len(counted) - judged} not run) in {minutes:.1f} min "
-        f"on {' and '.join(databases)}" + ("" if finished else f" (stopped at the {time_limit} s limit)"),
+        f"{len(equivalent)} equivalent left out, {len(counted) - judged} not run) {how}",
         flush=True,
     )
     for name in survived:
-        print(f"    survived: {name}")
+        print(f"    {'no tests' if counted[name] == 'no tests' else 'survived'}: {name}")
     return score
 
 
 def main(argv):
-    groups = argv or list(GROUPS)
+    report = "--report" in argv
+    groups = [group for group in argv if group != "--report"] or list(GROUPS)
     unknown = [group for group in groups if group not in GROUPS]
     if unknown:
         sys.exit(f"unknown group(s) {', '.join(unknown)}; choose from: {', '.join(GROUPS)}")
     time_limit = int(os.environ.get("MUTATION_TIME_LIMIT", "1800"))
     for group in groups:
-        group_run(group, time_limit)
+        if report:
+            group_report(group)
+        else:
+            group_run(group, time_limit)
 
 
 if __name__ == "__main__":

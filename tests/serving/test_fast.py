@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 
 from serving.fast import FastPredictions
 from serving.models import PredictionLog
+from serving.runtime import ModelNotServable
 from tests.serving.conftest import IRIS_ROW
 
 pytestmark = pytest.mark.django_db
@@ -183,6 +184,7 @@ def test_over_the_body_limit_is_refused_before_the_body_is_read(paths, settings)
         "past the failure limit",
         "past the rate",
         "route not loaded",
+        "a refused version",
         "no token where one is required",
         "insecure with SSL redirect",
         "a host not allowed",
@@ -214,6 +216,8 @@ def test_what_needs_django_reaches_django_with_its_body(paths, application, sett
         _call(fast, _environ({"instances": [IRIS_ROW]}))
     elif case == "route not loaded":
         serving._routes.clear()
+    elif case == "a refused version":  # remembered, as runtime.route remembers a file that fails its check
+        serving._routes[("iris-clf", "production")] = ModelNotServable("iris-clf v1 cannot be served: tampered")
     elif case == "no token where one is required":
         settings.SERVING_REQUIRE_AUTH = True
     elif case == "insecure with SSL redirect":
@@ -229,6 +233,8 @@ def test_what_needs_django_reaches_django_with_its_body(paths, application, sett
     assert django.calls == calls + 1
     if case in ("cookie", "query string", "unknown token", "route not loaded", "another route"):
         assert answer[0] == "200 OK", answer  # Django read the body the client sent
+    if case == "a refused version":
+        assert answer[::2] == ("409 Conflict", {"error": "iris-clf v1 cannot be served: tampered"})
 
 
 def test_anonymous_clients_are_counted_by_address_as_drf_counts_them(paths, settings):
