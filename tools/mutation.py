@@ -192,6 +192,13 @@ EQUIVALENT = {
     _LOG + "__shadow_record__mutmut_22": "the same",
     "registry.services.registration.x_version_fast_form_rebuild__mutmut_41": "`save(update_fields=None)` of a "
     "version locked by select_for_update: the same row afterwards",
+    "registry.fast_inference.x_onnx_session__mutmut_5": "two inter-op threads instead of one: they serve only "
+    "onnxruntime's parallel execution mode, and a session runs sequentially (the intra-op count is tested)",
+    **{
+        f"registry.fast_inference.x_onnx_session__mutmut_{n}": "onnxruntime's providers left to its default: the "
+        "CPU build's default is the CPU provider alone (tested: `get_providers()`)"
+        for n in (8, 11)
+    },
     **{
         _LOG + name: "an SQL keyword or identifier in another case: PostgreSQL folds unquoted names and keywords"
         for name in (

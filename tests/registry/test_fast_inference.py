@@ -1,6 +1,7 @@
 """The ONNX form is kept only when it agrees with scikit-learn on labels AND probabilities."""
 
 import numpy as np
+import pandas as pd
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -66,3 +67,57 @@ def test_a_faithful_onnx_form_is_kept():
     assert "ONNX matches scikit-learn on 100 rows" in note
     onnx_labels, _ = onnx_session(model_bytes).run(None, feeds_from_frame(features, signature))
     assert list(onnx_labels) == list(pipeline.predict(features))
+
+
+def test_categorical_features_with_missing_values_convert_and_agree():
+    """Text columns go to ONNX as strings, and a missing one (None or NaN) as the empty string the
+    converted imputer treats as missing: scikit-learn imputes it, so must ONNX, or the form is refused."""
+    from experiments.datasets import make_customer_churn
+    from experiments.trainers import params_validate, train
+
+    frame = make_customer_churn(n_samples=300)
+    frame.loc[::7, "contract_type"] = None
+    frame.loc[3::11, "payment_method"] = np.nan
+    result = train(
+        frame, target="churned", algorithm="logistic_regression", params=params_validate("logistic_regression", {})
+    )
+    features = frame.drop(columns="churned")
+    signature = [
+        {"name": name, "dtype": "numeric" if pd.api.types.is_numeric_dtype(features[name]) else "categorical"}
+        for name in features.columns
+    ]
+    assert [f["name"] for f in signature if f["dtype"] == "categorical"] == [
+        "contract_type",
+        "internet_service",
+        "payment_method",
+    ]
+
+    model_bytes, difference, note = onnx_convert(
+        pipeline=result.pipeline, features=signature, frame=features, tolerance=1e-4
+    )
+
+    assert model_bytes is not None, note
+    assert difference < 1e-4
+    feeds = feeds_from_frame(features, signature)
+    assert feeds["contract_type"].dtype == object
+    assert feeds["contract_type"].shape == (300, 1)
+    assert feeds["contract_type"][0, 0] == feeds["payment_method"][3, 0] == ""  # missing, as the imputer reads it
+    assert feeds["tenure_months"].dtype == np.float32
+    onnx_labels, _ = onnx_session(model_bytes).run(None, feeds)
+    assert list(onnx_labels) == list(result.pipeline.predict(features))
+
+
+def test_a_session_runs_on_one_thread_on_the_cpu_without_a_warning():
+    """One thread a session: a worker process is one of several on the machine's cores."""
+    import warnings
+
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(features, labels)
+    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    model_bytes, _, _ = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # onnxruntime warns of a provider it does not have, then falls back
+        session = onnx_session(model_bytes)
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert session.get_providers() == ["CPUExecutionProvider"]
