@@ -9,6 +9,7 @@ and file of the path it checks, only the minutes of scikit-learn and skl2onnx ar
 import hashlib
 import os
 import pickle
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +21,18 @@ from django.contrib.auth.models import Group, Permission
 from experiments import services as experiment_services
 from governance.roles import roles_sync
 from registry import services
+
+
+def _gevent_reinit():
+    """tritonclient's HTTP client runs on gevent, whose event loop does not survive a fork: a process
+    forked after a test used it (mutmut runs each mutant in a fork of the process that ran the tests
+    first) waited forever on its first request. gevent.reinit() makes the loop anew in the child."""
+    gevent = sys.modules.get("gevent")
+    if gevent is not None:
+        gevent.reinit()
+
+
+os.register_at_fork(after_in_child=_gevent_reinit)
 
 
 @pytest.fixture(scope="session")
