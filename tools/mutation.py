@@ -142,7 +142,18 @@ EQUIVALENT = {
     **{
         f"serving.predict.x__observe_many__mutmut_{n}": "which of the two ways of counting the confidence "
         "histogram is taken (one observation a row, or one increment a bucket): both count the same"
-        for n in (1, 2, 3)
+        for n in (1, 2, 3, 4, 5, 9, 10)
+    },
+    **{
+        f"serving.predict.x__observe_many__mutmut_{n}": "a default spelt out or left out: searchsorted's side is "
+        "'left', and bincount's counts cannot outnumber the buckets (the last bound is +Inf) so zip's strictness "
+        "and minlength change nothing"
+        for n in (18, 24, 29, 32, 33)
+    },
+    **{
+        f"serving.predict.x__count_success__mutmut_{n}": "the metric children looked up on every prediction "
+        "instead of once per model and version: the same children, only slower"
+        for n in (1, 2)
     },
     **{
         _LOG + f"ǁLogRecordǁrows__mutmut_{n}": "strict zip of the vector's columns dropped: zip(*values, strict=True) "

@@ -9,6 +9,15 @@ def serving_settings(serving, settings):
     return settings
 
 
+@pytest.fixture(autouse=True)
+def metric_children_looked_up_anew(monkeypatch):
+    """Each test starts as a new worker does, with no metric children looked up yet (serving.predict keeps
+    them per model and version): what the first prediction of a process does is tested, not skipped."""
+    from serving import predict
+
+    monkeypatch.setattr(predict, "_success_metrics", {})
+
+
 @pytest.fixture
 def client():
     return APIClient()
