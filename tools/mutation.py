@@ -203,6 +203,20 @@ EQUIVALENT = {
     _LOG + "__shadow_record__mutmut_22": "the same",
     "registry.services.registration.x_version_fast_form_rebuild__mutmut_41": "`save(update_fields=None)` of a "
     "version locked by select_for_update: the same row afterwards",
+    "registry.fast_inference.x_onnx_convert__mutmut_8": "a text feature's tensor declared of unknown shape instead "
+    "of [None, 1]: the session takes the same [rows, 1] feeds",
+    "registry.fast_inference.x_onnx_convert__mutmut_30": "ai.onnx.ml 4 allowed instead of 3: the estimators the "
+    "trainers make convert to ai.onnx.ml operators of version 1 either way (tested: the opsets declared)",
+    **{
+        f"registry.fast_inference.x_onnx_convert__mutmut_{n}": "ONNX's float32 probabilities not made float64 before "
+        "the subtraction: numpy promotes them to float64 in it, exactly"
+        for n in (65, 67)
+    },
+    **{
+        f"registry.services.registration.x__run_registrable__mutmut_{n}": "a related row not joined in the run's "
+        "query (select_related): read by one more query, the same values"
+        for n in (5, 6)
+    },
     "registry.fast_inference.x_onnx_session__mutmut_5": "two inter-op threads instead of one: they serve only "
     "onnxruntime's parallel execution mode, and a session runs sequentially (the intra-op count is tested)",
     **{

@@ -121,3 +121,73 @@ def test_a_session_runs_on_one_thread_on_the_cpu_without_a_warning():
         session = onnx_session(model_bytes)
     assert session.get_session_options().intra_op_num_threads == 1
     assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def _faithful():
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(features, labels)
+    return pipeline, features, [{"name": name, "dtype": "numeric"} for name in features.columns]
+
+
+def test_the_onnx_form_declares_the_opsets_the_pinned_onnxruntime_runs():
+    """Opset 17 at most (ai.onnx.ml 3 at most), whatever newer opsets a later skl2onnx would default to
+    (22 with skl2onnx 1.20): the ONNX form must load in the onnxruntime the serving processes have."""
+    import onnx
+
+    pipeline, features, signature = _faithful()
+    model_bytes, _, _ = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
+    opsets = {entry.domain: entry.version for entry in onnx.load_from_string(model_bytes).opset_import}
+    assert opsets == {"": 17, "ai.onnx.ml": 1}  # LinearClassifier is an ai.onnx.ml operator of version 1
+
+
+def test_a_pipeline_of_three_steps_gives_its_classifier_s_probabilities_as_an_array():
+    """The option that makes the classifier's probabilities one array (no per-row maps) goes to the last step,
+    whatever the number of steps before it."""
+    from sklearn.impute import SimpleImputer
+
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline(
+        [("impute", SimpleImputer()), ("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))]
+    ).fit(features, labels)
+    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    model_bytes, difference, note = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
+    assert model_bytes is not None, note
+    assert difference < 1e-4
+
+
+def test_the_tolerance_is_the_largest_difference_kept_and_the_note_says_the_labels_match():
+    pipeline, features, signature = _faithful()
+    _, difference, _ = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1.0)
+    assert difference > 0  # float32 in ONNX against float64 in scikit-learn
+
+    at_the_tolerance, _, _ = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=difference)
+    assert at_the_tolerance is not None
+
+    refused, _, note = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=difference / 2)
+    assert refused is None
+    assert note == (
+        f"ONNX disagrees with scikit-learn (max probability difference {difference:.2e}, labels match); "
+        "serving scikit-learn"
+    )
+
+
+class Unconvertible(LogisticRegression):
+    """An estimator skl2onnx has no converter for."""
+
+
+def test_a_pipeline_skl2onnx_cannot_convert_is_served_by_scikit_learn_with_the_reason(caplog):
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", Unconvertible(max_iter=500))]).fit(features, labels)
+    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    with caplog.at_level("INFO", logger="registry.fast_inference"):
+        model_bytes, difference, note = onnx_convert(
+            pipeline=pipeline, features=signature, frame=features, tolerance=1e-4
+        )
+    assert (model_bytes, difference) == (None, None)
+    [record] = [r for r in caplog.records if r.name == "registry.fast_inference"]
+    reason = str(record.args[0])
+    assert type(record.args[0]).__name__ == "MissingShapeCalculator"
+    assert record.getMessage() == f"ONNX conversion failed: {reason}"
+    assert len(reason) > 300
+    assert note == f"ONNX conversion failed (MissingShapeCalculator: {reason[:300]}); serving scikit-learn"
