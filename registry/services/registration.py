@@ -158,7 +158,14 @@ def fast_form_build(*, pipeline: BaseEstimator, signature: Mapping[str, Any], fr
     onnx_bytes, difference, note = onnx_convert(
         pipeline=pipeline, features=signature["features"], frame=frame, tolerance=settings.ONNX_MAX_ABS_DIFF
     )
-    fast = {"serving_form": ModelVersion.ServingForm.SKLEARN, "onnx_max_abs_diff": difference, "serving_note": note}
+    # No ONNX file unless it matched: a rebuild that falls back leaves no earlier file named beside scikit-learn.
+    fast = {
+        "serving_form": ModelVersion.ServingForm.SKLEARN,
+        "onnx_path": "",
+        "onnx_sha256": "",
+        "onnx_max_abs_diff": difference,
+        "serving_note": note,
+    }
     if onnx_bytes is not None:
         # Stored by content: two versions of one run (in two models) never overwrite each other's file.
         digest = hashlib.sha256(onnx_bytes).hexdigest()

@@ -335,3 +335,20 @@ def test_a_registration_is_announced_and_signalled_with_who_registered(train, sc
     assert received == [(ModelVersion, 1, scientist)]
     [registered] = hooks("version.registered")
     assert (registered["model"], registered["version"]) == ("iris-clf", 1)
+
+
+def test_a_rebuild_that_falls_back_on_scikit_learn_names_no_onnx_file(register, scientist, settings):
+    """A converter upgrade whose ONNX form now disagrees: the version is served by scikit-learn, and its
+    record and audit entry no longer name the earlier ONNX file."""
+    version = register()
+    assert version.serving_form == ModelVersion.ServingForm.ONNX
+    settings.ONNX_MAX_ABS_DIFF = -1.0  # no difference is within it
+
+    rebuilt = services.version_fast_form_rebuild(version=version, by=scientist)
+
+    rebuilt.refresh_from_db()
+    assert (rebuilt.serving_form, rebuilt.onnx_path, rebuilt.onnx_sha256) == (ModelVersion.ServingForm.SKLEARN, "", "")
+    assert rebuilt.serving_note.startswith("ONNX disagrees with scikit-learn")
+    entry = AuditEntry.objects.filter(action="version.fast_form_built").latest("id")
+    assert entry.before == {"serving_form": "onnx", "onnx_sha256": version.onnx_sha256}
+    assert entry.after == {"serving_form": "sklearn", "onnx_sha256": ""}

@@ -287,3 +287,31 @@ def test_the_audit_log_shows_each_canary_request_and_decision_with_both_people(
     assert (decided.actor_name, decided.after["requested_by"], decided.after["decided_by"]) == ("alex", "eli", "alex")
     assert (deployed.after["requested_by"], deployed.after["approved_by"]) == ("eli", "alex")
     assert deployed.reason == f"request #{request.pk}: compare quietly"
+
+
+@pytest.mark.parametrize(
+    ("percent", "draw", "answered"),
+    [(25, 0.2499, "canary"), (25, 0.25, "primary"), (100, 0.9999, "canary"), (0.5, 0.0049, "canary")],
+)
+def test_a_request_goes_to_the_canary_when_its_draw_falls_below_the_share(
+    production, register, put_on_traffic, monkeypatch, django_capture_on_commit_callbacks, percent, draw, answered
+):
+    """random() in [0, 1) times 100 below the percent: a 100 % canary takes every request, 25 % a quarter."""
+    from serving import predict as predict_module
+
+    with django_capture_on_commit_callbacks(execute=True):
+        put_on_traffic(register(), percent=percent)
+    monkeypatch.setattr(predict_module.random, "random", lambda: draw)
+    assert _ask().served_by == answered
+
+
+def test_each_environment_answers_with_its_own_primary(
+    production, register, promote, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        promote(register(), to_stage="staging")
+    asked = {
+        environment: predict(model_name="iris-clf", payload=[IRIS_ROW], kind="records", environment=environment)
+        for environment in ("production", "staging")
+    }
+    assert {environment: p.model.version for environment, p in asked.items()} == {"production": 1, "staging": 2}

@@ -164,3 +164,51 @@ def test_a_version_called_by_number_is_kept_until_the_signal_moves(production, d
 
     signal_bump()
     assert runtime.version("iris-clf", 1) is not first
+
+
+def _pipeline(settings, version):
+    import joblib
+
+    return joblib.load(settings.ARTIFACT_ROOT / version.artifact_path)
+
+
+def test_text_features_reach_the_onnx_form_as_text_and_a_missing_one_as_missing(register, train, settings):
+    """A churn model served in its ONNX form answers as its scikit-learn pipeline does, a missing contract
+    type (None) included."""
+    import pandas as pd
+
+    from experiments.datasets import make_customer_churn
+    from serving.runtime import version_load
+
+    version = register(name="churn", run=train(dataset="customer_churn", n_samples=200))
+    assert version.serving_form == "onnx"
+    rows = make_customer_churn(n_samples=20, seed=7).drop(columns="churned")
+    columns = {name: rows[name].tolist() for name in rows.columns}
+    columns["contract_type"][2] = columns["contract_type"][5] = None  # missing, as the runtime takes it
+
+    labels, probabilities = version_load(version).predict(columns)
+
+    expected = _pipeline(settings, version).predict_proba(pd.DataFrame(columns))
+    assert probabilities.dtype == np.float32  # the ONNX form answered
+    assert np.allclose(probabilities, expected, atol=1e-4)
+    assert labels == [version.signature["classes"][i] for i in expected.argmax(axis=1)]
+
+
+def test_a_scikit_learn_version_naming_an_onnx_file_is_served_by_scikit_learn(register, settings):
+    """A version an earlier release rebuilt to scikit-learn kept its ONNX file's name: the form decides."""
+    from registry.models import ModelVersion
+    from serving.runtime import version_load
+
+    version = register()
+    ModelVersion.objects.filter(pk=version.pk).update(serving_form="sklearn")
+    version.refresh_from_db()
+    assert version.onnx_path
+
+    loaded = version_load(version)
+    labels, probabilities = loaded.predict({name: [value] for name, value in IRIS_ROW.items()})
+
+    assert (loaded.form, probabilities.dtype) == ("sklearn", np.float64)
+    expected = _pipeline(settings, version).predict_proba(
+        __import__("pandas").DataFrame({name: [value] for name, value in IRIS_ROW.items()})
+    )
+    assert np.array_equal(probabilities, expected)
