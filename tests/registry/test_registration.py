@@ -70,6 +70,7 @@ def test_registration_refusals_name_the_field(train, scientist, django_user_mode
     for unknown in (999999, "abc", None):
         refused(NotFound, register(run_id=unknown), f"^run {unknown} does not exist$", "run_id")
     refused(InvalidInput, register(name="  "), ".", "name")
+    refused(InvalidInput, register(name=None), ".", "name")
     nobody = django_user_model.objects.create_user("nobody", password="pw-nobody-1")
     refused(NotPermitted, register(by=nobody), "^nobody may not register model versions: it needs the", None)
     Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING)
@@ -352,3 +353,7 @@ def test_a_rebuild_that_falls_back_on_scikit_learn_names_no_onnx_file(register, 
     entry = AuditEntry.objects.filter(action="version.fast_form_built").latest("id")
     assert entry.before == {"serving_form": "onnx", "onnx_sha256": version.onnx_sha256}
     assert entry.after == {"serving_form": "sklearn", "onnx_sha256": ""}
+
+
+def test_a_version_registered_without_a_description_has_none(register):
+    assert register().description == ""

@@ -186,12 +186,20 @@ def test_text_features_reach_the_onnx_form_as_text_and_a_missing_one_as_missing(
     columns = {name: rows[name].tolist() for name in rows.columns}
     columns["contract_type"][2] = columns["contract_type"][5] = None  # missing, as the runtime takes it
 
-    labels, probabilities = version_load(version).predict(columns)
-
+    loaded = version_load(version)
     expected = _pipeline(settings, version).predict_proba(pd.DataFrame(columns))
-    assert probabilities.dtype == np.float32  # the ONNX form answered
-    assert np.allclose(probabilities, expected, atol=1e-4)
-    assert labels == [version.signature["classes"][i] for i in expected.argmax(axis=1)]
+    # As a caller gives them (lists), and as serving.inputs checks them (arrays; NaN for a missing number).
+    checked = {
+        name: np.array(values, dtype=object if categorical else np.float64)
+        for (name, categorical), values in zip(loaded.features, columns.values(), strict=True)
+    }
+    for given in (columns, checked):
+        labels, probabilities = loaded.predict(given)
+
+        assert probabilities.dtype == np.float32  # the ONNX form answered
+        assert np.allclose(probabilities, expected, atol=1e-4)
+        assert labels == [version.signature["classes"][i] for i in expected.argmax(axis=1)]
+    assert checked["contract_type"][2] is None  # the caller's array is left as it was
 
 
 def test_a_scikit_learn_version_naming_an_onnx_file_is_served_by_scikit_learn(register, settings):
