@@ -357,3 +357,32 @@ def test_a_rebuild_that_falls_back_on_scikit_learn_names_no_onnx_file(register, 
 
 def test_a_version_registered_without_a_description_has_none(register):
     assert register().description == ""
+
+
+def test_a_version_number_taken_at_the_same_moment_is_a_conflict_and_nothing_is_written(register, train, scientist):
+    """The database's uniqueness of (model, number) is the last guard: a registration that loses the race
+    is refused by field, whole (its model sync, audit entry and signal never happen)."""
+    from django.db.models.signals import pre_save
+
+    first = register()
+    runs = [train(), train(params={"n_estimators": 4, "max_depth": 2})]
+    entries = AuditEntry.objects.count()
+
+    def another_registration_takes_the_number(sender, instance, **kwargs):
+        if instance._state.adding:
+            twin = ModelVersion.objects.get(pk=first.pk)
+            twin.pk, twin.version, twin.run = None, instance.version, runs[1]
+            ModelVersion.objects.bulk_create([twin])  # sends no pre_save of its own
+
+    pre_save.connect(another_registration_takes_the_number, sender=ModelVersion)
+    try:
+        refused(
+            Conflict,
+            lambda: services.model_version_register(run_id=runs[0].pk, model_name="iris-clf", by=scientist),
+            "^iris-clf was registered to concurrently; try again$",
+            "name",
+        )
+    finally:
+        pre_save.disconnect(another_registration_takes_the_number, sender=ModelVersion)
+    assert list(ModelVersion.objects.values_list("version", flat=True)) == [1]
+    assert AuditEntry.objects.count() == entries

@@ -389,13 +389,19 @@ def test_a_run_whose_features_or_classes_differ_is_refused_with_the_differences_
     count = AuditEntry.objects.count()
     with pytest.raises(Unprocessable) as refused:
         services.model_version_register(run_id=churn_run.pk, model_name="iris-clf", by=scientist)
-    message = refused.value.message
-    assert "does not fit iris-clf v1" in message
-    assert "features added: tenure_months" in message
-    assert "features removed: sepal_length_cm" in message
-    assert "classes are no, yes; were setosa, versicolor, virginica" in message
-    assert "breaking change" in message
-    assert refused.value.extra["compared_with"] == "iris-clf v1"
+    differences = [
+        "classes are no, yes; were setosa, versicolor, virginica",
+        "features added: tenure_months, monthly_charges, total_charges, support_calls, num_products, age, "
+        "paperless_billing, contract_type, internet_service, payment_method",
+        "features removed: sepal_length_cm, sepal_width_cm, petal_length_cm, petal_width_cm",
+        "target is churned, was target",
+    ]
+    assert refused.value.message == (
+        f"run {churn_run.pk} does not fit iris-clf v1: {'; '.join(differences)}. Register it as a breaking change "
+        "if this is deliberate (clients of the model must change too)."
+    )
+    assert refused.value.field == "run_id"
+    assert refused.value.extra == {"compared_with": "iris-clf v1", "differences": differences}
     assert (ModelVersion.objects.count(), AuditEntry.objects.count()) == (1, count)
 
 
