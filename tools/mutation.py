@@ -12,6 +12,7 @@ the mutants listed in EQUIVALENT below (a change no test can tell from the origi
     .venv/bin/python tools/mutation.py access feedback      # some groups
     MUTATION_TIME_LIMIT=1200 .venv/bin/python tools/mutation.py promotion
     .venv/bin/python tools/mutation.py --report promotion   # the last run's score again, without running
+    .venv/bin/python tools/mutation.py --again promotion    # the last run brought up to date (see group_again)
 
 Each group's survivors are listed by name: `cd var/mutation/GROUP && ../../../.venv/bin/mutmut show NAME`
 shows the change. It is slow (see the README's "Mutation testing"), so it does not run in CI.
@@ -203,6 +204,21 @@ EQUIVALENT = {
     _LOG + "__shadow_record__mutmut_22": "the same",
     "registry.services.registration.x_version_fast_form_rebuild__mutmut_41": "`save(update_fields=None)` of a "
     "version locked by select_for_update: the same row afterwards",
+    "registry.fast_inference.x_feeds_from_frame__mutmut_33": "reshape(-2, 1) for reshape(-1, 1): numpy takes any "
+    "negative size as the one to infer",
+    "serving.runtime.x_version_load__mutmut_56": "the same, in the runtime's feeds",
+    **{
+        f"serving.runtime.x_version_load__mutmut_{n}": "a caller's text column made a numpy str array instead of an "
+        "object array: onnxruntime takes both as the same string tensor (the answers are tested equal)"
+        for n in (34, 36)
+    },
+    "serving.runtime.x_version_load__mutmut_47": "None left in a list of numbers made float32: numpy makes it NaN "
+    "itself, as the code does",
+    **{
+        f"serving.runtime.x_version_load__mutmut_{n}": "a pipeline's n_jobs not set to 1 when loaded: one row is "
+        "slower with more jobs, the answer the same (and the trainers fit with n_jobs=1 already)"
+        for n in (70, 74, 75)
+    },
     "registry.fast_inference.x_onnx_convert__mutmut_8": "a text feature's tensor declared of unknown shape instead "
     "of [None, 1]: the session takes the same [rows, 1] feeds",
     "registry.fast_inference.x_onnx_convert__mutmut_30": "ai.onnx.ml 4 allowed instead of 3: the estimators the "
@@ -305,12 +321,14 @@ EQUIVALENT = {
 }
 
 
-def _scratch_copy(group, files, tests):
-    """A copy of the tracked files with this group's [tool.mutmut] settings appended to pyproject.toml."""
+def _scratch_copy(group, files, tests, *, fresh=True):
+    """A copy of the tracked files with this group's [tool.mutmut] settings appended to pyproject.toml;
+    not fresh, the files copied over the last run's copy (mutmut then makes again the mutants of the
+    functions that changed, from the modification times copy2 keeps, and finds the tests that are new)."""
     workdir = SCRATCH / group
-    if workdir.exists():
+    if workdir.exists() and fresh:
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     tracked = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -374,35 +392,47 @@ def _postgres(statement, *, drop=False):
     return True
 
 
-def _mutmut_run(group, time_limit, *, postgres, only=()):
+def _mutmut_run(group, time_limit, *, postgres, only=(), again=False):
     """Run mutmut over the group in its scratch copy, on PostgreSQL or SQLite, over every mutant or only
-    those named: ({mutant: status}, finished)."""
+    those named; `again`, over the last run's copy with the code and tests as they are now: the mutants
+    of changed functions and those not judged yet, then the last run's survivors. ({mutant: status}, finished)"""
     files, tests = GROUPS[group]
-    workdir = _scratch_copy(f"{group}-postgresql" if postgres else group, files, tests)
+    name = _scratch_name(group, "PostgreSQL" if postgres else "SQLite")
+    runs = [only]
+    if again:
+        last = _results(SCRATCH / name)
+        runs = [(), sorted(m for m, status in last.items() if status in UNCAUGHT and m not in EQUIVALENT)]
+    workdir = _scratch_copy(name, files, tests, fresh=not again)
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "CELERY_BROKER_URL")}
     env.update(GROUP_ENV.get(group, {}))
     if postgres:
         _postgres(f"DROP DATABASE IF EXISTS test_mutation_{group}")  # a template of an earlier code, made again
         env["DATABASE_URL"] = f"{POSTGRES_URL}/mutation_{group}"
-    try:
-        with open(workdir / "mutmut.log", "w") as log:
-            subprocess.run(
-                ["nice", "-n", "10", MUTMUT, "run", "--max-children", os.environ.get("MUTATION_CHILDREN", "2"), *only],
-                cwd=workdir,
-                env=env,
-                timeout=time_limit,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        finished = True
-    except subprocess.TimeoutExpired:
-        finished = False
+    deadline, finished = time.monotonic() + time_limit, True
+    with open(workdir / "mutmut.log", "a" if again else "w") as log:
+        for index, names in enumerate(runs):
+            if index and not names:
+                continue  # no survivors to judge again
+            try:
+                subprocess.run(
+                    ["nice", "-n", "10", MUTMUT, "run", "--max-children", os.environ.get("MUTATION_CHILDREN", "2")]
+                    + list(names),
+                    cwd=workdir,
+                    env=env,
+                    timeout=max(deadline - time.monotonic(), 1),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            except subprocess.TimeoutExpired:
+                finished = False
+                break
     if postgres:  # the copies of mutants killed for their time, and the template
         _postgres(f"SELECT datname FROM pg_database WHERE datname LIKE 'test\\_mutation\\_{group}%'", drop=True)
     return _results(workdir), finished
 
 
 CAUGHT = ("killed", "timeout")
+UNCAUGHT = ("survived", "no tests")
 
 
 def _merged(runs):
@@ -446,6 +476,25 @@ def group_run(group, time_limit):
     return group_score(group, runs, how + ("" if finished else f" (stopped at the {time_limit} s limit)"))
 
 
+def group_again(group, time_limit):
+    """The last run brought up to date: each database's copy given the code and tests as they are now, its
+    changed functions' mutants and those not judged yet run, then its survivors judged again."""
+    started, runs, finished = time.monotonic(), [], True
+    databases = [d for d in _databases(group) if (SCRATCH / _scratch_name(group, d) / "mutants").is_dir()]
+    if not databases:
+        sys.exit(f"{group}: no earlier run in {SCRATCH / group} to bring up to date")
+    for database in databases:
+        statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL", again=True)
+        runs.append(statuses)
+        finished = finished and done
+    how = f"again in {(time.monotonic() - started) / 60:.1f} min on {' and '.join(databases)}"
+    return group_score(group, runs, how + ("" if finished else f" (stopped at the {time_limit} s limit)"))
+
+
+def _scratch_name(group, database):
+    return f"{group}-postgresql" if database == "PostgreSQL" else group
+
+
 def group_report(group):
     """The score of the group's last run, read from its scratch copies (a run stopped part way included)."""
     workdirs = [SCRATCH / group, SCRATCH / f"{group}-postgresql"]
@@ -476,8 +525,8 @@ def group_score(group, runs, how):
 
 
 def main(argv):
-    report = "--report" in argv
-    groups = [group for group in argv if group != "--report"] or list(GROUPS)
+    report, again = "--report" in argv, "--again" in argv
+    groups = [group for group in argv if group not in ("--report", "--again")] or list(GROUPS)
     unknown = [group for group in groups if group not in GROUPS]
     if unknown:
         sys.exit(f"unknown group(s) {', '.join(unknown)}; choose from: {', '.join(GROUPS)}")
@@ -485,6 +534,8 @@ def main(argv):
     for group in groups:
         if report:
             group_report(group)
+        elif again:
+            group_again(group, time_limit)
         else:
             group_run(group, time_limit)
 

@@ -185,6 +185,7 @@ def test_text_features_reach_the_onnx_form_as_text_and_a_missing_one_as_missing(
     rows = make_customer_churn(n_samples=20, seed=7).drop(columns="churned")
     columns = {name: rows[name].tolist() for name in rows.columns}
     columns["contract_type"][2] = columns["contract_type"][5] = None  # missing, as the runtime takes it
+    columns["tenure_months"][4] = None
 
     loaded = version_load(version)
     expected = _pipeline(settings, version).predict_proba(pd.DataFrame(columns))
