@@ -217,7 +217,7 @@ EQUIVALENT = {
     **{
         f"serving.runtime.x_version_load__mutmut_{n}": "a pipeline's n_jobs not set to 1 when loaded: one row is "
         "slower with more jobs, the answer the same (and the trainers fit with n_jobs=1 already)"
-        for n in (70, 74, 75)
+        for n in (70, 74, 75, 77, 78, 79)
     },
     "registry.fast_inference.x_onnx_convert__mutmut_8": "a text feature's tensor declared of unknown shape instead "
     "of [None, 1]: the session takes the same [rows, 1] feeds",

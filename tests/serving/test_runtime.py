@@ -221,3 +221,9 @@ def test_a_scikit_learn_version_naming_an_onnx_file_is_served_by_scikit_learn(re
         __import__("pandas").DataFrame({name: [value] for name, value in IRIS_ROW.items()})
     )
     assert np.array_equal(probabilities, expected)
+
+
+def test_a_version_is_loaded_once_however_many_routes_use_it(production):
+    """One model file's session in memory per process: the Production route and calls by number share it."""
+    runtime = ServingRuntime()
+    assert runtime.route("iris-clf").primary is runtime.version("iris-clf", 1)
