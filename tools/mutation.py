@@ -154,8 +154,14 @@ EQUIVALENT = {
     **{
         f"serving.predict.x__count_success__mutmut_{n}": "the metric children looked up on every prediction "
         "instead of once per model and version: the same children, only slower"
-        for n in (1, 2)
+        for n in (1, 2, 20)
     },
+    "serving.runtime.xǁServingRuntimeǁ__init____mutmut_2": "a new runtime's generation None instead of a fresh "
+    "object: its maps are empty either way until the first signal check",
+    "serving.runtime.xǁServingRuntimeǁ__init____mutmut_7": "the by-number map None at first: the first signal "
+    "check (every lookup starts with one, and a new runtime's generation matches no signal) makes it anew",
+    "serving.runtime.xǁServingRuntimeǁroute__mutmut_77": "the fallback of a reloaded route not forgotten at once: "
+    "nothing reads it before the next signal overwrites it with the routes held then",
     **{
         _LOG + f"ǁLogRecordǁrows__mutmut_{n}": "strict zip of the vector's columns dropped: zip(*values, strict=True) "
         "below already refuses columns of different lengths, the vector's among them"

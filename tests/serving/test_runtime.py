@@ -42,14 +42,18 @@ def test_a_refused_version_is_named_on_health_with_the_version_still_serving(pro
     assert fresh.error.endswith("; still serving v1 (the version last served, as recorded)")
 
 
-def test_nothing_to_fall_back_on_is_refused_once_and_remembered(register, promote, settings):
+def test_nothing_to_fall_back_on_is_refused_once_and_remembered(register, promote, settings, caplog):
     version = register()
     promote(version)
     _tamper(settings, version.artifact_path)
     runtime = ServingRuntime()
-    with pytest.raises(ModelNotServable) as refused:
+    with caplog.at_level("ERROR", logger="serving.runtime"), pytest.raises(ModelNotServable) as refused:
         runtime.route("iris-clf")
     assert refused.value.message.startswith("iris-clf v1 cannot be served: ")
+    reason = refused.value.message.removeprefix("iris-clf v1 cannot be served: ")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "serving.runtime"] == [
+        ("ERROR", f"cannot serve iris-clf v1: {reason}")
+    ]
     assert refused.value.status_code == 409
     with pytest.raises(ModelNotServable) as again:
         runtime.route("iris-clf")
@@ -227,3 +231,22 @@ def test_a_version_is_loaded_once_however_many_routes_use_it(production):
     """One model file's session in memory per process: the Production route and calls by number share it."""
     runtime = ServingRuntime()
     assert runtime.route("iris-clf").primary is runtime.version("iris-clf", 1)
+
+
+def test_a_route_is_kept_until_the_signal_moves_and_its_version_recorded_once(production, django_assert_num_queries):
+    """A request on a held route reads nothing from the database and writes nothing: the version last served
+    is recorded when the route is loaded, not per request."""
+    from serving.models import LastServed
+    from serving.signal import signal_bump
+
+    runtime = ServingRuntime()
+    first = runtime.route("iris-clf")
+    with django_assert_num_queries(0):
+        assert runtime.route("iris-clf") is first
+    recorded = LastServed.objects.get(environment="production").served_at
+    signal_bump()
+    again = runtime.route("iris-clf")  # loaded anew; the same version, so not recorded again
+    assert again is not first
+    assert LastServed.objects.get(environment="production").served_at == recorded
+    with django_assert_num_queries(0):
+        assert runtime.route("iris-clf") is again
