@@ -172,6 +172,14 @@ EQUIVALENT = {
         "column name by construction"
         for n in (28, 31, 32)
     },
+    **{
+        _LOG + f"ǁLogRecordǁcopy_lines__mutmut_{n}": "the same two strict zips, in the COPY lines (PostgreSQL)"
+        for n in (32, 34, 39, 69, 72, 73)
+    },
+    _LOG + "__json_text__mutmut_4": "backslashes doubled in every text, not only one holding a backslash: "
+    "replacing none changes nothing",
+    _LOG + "ǁPredictionLogWriterǁ_write__mutmut_48": "`getattr(exc, '__cause__')` without a default: every "
+    "exception has the attribute (None when there is no cause)",
     _LOG + "__json_default__mutmut_3": "every numpy scalar's item() made a float: only floating ones reach it and "
     "fit (integers and booleans orjson takes itself; the others are no JSON either way)",
     _LOG + "__json_default__mutmut_5": "the wording of the TypeError for a value that is no JSON: the batch is "
