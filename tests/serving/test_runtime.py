@@ -22,7 +22,9 @@ def _tamper(settings, path):
     (settings.ARTIFACT_ROOT / path).write_bytes(b"not the registered model")
 
 
-def test_a_refused_version_is_named_on_health_with_the_version_still_serving(production, register, promote, settings):
+def test_a_refused_version_is_named_on_health_with_the_version_still_serving(
+    production, register, promote, settings, django_assert_num_queries
+):
     runtime = ServingRuntime()
     assert runtime.route("iris-clf").primary.version == 1
     v2 = register()
@@ -35,6 +37,8 @@ def test_a_refused_version_is_named_on_health_with_the_version_still_serving(pro
     assert route.primary.version == 1
     assert route.error.startswith(f"v2 refused: {v2.artifact_path} has sha256 ")
     assert route.error.endswith("; still serving v1")
+    with django_assert_num_queries(0):  # the fallback is held: the broken file is not read again per request
+        assert runtime.route("iris-clf") is route
     # A process started after the refusal never served v1 itself: it falls back on the version last served,
     # as recorded by the process that did, and says so.
     fresh = ServingRuntime().route("iris-clf")
