@@ -486,8 +486,7 @@ def group_run(group, time_limit):
         statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL", only=uncaught)
         runs.append(statuses)
         finished = finished and done
-    how = f"in {(time.monotonic() - started) / 60:.1f} min on {' and '.join(databases)}"
-    return group_score(group, runs, how + ("" if finished else f" (stopped at the {time_limit} s limit)"))
+    return group_score(group, runs, _how("in", started, databases, finished, time_limit))
 
 
 def group_again(group, time_limit):
@@ -501,8 +500,12 @@ def group_again(group, time_limit):
         statuses, done = _mutmut_run(group, time_limit, postgres=database == "PostgreSQL", again=True)
         runs.append(statuses)
         finished = finished and done
-    how = f"again in {(time.monotonic() - started) / 60:.1f} min on {' and '.join(databases)}"
-    return group_score(group, runs, how + ("" if finished else f" (stopped at the {time_limit} s limit)"))
+    return group_score(group, runs, _how("again in", started, databases, finished, time_limit))
+
+
+def _how(words, started, databases, finished, time_limit):
+    how = f"{words} {(time.monotonic() - started) / 60:.1f} min on {' and '.join(databases)}"
+    return how + ("" if finished else f" (stopped at the {time_limit} s limit)")
 
 
 def _scratch_name(group, database):

@@ -40,6 +40,13 @@ def _versicolor_or_virginica():
     return features, labels
 
 
+def _faithful():
+    features, labels = _versicolor_or_virginica()
+    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(features, labels)
+    return pipeline, features, [{"name": name, "dtype": "numeric"} for name in features.columns]
+
+
 def test_an_onnx_form_whose_labels_differ_is_refused_even_with_equal_probabilities():
     _register_converter()
     features, labels = _versicolor_or_virginica()
@@ -57,10 +64,7 @@ def test_an_onnx_form_whose_labels_differ_is_refused_even_with_equal_probabiliti
 
 
 def test_a_faithful_onnx_form_is_kept():
-    features, labels = _versicolor_or_virginica()
-    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
-    pipeline.fit(features, labels)
-    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    pipeline, features, signature = _faithful()
     model_bytes, difference, note = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
     assert model_bytes is not None
     assert difference < 1e-4
@@ -111,23 +115,13 @@ def test_a_session_runs_on_one_thread_on_the_cpu_without_a_warning():
     """One thread a session: a worker process is one of several on the machine's cores."""
     import warnings
 
-    features, labels = _versicolor_or_virginica()
-    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
-    pipeline.fit(features, labels)
-    signature = [{"name": name, "dtype": "numeric"} for name in features.columns]
+    pipeline, features, signature = _faithful()
     model_bytes, _, _ = onnx_convert(pipeline=pipeline, features=signature, frame=features, tolerance=1e-4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # onnxruntime warns of a provider it does not have, then falls back
         session = onnx_session(model_bytes)
     assert session.get_session_options().intra_op_num_threads == 1
     assert session.get_providers() == ["CPUExecutionProvider"]
-
-
-def _faithful():
-    features, labels = _versicolor_or_virginica()
-    pipeline = Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(max_iter=500))])
-    pipeline.fit(features, labels)
-    return pipeline, features, [{"name": name, "dtype": "numeric"} for name in features.columns]
 
 
 def test_the_onnx_form_declares_the_opsets_the_pinned_onnxruntime_runs():
