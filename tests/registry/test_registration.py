@@ -253,22 +253,31 @@ def test_model_edits_need_their_permission_and_are_the_editors(register, scienti
     assert AuditEntry.objects.filter(action="model.updated").latest("id").actor_name == "dana"
 
 
+def _while_the_version_is_built(monkeypatch, happen):
+    """`happen()` runs once the fast form is built, before the version is written under the model's lock:
+    what another person does in the seconds a conversion takes."""
+    from registry.services import registration
+
+    build = registration.fast_form_build
+
+    def build_then_happen(**kwargs):
+        fast = build(**kwargs)
+        happen()
+        return fast
+
+    monkeypatch.setattr(registration, "fast_form_build", build_then_happen)
+
+
 def test_a_gate_tightened_while_the_version_was_being_built_refuses_it(register, train, scientist, monkeypatch):
     """The gate is checked again under the model's lock: an edit made while the run was being converted
     (seconds, outside the lock) counts."""
-    from registry.services import registration
-
     model = register().model
-    build = registration.fast_form_build
-
-    def build_while_someone_tightens_the_gate(**kwargs):
-        fast = build(**kwargs)
-        services.registered_model_update(
+    _while_the_version_is_built(
+        monkeypatch,
+        lambda: services.registered_model_update(
             model=model, by=scientist, changes={"metric_thresholds": {"accuracy": 1.5, "f1_macro": 1.5}}
-        )
-        return fast
-
-    monkeypatch.setattr(registration, "fast_form_build", build_while_someone_tightens_the_gate)
+        ),
+    )
     run = train()
     refused(
         Unprocessable,
@@ -283,8 +292,6 @@ def test_a_gate_tightened_while_the_version_was_being_built_refuses_it(register,
 def test_a_production_version_changed_while_the_version_was_being_built_is_what_it_must_fit(
     register, promote, train, scientist, monkeypatch
 ):
-    from registry.services import registration
-
     promote(register())  # iris-clf v1: four flower measurements
     churn = services.model_version_register(
         run_id=train(dataset="customer_churn", n_samples=200).pk,
@@ -292,14 +299,7 @@ def test_a_production_version_changed_while_the_version_was_being_built_is_what_
         by=scientist,
         breaking_change=True,
     )
-    build = registration.fast_form_build
-
-    def build_while_production_moves(**kwargs):
-        fast = build(**kwargs)
-        promote(churn)  # another approver's decision, at that moment
-        return fast
-
-    monkeypatch.setattr(registration, "fast_form_build", build_while_production_moves)
+    _while_the_version_is_built(monkeypatch, lambda: promote(churn))  # another approver's decision, then
     run = train()
     refused(
         Unprocessable,

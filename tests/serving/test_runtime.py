@@ -213,6 +213,8 @@ def test_text_features_reach_the_onnx_form_as_text_and_a_missing_one_as_missing(
 
 def test_a_scikit_learn_version_naming_an_onnx_file_is_served_by_scikit_learn(register, settings):
     """A version an earlier release rebuilt to scikit-learn kept its ONNX file's name: the form decides."""
+    import pandas as pd
+
     from registry.models import ModelVersion
     from serving.runtime import version_load
 
@@ -226,7 +228,7 @@ def test_a_scikit_learn_version_naming_an_onnx_file_is_served_by_scikit_learn(re
 
     assert (loaded.form, probabilities.dtype) == ("sklearn", np.float64)
     expected = _pipeline(settings, version).predict_proba(
-        __import__("pandas").DataFrame({name: [value] for name, value in IRIS_ROW.items()})
+        pd.DataFrame({name: [value] for name, value in IRIS_ROW.items()})
     )
     assert np.array_equal(probabilities, expected)
 
