@@ -140,41 +140,6 @@ class LogRecord:
             )
         ]
 
-    def copy_lines(self, numeric, when):
-        """The table's rows as lines of COPY's text format (PostgreSQL), `when` being created_at as text:
-        built straight from the record, the parts every row shares made once (a third of the time of
-        building rows() and quoting each value)."""
-        if self.error or self.labels is None:
-            return ["\t".join([_copy_field(value) for value in (*row[:-1], when)]) + "\n" for row in self.rows()]
-        null = "\\N"
-        head = f"{_copy_field(self.request_id)}\t"
-        middle = f"\t{_copy_field(self.model_name)}\t{self.version}\t{_copy_field(self.mode)}\t"
-        tail = f"\t{self.latency_ms!r}\t\t{when}\n"
-        names = list(self.columns)
-        values = [self.columns[name] for name in names]
-        if numeric:
-            vectors = [
-                "{" + ",".join(map(repr, vector)) + "}"
-                for vector in zip(
-                    *[[_NAN if v is None else float(v) for v in self.columns[name]] for name in numeric], strict=True
-                )
-            ]
-        else:
-            vectors = [null] * len(self.labels)
-        positions = {label: position for position, label in enumerate(self.classes)}
-        classes = self.classes
-        lines = []
-        for index, (label, probs, row, vector) in enumerate(
-            zip(self.labels, self.probabilities.tolist(), zip(*values, strict=True), vectors, strict=True)
-        ):
-            position = positions.get(label)
-            lines.append(
-                f"{head}{index}{middle}{_json_text(dict(zip(names, row, strict=True)))}\t{vector}\t"
-                f"{_json_text(label)}\t{null if position is None else position}\t"
-                f"{_json_text(dict(zip(classes, probs, strict=True)))}\t{max(probs)!r}{tail}"
-            )
-        return lines
-
 
 _NAN = math.nan
 
@@ -214,6 +179,101 @@ def _json_text(value):
     itself, so only its backslashes are doubled."""
     text = _json(value)
     return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def _numbers_text(matrix):
+    """Each row of a float [rows, columns] array as its numbers' text separated by commas (orjson, all rows in
+    one call: a tenth of repr() a value); NaN as `null`."""
+    text = _json(np.ascontiguousarray(matrix, dtype=np.float64))
+    return text[2:-2].split("],[") if len(matrix) else []
+
+
+def _probabilities_template(classes):
+    """JSON of {class: probability} with %s where each probability goes, keys as _json writes them."""
+    keys = [_json({label: 0})[1:-3].replace("%", "%%") for label in classes]
+    return "{" + ",".join(f"{key}:%s" for key in keys) + "}"
+
+
+def _copy_lines(records, layout, adapt):
+    """The records' rows as lines of COPY's text format (PostgreSQL), in order. Consecutive records of one
+    version with the same features (a batch of single-row requests, mostly) are built together: their
+    numbers turned into text by one orjson call each for the feature vectors, probabilities and
+    confidences, each label's JSON made once; a third of the time of building every record on its own."""
+    lines = []
+    start = 0
+    while start < len(records):
+        first = records[start]
+        if first.error or first.labels is None:
+            when = str(adapt(first.created_at))
+            lines += ["\t".join([_copy_field(value) for value in (*row[:-1], when)]) + "\n" for row in first.rows()]
+            start += 1
+            continue
+        names = tuple(first.columns)
+        end = start + 1
+        while end < len(records) and _same_rows(records[end], first, names):
+            end += 1
+        lines += _run_lines(records[start:end], names, layout(first), adapt)
+        start = end
+    return lines
+
+
+def _same_rows(record, first, names):
+    """Whether `record`'s rows are laid out as `first`'s: the same version, deployment, classes and features."""
+    return (
+        not record.error
+        and record.labels is not None
+        and record.version == first.version
+        and record.model_name == first.model_name
+        and record.mode == first.mode
+        and (record.classes is first.classes or record.classes == first.classes)
+        and tuple(record.columns) == names
+    )
+
+
+def _run_lines(run, names, numeric, adapt):
+    """COPY lines of records with the same layout (see _copy_lines), each record's rows in order."""
+    first, null = run[0], "\\N"
+    counts = [len(record.labels) for record in run]
+    probabilities = [np.asarray(record.probabilities) for record in run]
+    for record, count, probs in zip(run, counts, probabilities, strict=True):
+        # A record whose columns or probabilities are not as long as its labels is a bug upstream: refused
+        # whole (the batch counted lost), never written with values under another row.
+        lengths = {len(values) for values in record.columns.values()}
+        if lengths - {count} or probs.shape != (count, len(first.classes)):
+            raise ValueError(
+                f"the rows of prediction {record.request_id} do not line up: {count} labels, probabilities "
+                f"{probs.shape}, columns of {sorted(lengths)} values"
+            )
+    columns = {name: [value for record in run for value in record.columns[name]] for name in names}
+    inputs = [_json_text(dict(zip(names, row, strict=True))) for row in zip(*columns.values(), strict=True)]
+    if numeric:
+        matrix = np.array([columns[name] for name in numeric], dtype=np.float64).T  # None becomes NaN
+        vectors = ["{" + text.replace("null", "NaN") + "}" for text in _numbers_text(matrix)]
+    else:
+        vectors = [null] * len(inputs)
+    matrix = np.concatenate(probabilities).astype(np.float64)
+    template = _probabilities_template(first.classes).replace("\\", "\\\\")
+    probabilities = [template % tuple(text.split(",")) for text in _numbers_text(matrix)]
+    confidences = _json(matrix.max(axis=1)).replace("null", "NaN")[1:-1].split(",") if len(matrix) else []
+    positions = {label: position for position, label in enumerate(first.classes)}
+    label_texts = {}
+    middle = f"\t{_copy_field(first.model_name)}\t{first.version}\t{_copy_field(first.mode)}\t"
+    lines = []
+    row = 0
+    for record in run:
+        head = f"{_copy_field(record.request_id)}\t"
+        tail = f"\t{record.latency_ms!r}\t\t{adapt(record.created_at)}\n"
+        for index, label in enumerate(record.labels):
+            label_text = label_texts.get(label)
+            if label_text is None:
+                position = positions.get(label)
+                label_text = label_texts[label] = f"{_json_text(label)}\t{null if position is None else position}"
+            lines.append(
+                f"{head}{index}{middle}{inputs[row]}\t{vectors[row]}\t{label_text}\t{probabilities[row]}\t"
+                f"{confidences[row]}{tail}"
+            )
+            row += 1
+    return lines
 
 
 def _shadow_record(record):
@@ -520,10 +580,7 @@ class PredictionLogWriter:
     def _write(self, records):
         adapt = connection.ops.adapt_datetimefield_value
         if connection.vendor == "postgresql":
-            lines = []
-            for record in records:
-                lines += record.copy_lines(self._layout(record), str(adapt(record.created_at)))
-            insert, data = self._copy, "".join(lines)
+            insert, data = self._copy, "".join(_copy_lines(records, self._layout, adapt))
         else:
             vector = (
                 6  # position of `features` in _COLUMNS: little-endian float64 bytes, as FloatVectorField stores them

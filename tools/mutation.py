@@ -172,10 +172,6 @@ EQUIVALENT = {
         "column name by construction"
         for n in (28, 31, 32)
     },
-    **{
-        _LOG + f"ǁLogRecordǁcopy_lines__mutmut_{n}": "the same two strict zips, in the COPY lines (PostgreSQL)"
-        for n in (32, 34, 39, 69, 72, 73)
-    },
     _LOG + "__json_text__mutmut_4": "backslashes doubled in every text, not only one holding a backslash: "
     "replacing none changes nothing",
     _LOG + "ǁPredictionLogWriterǁ_write__mutmut_48": "`getattr(exc, '__cause__')` without a default: every "
