@@ -7,7 +7,7 @@ MLFLOW_UI_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(VAR_DIR)/mlflow.db)
 # `PORT=8001 make run` when 8000 is taken
 PORT ?= 8000
 
-.PHONY: run serve test fuzz mutation lint bench bench-servers bench-crm mlflow-ui clean-var screenshots
+.PHONY: run serve test fuzz mutation lint bench bench-crm mlflow-ui clean-var screenshots
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,13 +47,10 @@ fuzz: $(BIN)/.installed-dev
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(BIN)/pytest -p no:cacheprovider -s tests/test_fuzz.py
 
 ## bench: our prediction API (serve.py) against `mlflow models serve` on the same models, single rows and
-## batches of 100 and 1,000 rows, with the empty-request floor (about 6 minutes); prints a JSON summary too
+## batches of 100 and 1,000 rows, the empty-request floor and gunicorn on the same app (about 13 minutes; `--postgres
+## postgres://postgres@127.0.0.1:5432` for the store in PostgreSQL, as in production); prints a JSON summary too
 bench: $(BIN)/.installed
 	$(BIN)/python bench/serving.py
-
-## bench-servers: granian (serve.py) against gunicorn (gunicorn.conf.py) on predictions, empty requests and the admin
-bench-servers: $(BIN)/.installed
-	$(BIN)/python bench/serving.py --servers
 
 ## bench-crm: the CRM refresh of 100,000 customers in batches against one request per customer (about 10 minutes)
 bench-crm: $(BIN)/.installed

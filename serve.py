@@ -128,7 +128,7 @@ def main():
         interface=Interfaces.WSGI,
         workers=workers,
         # One Python thread per worker runs requests, as gthread with one thread did: predictions hold
-        # the GIL, and more threads only take turns at it (measured in bench/serving.py --servers).
+        # the GIL, and more threads only take turns at it (measured with bench/serving.py).
         blocking_threads=_env_int("WEB_BLOCKING_THREADS", 1),
         runtime_threads=_env_int("WEB_RUNTIME_THREADS", 1),  # Rust's I/O threads a worker
         # Connections a worker holds at once (granian's "backpressure": a permit per connection, kept
