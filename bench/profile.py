@@ -1,6 +1,6 @@
 """Where a single-row prediction's time goes, on the running production server, by py-spy.
 
-    .venv/bin/python bench/profile.py [--seconds 15] [--rows 1]
+    .venv/bin/python bench/profile.py [--seconds 15] [--rows 1] [--log-off] [--postgres SERVER_URL]
 
 Sets up the bench's forest (bench/serving.py), starts serve.py with one worker, drives
 POST /api/v1/models/iris-rf/predict with 8 keep-alive connections and samples the worker with
@@ -75,6 +75,12 @@ def main():
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rows", type=int, default=1)
     parser.add_argument("--log-off", action="store_true", help="with the prediction log off")
+    parser.add_argument(
+        "--postgres",
+        metavar="SERVER_URL",
+        help="the store in a new database on this PostgreSQL server (dropped at the end), as in production: "
+        "the log writer's share is then its COPY, PostgreSQL's own work being in another process",
+    )
     args = parser.parse_args()
     var = Path(tempfile.mkdtemp(prefix="mlops-profile-"))
     env = {
@@ -90,6 +96,9 @@ def main():
         "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
     }
     env.pop("CELERY_BROKER_URL", None)
+    database = None
+    if args.postgres:
+        env["DATABASE_URL"], database = bench._postgres_database(args.postgres)
     (var / "prometheus").mkdir()
     subprocess.run([bench.PYTHON, "manage.py", "migrate", "-v", "0"], cwd=bench.BASE, env=env, check=True)
     setup = [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP]
@@ -116,6 +125,8 @@ def main():
         spy.wait(timeout=60)
     finally:
         bench._stop(process)
+        if database:
+            bench._postgres_drop(args.postgres, database)
     samples = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -124,7 +135,11 @@ def main():
     total = sum(samples.values())
     requests = rps * args.seconds
     log = "off" if args.log_off else "on"
-    print(f"\n{args.rows}-row predictions (log {log}), 1 worker, 8 connections: {rps:.0f} req/s, {len(errors)} errors")
+    store = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"\n{args.rows}-row predictions (log {log}, {store}), 1 worker, 8 connections: {rps:.0f} req/s, "
+        f"{len(errors)} errors"
+    )
     print(f"{total} samples at 500 Hz of the worker's busy Python threads\n")
     print(f"| {'part of the request':<48} | {'share':>6} | {'µs a request':>12} |")
     print(f"| {'-' * 48} | {'-' * 6} | {'-' * 12} |")
