@@ -182,10 +182,9 @@ def _json_text(value):
 
 
 def _numbers_text(matrix):
-    """Each row of a float [rows, columns] array as its numbers' text separated by commas (orjson, all rows in
-    one call); NaN as `null`."""
-    text = _json(np.ascontiguousarray(matrix, dtype=np.float64))
-    return text[2:-2].split("],[") if len(matrix) else []
+    """Each row of a float64 [rows, columns] array as its numbers' text separated by commas (orjson, all rows
+    in one call); NaN as `null`. (No rows give one empty text, and no line uses it.)"""
+    return _json(np.ascontiguousarray(matrix))[2:-2].split("],[")
 
 
 def _probabilities_template(classes):
@@ -226,7 +225,7 @@ def _same_rows(record, first, names):
         and record.version == first.version
         and record.model_name == first.model_name
         and record.mode == first.mode
-        and (record.classes is first.classes or record.classes == first.classes)
+        and record.classes == first.classes
         and tuple(record.columns) == names
     )
 
@@ -234,17 +233,18 @@ def _same_rows(record, first, names):
 def _run_lines(run, names, numeric, adapt):
     """COPY lines of records with the same layout (see _copy_lines), each record's rows in order."""
     first, null = run[0], "\\N"
-    counts = [len(record.labels) for record in run]
-    arrays = [np.asarray(record.probabilities) for record in run]
-    for record, count, probs in zip(run, counts, arrays, strict=True):
+    arrays = []
+    for record in run:
         # A record whose columns or probabilities are not as long as its labels is a bug upstream: refused
         # whole (the batch counted lost), never written with values under another row.
+        count, probs = len(record.labels), np.asarray(record.probabilities)
         lengths = {len(values) for values in record.columns.values()}
         if lengths - {count} or probs.shape != (count, len(first.classes)):
             raise ValueError(
                 f"the rows of prediction {record.request_id} do not line up: {count} labels, probabilities "
                 f"{probs.shape}, columns of {sorted(lengths)} values"
             )
+        arrays.append(probs)
     columns = {name: [value for record in run for value in record.columns[name]] for name in names}
     inputs = [_json_text(dict(zip(names, row, strict=True))) for row in zip(*columns.values(), strict=True)]
     if numeric:
@@ -255,7 +255,7 @@ def _run_lines(run, names, numeric, adapt):
     matrix = np.concatenate(arrays).astype(np.float64)
     template = _probabilities_template(first.classes).replace("\\", "\\\\")
     probabilities = [template % tuple(text.split(",")) for text in _numbers_text(matrix)]
-    confidences = _json(matrix.max(axis=1)).replace("null", "NaN")[1:-1].split(",") if len(matrix) else []
+    confidences = _json(matrix.max(axis=1)).replace("null", "NaN")[1:-1].split(",")
     positions = {label: position for position, label in enumerate(first.classes)}
     label_texts = {}
     middle = f"\t{_copy_field(first.model_name)}\t{first.version}\t{_copy_field(first.mode)}\t"

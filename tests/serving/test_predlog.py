@@ -86,14 +86,15 @@ def test_a_batch_mixing_versions_deployments_and_errors_keeps_each_rows_own_layo
     """Consecutive records of one layout are built together (_copy_lines): a record that differs from the one
     before by its deployment, classes, version or features only, or is refused, is built on its own
     terms, and every row comes out in the order queued."""
-    records = [_record(index) for index in range(1, 13)]
+    records = [_record(index) for index in range(1, 16)]
     records[1] = _record(2, rows=2)
     records[2].mode = "canary"
     records[4].classes, records[4].labels = ["50%", "a%sb"], ["a%sb"]  # '%' in a class: the JSON template's
     records[6].version = 2  # the same features, another vector
     records[8].columns = {**records[8].columns, "plan": ["basic"]}
     records[10].error = "refused after predicting"  # labels and all
-    records[11].model_name = "iris-other"
+    records[12].model_name = "iris-other"
+    records[14].labels = records[14].probabilities = None  # nothing predicted, no error: one empty row
     writer._layouts[("iris-clf", 1)] = ("petal_length_cm", "petal_width_cm")
     writer._layouts[("iris-clf", 2)] = ("petal_width_cm",)
     writer._layouts[("iris-other", 1)] = ()
@@ -117,8 +118,12 @@ def test_a_batch_mixing_versions_deployments_and_errors_keeps_each_rows_own_layo
         ("req-10", 0, 1, "primary", "setosa"),
         ("req-11", 0, 1, "primary", None),
         ("req-12", 0, 1, "primary", "setosa"),
+        ("req-13", 0, 1, "primary", "setosa"),
+        ("req-14", 0, 1, "primary", "setosa"),
+        ("req-15", 0, 1, "primary", None),
     ]
-    assert (rows[12].model_name, rows[12].features) == ("iris-other", None)
+    assert (rows[13].model_name, rows[13].features) == ("iris-other", None)
+    assert (rows[15].inputs, rows[15].probabilities, rows[15].error) == (None, None, "")
     assert list(rows[2].features) == [pytest.approx(2.4), 0.2]
     assert rows[2].inputs == {"petal_length_cm": pytest.approx(2.4), "petal_width_cm": 0.2}
     assert (rows[5].predicted_index, rows[5].confidence) == (1, pytest.approx(0.9))
