@@ -593,6 +593,10 @@ def test_a_missing_number_is_nan_in_the_feature_vector(writer):
     first, second = PredictionLog.objects.order_by("row")
     assert list(first.features) == [1.4, 0.2]
     assert np.isnan(second.features[0])
+    if connection.vendor == "postgresql":  # NaN in the array itself, not a NULL element (which reads back as NaN)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT features[1] = 'NaN'::float8 FROM serving_predictionlog WHERE row = 1")
+            assert cursor.fetchone() == (True,)
     assert second.features[1] == pytest.approx(0.3)
     assert second.inputs == {"petal_length_cm": None, "petal_width_cm": 0.3}
 
