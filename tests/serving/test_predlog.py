@@ -601,6 +601,19 @@ def test_a_missing_number_is_nan_in_the_feature_vector(writer):
     assert second.inputs == {"petal_length_cm": None, "petal_width_cm": 0.3}
 
 
+def test_a_certain_prediction_and_a_nan_probability_are_logged_as_they_came(writer):
+    """A confidence of exactly 1 keeps its leading digit, and a model answering NaN probabilities has its
+    row written (NaN, or NULL where SQLite stores NaN so), not the batch refused."""
+    record = _record(1, rows=2)
+    record.probabilities = np.array([[1.0, 0.0], [np.nan, np.nan]])
+    writer._queue.put(record)
+    writer.flush()
+    first, second = PredictionLog.objects.order_by("row")
+    assert (first.confidence, first.probabilities) == (1.0, {"setosa": 1.0, "versicolor": 0.0})
+    assert second.confidence is None or np.isnan(second.confidence)
+    assert second.probabilities == {"setosa": None, "versicolor": None}
+
+
 def test_numpy_values_and_numeric_classes_are_logged_as_json(writer):
     """Columns as a caller has them (numpy arrays, even of long doubles or of 0-d arrays) and a model whose
     classes are numbers: the JSON columns take them as plain numbers, keys as text."""
