@@ -267,13 +267,13 @@ def _log_drained(database_url, ended):
     return max(0.0, changed - ended)
 
 
-def _measure_model(model, env, var, args):
+def _measure_model(model, env, var, args, database):
     """Run the servers side by side (idle ones cost nothing) and measure them in turns, `--rounds`
-    times, so that a machine getting slower or faster mid-run hits all of them alike."""
+    times, so that a machine getting slower or faster mid-run hits all of them alike. `database`: the
+    PostgreSQL database the servers use (its backends' CPU is read too), None on SQLite."""
     processes, plan = _plan(model, env, var, args)
     samples = {label: [] for label, *_ in plan}
     servers = {_base(ping): process.pid for process, ping in processes}  # each its own process group
-    database = env["DATABASE_URL"].rsplit("/", 1)[1] if env["DATABASE_URL"].startswith("postgres") else None
     try:
         for process, ping in processes:
             _wait(ping, process)
@@ -440,7 +440,7 @@ def main():
     results = {}
     try:
         for model in args.models.split(","):
-            results[model] = _measure_model(model, env, var, args)
+            results[model] = _measure_model(model, env, var, args, database)
     finally:
         if not args.keep:
             shutil.rmtree(var, ignore_errors=True)
