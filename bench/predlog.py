@@ -15,10 +15,9 @@ PostgreSQL, its backend's CPU read from /proc ("db"). Medians of the rounds.
 import argparse
 import importlib.util
 import os
+import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -117,28 +116,13 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", metavar="SERVER_URL", help="the store in a new database on this server")
     args = parser.parse_args()
-    var = Path(tempfile.mkdtemp(prefix="mlops-bench-predlog-"))
-    env = {
-        "MLOPS_VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret-key",
-        "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
-        "DJANGO_SETTINGS_MODULE": "mlops_site.settings",
-    }
-    database = None
-    if args.postgres:
-        env["DATABASE_URL"], database = bench._postgres_database(args.postgres)
-    os.environ.update(env)
-    os.environ.pop("CELERY_BROKER_URL", None)
-    (var / "prometheus").mkdir()
+    var, env, database, _forms = bench.setup_store("mlops-bench-predlog-", args.postgres)
+    os.environ.clear()
+    os.environ.update(env, DJANGO_SETTINGS_MODULE="mlops_site.settings")  # Django runs in this process
     try:
-        subprocess.run([bench.PYTHON, "manage.py", "migrate", "-v", "0"], cwd=BASE, check=True)
-        setup = [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP]
-        subprocess.run(setup, cwd=BASE, check=True, capture_output=True)
         _measure(args, database)
     finally:
+        shutil.rmtree(var, ignore_errors=True)
         if database:
             bench._postgres_drop(args.postgres, database)
 

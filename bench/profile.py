@@ -12,10 +12,8 @@ metrics, the log hand-off, ...), and the table gives each part's share and its m
 import argparse
 import collections
 import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,27 +80,7 @@ def main():
         "the log writer's share is then its COPY, PostgreSQL's own work being in another process",
     )
     args = parser.parse_args()
-    var = Path(tempfile.mkdtemp(prefix="mlops-profile-"))
-    env = {
-        **os.environ,
-        "MLOPS_VAR_DIR": str(var),
-        "DATABASE_URL": f"sqlite:///{var}/db.sqlite3",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{var}/mlflow.db",
-        "DEBUG": "0",
-        "SECRET_KEY": "bench-only-secret-key",
-        "HTTPS_ONLY": "0",  # plain HTTP on localhost
-        "SERVING_REQUIRE_AUTH": "0",
-        "SERVING_THROTTLE_RATE": "1000000/second",
-        "PROMETHEUS_MULTIPROC_DIR": str(var / "prometheus"),
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    database = None
-    if args.postgres:
-        env["DATABASE_URL"], database = bench._postgres_database(args.postgres)
-    (var / "prometheus").mkdir()
-    subprocess.run([bench.PYTHON, "manage.py", "migrate", "-v", "0"], cwd=bench.BASE, env=env, check=True)
-    setup = [bench.PYTHON, "manage.py", "shell", "-c", bench.SETUP]
-    subprocess.run(setup, cwd=bench.BASE, env=env, check=True, capture_output=True)
+    var, env, database, _forms = bench.setup_store("mlops-profile-", args.postgres)
     port = bench._free_port()
     server_env = {**env, "PORT": str(port), "WEB_HOST": "127.0.0.1", "WEB_WORKERS": "1"}
     if args.log_off:

@@ -390,25 +390,12 @@ def _summary(results, forms, args):
     return summary, checks
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of one measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="measurements of each server, taken in turns")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--models", default="iris-rf,iris-lr", help="which of iris-rf, iris-lr to measure")
-    parser.add_argument("--batches", default="100,1000", help="batch sizes (rows a request) measured on the forest")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary store and logs")
-    parser.add_argument(
-        "--postgres",
-        metavar="SERVER_URL",
-        help="the store on this PostgreSQL server (a new database, dropped at the end), as in production, "
-        "instead of SQLite: e.g. postgres://postgres@127.0.0.1:5432",
-    )
-    args = parser.parse_args()
-    args.batches = [int(b) for b in args.batches.split(",") if b]
-
-    var = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
+def setup_store(prefix, postgres=None):
+    """A throwaway store for a bench and the environment of the processes that use it: SQLite and a local
+    MLflow under a new temporary folder, or a new database on the PostgreSQL server at `postgres` (dropped
+    by the caller: _postgres_drop); migrated, with SETUP's two models trained, registered and promoted.
+    (folder, environment, the PostgreSQL database's name or None, {model: its serving form})"""
+    var = Path(tempfile.mkdtemp(prefix=prefix))
     env = {
         **os.environ,
         "MLOPS_VAR_DIR": str(var),
@@ -427,15 +414,37 @@ def main():
     }
     env.pop("CELERY_BROKER_URL", None)
     database = None
-    if args.postgres:
-        env["DATABASE_URL"], database = _postgres_database(args.postgres)
+    if postgres:
+        env["DATABASE_URL"], database = _postgres_database(postgres)
     (var / "prometheus").mkdir()
-    print(f"store: {var}", file=sys.stderr)
     subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=BASE, env=env, check=True)
     setup = subprocess.run(
         [PYTHON, "manage.py", "shell", "-c", SETUP], cwd=BASE, env=env, check=True, capture_output=True, text=True
     )
     forms = json.loads(next(line for line in setup.stdout.splitlines() if line.startswith("FORMS "))[6:])
+    return var, env, database, forms
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements of each server, taken in turns")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--models", default="iris-rf,iris-lr", help="which of iris-rf, iris-lr to measure")
+    parser.add_argument("--batches", default="100,1000", help="batch sizes (rows a request) measured on the forest")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary store and logs")
+    parser.add_argument(
+        "--postgres",
+        metavar="SERVER_URL",
+        help="the store on this PostgreSQL server (a new database, dropped at the end), as in production, "
+        "instead of SQLite: e.g. postgres://postgres@127.0.0.1:5432",
+    )
+    args = parser.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",") if b]
+
+    var, env, database, forms = setup_store("mlops-bench-", args.postgres)
+    print(f"store: {var}", file=sys.stderr)
 
     results = {}
     try:
