@@ -174,8 +174,32 @@ EQUIVALENT = {
     },
     _LOG + "__json_text__mutmut_4": "backslashes doubled in every text, not only one holding a backslash: "
     "replacing none changes nothing",
-    _LOG + "ǁPredictionLogWriterǁ_write__mutmut_48": "`getattr(exc, '__cause__')` without a default: every "
+    _LOG + "ǁPredictionLogWriterǁ_write__mutmut_44": "`getattr(exc, '__cause__')` without a default: every "
     "exception has the attribute (None when there is no cause)",
+    # The COPY builder's (_copy_lines, _run_lines: the same lines whatever the edit).
+    _LOG + "__copy_lines__mutmut_33": "the features' names compared with None never match: each record is built "
+    "as a run of its own, the same lines, slower",
+    _LOG + "__probabilities_template__mutmut_7": "a key's text cut from {label: 1} instead of {label: 0}: one "
+    "digit either way",
+    _LOG + "__run_lines__mutmut_100": "a label's text made again for each row instead of kept: the same text",
+    _LOG + "__run_lines__mutmut_101": "the kept texts looked up under None: a run's labels are class names, never "
+    "None, so the text is made again for each row, the same",
+    **{
+        _LOG + f"__run_lines__mutmut_{n}": "strict zips whose lengths are checked already: a row holds one value "
+        "per column name, and every record's columns were checked to hold one value a label"
+        for n in (20, 23, 24, 25, 27, 28)
+    },
+    **{
+        _LOG + f"__run_lines__mutmut_{n}": "the vectors' array left to numpy's dtype: float64 columns stay float64, "
+        "a list with None becomes an object array that orjson writes through _json_default as the same digits "
+        "and null; PostgreSQL reads 5 and 5.0 alike"
+        for n in (31, 33)
+    },
+    _LOG + "__run_lines__mutmut_52": "astype(None) for astype(float64): numpy's default dtype is float64",
+    **{
+        _LOG + f"__run_lines__mutmut_{n}": "nan or NAN written for NaN: PostgreSQL reads a float8 NaN in any case"
+        for n in (45, 46, 80, 81)
+    },
     _LOG + "__json_default__mutmut_3": "every numpy scalar's item() made a float: only floating ones reach it and "
     "fit (integers and booleans orjson takes itself; the others are no JSON either way)",
     _LOG + "__json_default__mutmut_5": "the wording of the TypeError for a value that is no JSON: the batch is "
